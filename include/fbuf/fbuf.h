@@ -1,0 +1,8 @@
+// The whole C++ API of fbuf.
+#pragma once
+
+#include "fbuf/buffer.h"
+#include "fbuf/error.h"
+#include "fbuf/pool.h"
+#include "fbuf/receiver.h"
+#include "fbuf/sender.h"

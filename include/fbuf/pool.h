@@ -1,0 +1,81 @@
+// fbuf::Pool: a memfd-backed region split into page-aligned buffers of a few
+// size classes. The owner process maps it read-write; receivers get a
+// read-only descriptor of it. All bookkeeping (free lists, who holds what,
+// generations) lives in the owner's private memory.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fbuf/buffer.h"
+#include "fbuf/error.h"
+
+namespace fbuf {
+
+namespace detail {
+class PoolCore;
+}
+
+// What happens to the sender's access to a buffer once it is sent.
+enum class Policy : std::uint8_t {
+  kVolatile = 0,     // nothing changes; a later write reaches the receivers
+  kReadOnly = 1,     // the sender's pages become PROT_READ; a write faults
+  kCopyOnWrite = 2,  // the sender's pages become MAP_PRIVATE; a write is private
+};
+const char* to_string(Policy p) noexcept;
+
+struct SizeClass {
+  std::size_t buffer_size;  // rounded up to a whole number of pages
+  std::uint32_t count;
+};
+
+struct PoolOptions {
+  std::string name = "fbuf";       // shows in /proc/<pid>/maps and errors
+  std::vector<SizeClass> classes;  // at least one; any order
+  Policy policy = Policy::kVolatile;
+};
+
+struct PoolStats {
+  std::uint32_t total = 0;      // buffers in the pool
+  std::uint32_t free = 0;       // ready to allocate
+  std::uint32_t allocated = 0;  // held by the owner as a Buffer, not yet sent
+  std::uint32_t in_flight = 0;  // sent, awaiting return from some receiver
+  std::uint64_t rejected_returns = 0;  // forged, duplicate or foreign returns
+};
+
+// A handle to a pool; copies refer to the same pool, which lives until the
+// last handle, Buffer, Sender and in-process View referring to it is gone.
+// All members are thread-safe.
+class Pool {
+ public:
+  explicit Pool(PoolOptions options);  // throws Error
+  ~Pool();
+  Pool(const Pool&) noexcept;
+  Pool& operator=(const Pool&) noexcept;
+  Pool(Pool&&) noexcept;
+  Pool& operator=(Pool&&) noexcept;
+
+  // Takes a free buffer of the smallest class that holds `size` bytes (a
+  // larger class if that one is empty). Fails fast with Errc::kWouldBlock
+  // when none is free, Errc::kTooLarge when no class is big enough.
+  Result<Buffer> try_allocate(std::size_t size) noexcept;
+  // As try_allocate, but waits up to `timeout` for a buffer to come back.
+  // Fails with Errc::kTimedOut.
+  Result<Buffer> allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept;
+
+  PoolStats stats() const;
+  const PoolOptions& options() const noexcept;  // classes as rounded
+  std::size_t max_buffer_size() const noexcept;
+
+  detail::PoolCore& core() const noexcept { return *core_; }
+
+ private:
+  friend class Sender;
+  std::shared_ptr<detail::PoolCore> core_;
+};
+
+}  // namespace fbuf

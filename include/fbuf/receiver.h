@@ -1,0 +1,64 @@
+// fbuf::Receiver: the consuming end of a channel. It maps the sender's pool
+// read-only and turns each descriptor it receives into a View over the
+// sender's memory: no bytes are copied.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "fbuf/buffer.h"
+#include "fbuf/error.h"
+
+namespace fbuf {
+
+namespace detail {
+class ReceiverCore;
+}
+
+struct ReceiverOptions {
+  // How long connect() waits for the service to appear and answer.
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(5);
+};
+
+struct ReceiverStats {
+  std::uint64_t received = 0;
+  std::uint64_t returned = 0;
+  std::uint64_t rejected_descriptors = 0;  // failed validation; skipped
+};
+
+// One thread receives at a time; Views may be dropped from any thread, and
+// may outlive the Receiver (the mapping stays until the last View is gone).
+class Receiver {
+ public:
+  // Connects to a Sender in another process (or this one) by service name.
+  // Throws Error (ECONNREFUSED, or Errc::kVersionMismatch / kProtocol for a
+  // bad handshake).
+  static Receiver connect(std::string_view service, ReceiverOptions options = {});
+
+  Receiver() noexcept;
+  ~Receiver();
+  Receiver(Receiver&&) noexcept;
+  Receiver& operator=(Receiver&&) noexcept;
+  Receiver(const Receiver&) = delete;
+  Receiver& operator=(const Receiver&) = delete;
+
+  explicit operator bool() const noexcept { return core_ != nullptr; }
+
+  // The next buffer, in send order. Errors: kWouldBlock (nothing yet),
+  // kTimedOut, kPeerGone (the sender closed or died and everything it sent
+  // has been received), kBadDescriptor (an invalid descriptor was skipped;
+  // the next call continues).
+  Result<View> try_receive() noexcept;
+  Result<View> receive(std::chrono::nanoseconds timeout) noexcept;
+
+  ReceiverStats stats() const;
+
+  explicit Receiver(std::shared_ptr<detail::ReceiverCore> core) noexcept;
+
+ private:
+  std::shared_ptr<detail::ReceiverCore> core_;
+};
+
+}  // namespace fbuf

@@ -1,0 +1,87 @@
+// fbuf::Sender: the owner's end of a channel. It publishes buffers of one
+// pool to every connected receiver: receivers in other processes (connected
+// by service name over a Unix socket) and receivers in this process
+// (connect_local(), for thread-to-thread handoff). Only a small descriptor
+// travels; a buffer sent to N receivers returns to the pool after the N-th
+// release.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "fbuf/buffer.h"
+#include "fbuf/error.h"
+#include "fbuf/pool.h"
+
+namespace fbuf {
+
+class Receiver;
+namespace detail {
+class SenderCore;
+}
+
+struct SenderOptions {
+  std::uint32_t ring_capacity = 256;  // descriptors in flight per receiver (power of two)
+  std::uint32_t max_receivers = 64;
+};
+
+struct SenderStats {
+  std::uint64_t sent = 0;              // buffers published (once per send)
+  std::uint64_t delivered = 0;         // descriptors pushed (once per receiver)
+  std::uint64_t returned = 0;          // valid returns
+  std::uint64_t rejected_returns = 0;  // forged, duplicate or foreign returns
+  std::uint64_t rejected_handshakes = 0;
+  std::uint64_t receivers_connected = 0;
+  std::uint64_t receivers_lost = 0;    // hung up or died; their buffers reclaimed
+};
+
+// Thread-safe: any thread may send. Destroying the Sender tells every
+// receiver end-of-stream after it drains what was sent.
+class Sender {
+ public:
+  // An in-process-only sender: receivers come from connect_local().
+  explicit Sender(Pool pool, SenderOptions options = {});
+  // Also listens for receivers in other processes under `service` (for
+  // example "camera/frames"). Throws Error if the name is taken.
+  Sender(Pool pool, std::string_view service, SenderOptions options = {});
+  ~Sender();
+  Sender(Sender&&) noexcept;
+  Sender& operator=(Sender&&) noexcept;
+  Sender(const Sender&) = delete;
+  Sender& operator=(const Sender&) = delete;
+
+  // A receiver for another thread of this process.
+  Receiver connect_local();
+
+  // uf_allocb: a buffer from the pool this channel sends from.
+  Result<Buffer> try_allocate(std::size_t size) noexcept;
+  Result<Buffer> allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept;
+
+  // Publishes the first `length` bytes of `buffer` to every receiver. On
+  // success the buffer is consumed (the sender's write access ends). On
+  // failure `buffer` is left untouched, so the caller still owns it:
+  //   kWouldBlock (some receiver's ring is full), kNoReceivers,
+  //   kInvalidArgument (length > capacity or a foreign buffer), kClosed.
+  std::error_code try_send(Buffer&& buffer, std::size_t length) noexcept;
+  // As try_send, but waits up to `timeout` for ring space (kTimedOut).
+  std::error_code send(Buffer&& buffer, std::size_t length,
+                       std::chrono::nanoseconds timeout) noexcept;
+
+  // Waits until at least `n` receivers are connected; false on timeout.
+  bool wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const;
+  std::size_t receiver_count() const noexcept;
+
+  SenderStats stats() const;
+  const std::string& service() const noexcept;
+  Pool pool() const;
+
+ private:
+  std::unique_ptr<detail::SenderCore> core_;
+};
+
+}  // namespace fbuf

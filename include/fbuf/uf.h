@@ -1,0 +1,90 @@
+/* The fbuf C API: the calls of the fbufs design over the C++ core.
+ *
+ *   uf_allocate(pool)        take a free buffer from the caller's own pool
+ *   uf_write(ch, buf, len)   send it; the sender's write access ends here
+ *   uf_allocb(ch)            allocate from the pool the channel sends from
+ *   uf_get(ch)               receive the next buffer as a read-only view
+ *   uf_deallocate(buf)       done with it: it goes back to its owner
+ *
+ * Timeouts are in nanoseconds: 0 fails fast (UF_EAGAIN), a negative value
+ * waits forever. No call here throws; every failure is a uf_error.
+ */
+#ifndef FBUF_UF_H_
+#define FBUF_UF_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum uf_error {
+  UF_OK = 0,
+  UF_EAGAIN = 1,       /* nothing free / ring full / nothing to receive */
+  UF_ETIMEDOUT = 2,
+  UF_EPEERGONE = 3,    /* the peer closed or died; stream ended */
+  UF_ENORECEIVERS = 4,
+  UF_EINVAL = 5,
+  UF_EBADDESC = 6,     /* a descriptor from the peer failed validation */
+  UF_EVERSION = 7,
+  UF_EPROTO = 8,
+  UF_ECLOSED = 9,
+  UF_ETOOLARGE = 10,
+  UF_ESYSTEM = 11,     /* an OS call failed; errno holds the reason */
+  UF_ENOMEM = 12
+} uf_error;
+
+typedef enum uf_policy {
+  UF_POLICY_VOLATILE = 0,
+  UF_POLICY_READ_ONLY = 1,
+  UF_POLICY_COPY_ON_WRITE = 2
+} uf_policy;
+
+typedef struct uf_size_class {
+  size_t buffer_size;
+  uint32_t count;
+} uf_size_class;
+
+typedef struct uf_pool uf_pool;       /* an owned pool */
+typedef struct uf_channel uf_channel; /* a sending or a receiving end */
+typedef struct uf_buf uf_buf;         /* an owned buffer or a received view */
+
+const char* uf_strerror(uf_error e);
+
+uf_error uf_pool_create(const char* name, const uf_size_class* classes, size_t nclasses,
+                        uf_policy policy, uf_pool** out);
+void uf_pool_destroy(uf_pool* pool);
+/* Buffers free to allocate and buffers in all. Either pointer may be NULL. */
+void uf_pool_counts(const uf_pool* pool, uint32_t* free_count, uint32_t* total);
+
+/* A sending end that listens under `service` for receivers in other
+ * processes; `service` NULL makes an in-process-only channel. */
+uf_error uf_channel_listen(uf_pool* pool, const char* service, uf_channel** out);
+/* A receiving end connected to `service`. */
+uf_error uf_channel_connect(const char* service, int64_t timeout_ns, uf_channel** out);
+/* A receiving end in this process for a sending end (thread handoff). */
+uf_error uf_channel_connect_local(uf_channel* sender, uf_channel** out);
+uf_error uf_channel_wait_receivers(uf_channel* sender, size_t n, int64_t timeout_ns);
+void uf_channel_close(uf_channel* ch);
+
+uf_error uf_allocate(uf_pool* pool, size_t size, int64_t timeout_ns, uf_buf** out);
+uf_error uf_allocb(uf_channel* sender, size_t size, int64_t timeout_ns, uf_buf** out);
+/* On UF_OK `buf` is consumed; on any error the caller still owns it. */
+uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_ns);
+uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out);
+/* Returns an unsent buffer to its pool, or a received one to its owner. */
+void uf_deallocate(uf_buf* buf);
+
+/* Writable bytes of an owned buffer; NULL for a received view. */
+void* uf_data(uf_buf* buf);
+/* Readable bytes of either kind. */
+const void* uf_cdata(const uf_buf* buf);
+/* Capacity of an owned buffer, valid length of a received view. */
+size_t uf_size(const uf_buf* buf);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* FBUF_UF_H_ */

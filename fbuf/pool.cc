@@ -1,0 +1,223 @@
+#include "fbuf/pool.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <limits>
+#include <new>
+
+#include "fbuf/assert.h"
+#include "fbuf/pool_core.h"
+
+namespace fbuf {
+namespace detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The longest an owner sleeps before re-checking its sources, so a peer
+// that fails to ring the doorbell costs latency, never a hang.
+constexpr std::chrono::milliseconds kMaxSleep{50};
+
+}  // namespace
+
+PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
+  const std::string what = "pool '" + options_.name + "'";
+  if (options_.classes.empty()) throw_error(Errc::kInvalidArgument, what + ": no size classes");
+  if (options_.classes.size() > 64) throw_error(Errc::kInvalidArgument, what + ": more than 64 size classes");
+  if (options_.policy != Policy::kVolatile)
+    throw_error(Errc::kInvalidArgument, what + ": policy '" + to_string(options_.policy) +
+                                            "' is not available in this build");
+  const std::size_t page = page_size();
+  std::uint64_t count = 0;
+  for (auto& c : options_.classes) {
+    if (c.buffer_size == 0 || c.count == 0)
+      throw_error(Errc::kInvalidArgument, what + ": a size class has zero size or count");
+    if (c.buffer_size > std::numeric_limits<std::uint32_t>::max() - page)
+      throw_error(Errc::kInvalidArgument, what + ": buffers are limited to 4 GiB - 1 page");
+    c.buffer_size = round_up(c.buffer_size, page);
+    count += c.count;
+  }
+  if (count > (1u << 24)) throw_error(Errc::kInvalidArgument, what + ": more than 2^24 buffers");
+  std::sort(options_.classes.begin(), options_.classes.end(),
+            [](const SizeClass& a, const SizeClass& b) { return a.buffer_size < b.buffer_size; });
+
+  slots_.reserve(count);
+  free_.resize(options_.classes.size());
+  for (std::size_t k = 0; k < options_.classes.size(); ++k) {
+    const auto& c = options_.classes[k];
+    free_[k].reserve(c.count);
+    for (std::uint32_t i = 0; i < c.count; ++i) {
+      if (total_size_ > std::numeric_limits<std::size_t>::max() / 2 - c.buffer_size)
+        throw_error(Errc::kInvalidArgument, what + ": too large");
+      slots_.push_back(Slot{total_size_, c.buffer_size, 0, 0, static_cast<std::uint16_t>(k), State::kFree});
+      total_size_ += c.buffer_size;
+    }
+  }
+  // LIFO free lists, lowest index on top: recently used buffers are reused
+  // first while their pages are warm.
+  for (std::uint32_t i = static_cast<std::uint32_t>(slots_.size()); i-- > 0;)
+    free_[slots_[i].size_class].push_back(i);
+
+  fd_ = make_sealed_memfd("fbuf:" + options_.name, total_size_);
+  ro_fd_ = reopen_read_only(fd_.get(), what);
+  map_ = Mapping::map(fd_.get(), total_size_, PROT_READ | PROT_WRITE, what);
+
+  doorbell_fd_ = make_sealed_memfd("fbuf-doorbell:" + options_.name, page);
+  doorbell_map_ = Mapping::map(doorbell_fd_.get(), page, PROT_READ | PROT_WRITE, what + " doorbell");
+  auto* d = new (doorbell_map_.data()) ipc::DoorbellHeader{};
+  d->magic = ipc::kDoorbellMagic;
+  d->version = ipc::kProtocolVersion;
+}
+
+PoolCore::~PoolCore() = default;
+
+Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
+  if (size > options_.classes.back().buffer_size) return Errc::kTooLarge;
+  std::size_t first = 0;
+  while (options_.classes[first].buffer_size < size) ++first;
+  // The smallest class that fits; if it is empty, returns may be pending.
+  if (free_[first].empty()) drain_sources_locked();
+  for (std::size_t k = first; k < free_.size(); ++k) {
+    if (free_[k].empty()) continue;
+    std::uint32_t index = free_[k].back();
+    free_[k].pop_back();
+    Slot& s = slots_[index];
+    FBUF_ASSERT(s.state == State::kFree, "free list holds a buffer that is not free");
+    s.state = State::kAllocated;
+    // Generation 0 is never used, so a zeroed return can never match.
+    if (++s.generation == 0) s.generation = 1;
+    ++allocated_;
+    Buffer b;
+    b.pool_ = shared_from_this();
+    b.data_ = map_.data() + s.offset;
+    b.capacity_ = s.capacity;
+    b.index_ = index;
+    b.generation_ = s.generation;
+    return b;
+  }
+  return Errc::kWouldBlock;
+}
+
+Result<Buffer> PoolCore::try_allocate(std::size_t size) noexcept {
+  std::lock_guard lock(mu_);
+  return try_allocate_locked(size);
+}
+
+Result<Buffer> PoolCore::allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    Result<Buffer> r = try_allocate(size);
+    if (r || r.error() != make_error_code(Errc::kWouldBlock)) return r;
+    auto now = Clock::now();
+    if (now >= deadline) return Errc::kTimedOut;
+    auto* d = doorbell();
+    Result<Buffer> again = Errc::kWouldBlock;
+    ipc::sleep_until(d->waiters, d->seq, std::min<std::chrono::nanoseconds>(deadline - now, kMaxSleep),
+                     [&] {
+                       again = try_allocate(size);
+                       return again.ok() || again.error() != make_error_code(Errc::kWouldBlock);
+                     });
+    if (again || again.error() != make_error_code(Errc::kWouldBlock)) return again;
+  }
+}
+
+void PoolCore::free_locked(std::uint32_t index) noexcept {
+  Slot& s = slots_[index];
+  s.state = State::kFree;
+  s.refs = 0;
+  free_[s.size_class].push_back(index);
+}
+
+void PoolCore::mark_sent_locked(Buffer& b, std::uint32_t receivers) noexcept {
+  Slot& s = slots_[b.index_];
+  FBUF_ASSERT(s.state == State::kAllocated && s.generation == b.generation_,
+              "sending a buffer the pool did not hand out");
+  FBUF_ASSERT(receivers > 0, "sending to nobody");
+  s.state = State::kInFlight;
+  s.refs = receivers;
+  --allocated_;
+  ++in_flight_;
+  // The handle gives up the buffer without returning it: the receivers
+  // hold it now.
+  b.pool_.reset();
+  b.data_ = nullptr;
+  b.capacity_ = 0;
+}
+
+bool PoolCore::release_ref_locked(std::uint32_t index, std::uint32_t generation) noexcept {
+  if (index >= slots_.size()) {
+    ++rejected_returns_;
+    return false;
+  }
+  Slot& s = slots_[index];
+  if (s.state != State::kInFlight || s.generation != generation || s.refs == 0) {
+    ++rejected_returns_;
+    return false;
+  }
+  if (--s.refs == 0) {
+    --in_flight_;
+    free_locked(index);
+  }
+  return true;
+}
+
+void PoolCore::release_unsent(std::uint32_t index, std::uint32_t generation) noexcept {
+  {
+    std::lock_guard lock(mu_);
+    Slot& s = slots_[index];
+    FBUF_ASSERT(s.state == State::kAllocated && s.generation == generation,
+                "a Buffer handle does not match its pool slot");
+    --allocated_;
+    free_locked(index);
+  }
+  ipc::ring_doorbell(doorbell());
+}
+
+void PoolCore::release_ref(std::uint32_t index, std::uint32_t generation) noexcept {
+  {
+    std::lock_guard lock(mu_);
+    release_ref_locked(index, generation);
+  }
+  ipc::ring_doorbell(doorbell());
+}
+
+void PoolCore::add_source_locked(std::shared_ptr<ReturnSource> source) {
+  sources_.push_back(std::move(source));
+}
+
+void PoolCore::drain_sources_locked() noexcept {
+  // Sources are few (one per remote receiver); drop the finished ones.
+  std::erase_if(sources_, [](const std::shared_ptr<ReturnSource>& s) { return !s->drain_locked(); });
+}
+
+PoolStats PoolCore::stats() {
+  std::lock_guard lock(mu_);
+  drain_sources_locked();
+  PoolStats st;
+  st.total = buffer_count();
+  for (const auto& f : free_) st.free += static_cast<std::uint32_t>(f.size());
+  st.allocated = allocated_;
+  st.in_flight = in_flight_;
+  st.rejected_returns = rejected_returns_;
+  return st;
+}
+
+}  // namespace detail
+
+Pool::Pool(PoolOptions options) : core_(std::make_shared<detail::PoolCore>(std::move(options))) {}
+Pool::~Pool() = default;
+Pool::Pool(const Pool&) noexcept = default;
+Pool& Pool::operator=(const Pool&) noexcept = default;
+Pool::Pool(Pool&&) noexcept = default;
+Pool& Pool::operator=(Pool&&) noexcept = default;
+
+Result<Buffer> Pool::try_allocate(std::size_t size) noexcept { return core_->try_allocate(size); }
+Result<Buffer> Pool::allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
+  return core_->allocate(size, timeout);
+}
+PoolStats Pool::stats() const { return core_->stats(); }
+const PoolOptions& Pool::options() const noexcept { return core_->options(); }
+std::size_t Pool::max_buffer_size() const noexcept { return core_->options().classes.back().buffer_size; }
+
+}  // namespace fbuf

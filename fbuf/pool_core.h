@@ -1,0 +1,114 @@
+// The owner-private state of a pool: geometry, the shared memfd and its
+// mappings, and the bookkeeping (free lists, generations, reference counts)
+// that no peer can reach. Private to the library.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "fbuf/pool.h"
+#include "fbuf/sys.h"
+#include "ipc/layout.h"
+
+namespace fbuf::detail {
+
+// A holder of lent buffers that hands them back in batches: a receiver
+// connection's return ring.
+class ReturnSource {
+ public:
+  virtual ~ReturnSource() = default;
+  // Applies every pending return. Called with the pool's mutex held.
+  // Returns false once the source is finished and can be dropped.
+  virtual bool drain_locked() noexcept = 0;
+};
+
+// Also the ViewOwner of views received in the owner's own process.
+class PoolCore final : public ViewOwner, public std::enable_shared_from_this<PoolCore> {
+ public:
+  explicit PoolCore(PoolOptions options);
+  ~PoolCore() override;
+  PoolCore(const PoolCore&) = delete;
+  PoolCore& operator=(const PoolCore&) = delete;
+
+  Result<Buffer> try_allocate(std::size_t size) noexcept;
+  Result<Buffer> allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept;
+  PoolStats stats();
+
+  // Geometry (immutable after construction).
+  const PoolOptions& options() const noexcept { return options_; }
+  std::uint32_t buffer_count() const noexcept { return static_cast<std::uint32_t>(slots_.size()); }
+  std::size_t total_size() const noexcept { return total_size_; }
+  std::size_t buffer_offset(std::uint32_t index) const noexcept { return slots_[index].offset; }
+  std::size_t buffer_capacity(std::uint32_t index) const noexcept { return slots_[index].capacity; }
+  std::byte* base() const noexcept { return map_.data(); }
+  int read_only_fd() const noexcept { return ro_fd_.get(); }
+  int doorbell_fd() const noexcept { return doorbell_fd_.get(); }
+  ipc::DoorbellHeader* doorbell() const noexcept {
+    return reinterpret_cast<ipc::DoorbellHeader*>(doorbell_map_.data());
+  }
+
+  // What a Sender needs from a Buffer it is handed.
+  struct BufferRef {
+    PoolCore* pool;
+    std::uint32_t index;
+    std::uint32_t generation;
+    std::size_t capacity;
+  };
+  static BufferRef inspect(const Buffer& b) noexcept {
+    return {b.pool_.get(), b.index_, b.generation_, b.capacity_};
+  }
+
+  std::mutex& mutex() const noexcept { return mu_; }
+
+  // --- Called with mutex() held. ---
+  // `b` goes out to `receivers` receivers; the Buffer handle is emptied
+  // without returning the buffer.
+  void mark_sent_locked(Buffer& b, std::uint32_t receivers) noexcept;
+  // One holder is done with (index, generation). Returns false, and counts
+  // a rejected return, if that buffer is not in flight at that generation.
+  bool release_ref_locked(std::uint32_t index, std::uint32_t generation) noexcept;
+  void add_source_locked(std::shared_ptr<ReturnSource> source);
+  void drain_sources_locked() noexcept;
+
+  // Takes the mutex: a Buffer dropped unsent, or an in-process View done.
+  void release_unsent(std::uint32_t index, std::uint32_t generation) noexcept;
+  void release_ref(std::uint32_t index, std::uint32_t generation) noexcept;
+  void release(std::uint32_t /*pool*/, std::uint32_t index, std::uint32_t generation) noexcept override {
+    release_ref(index, generation);
+  }
+
+ private:
+  enum class State : std::uint8_t { kFree, kAllocated, kInFlight };
+  struct Slot {
+    std::size_t offset;
+    std::size_t capacity;
+    std::uint32_t generation = 0;
+    std::uint32_t refs = 0;
+    std::uint16_t size_class = 0;
+    State state = State::kFree;
+  };
+
+  Result<Buffer> try_allocate_locked(std::size_t size) noexcept;
+  void free_locked(std::uint32_t index) noexcept;
+
+  PoolOptions options_;  // classes sorted by size, sizes rounded to pages
+  std::size_t total_size_ = 0;
+  UniqueFd fd_;
+  UniqueFd ro_fd_;
+  Mapping map_;
+  UniqueFd doorbell_fd_;
+  Mapping doorbell_map_;
+
+  mutable std::mutex mu_;
+  std::vector<Slot> slots_;                           // guarded by mu_ (geometry is immutable)
+  std::vector<std::vector<std::uint32_t>> free_;      // per class, LIFO; guarded by mu_
+  std::vector<std::shared_ptr<ReturnSource>> sources_;  // guarded by mu_
+  std::uint32_t allocated_ = 0;                       // guarded by mu_
+  std::uint32_t in_flight_ = 0;                       // guarded by mu_
+  std::uint64_t rejected_returns_ = 0;                // guarded by mu_
+};
+
+}  // namespace fbuf::detail

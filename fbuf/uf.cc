@@ -1,0 +1,247 @@
+// The C API: thin wrappers that map the C++ API's errors to uf_error and
+// never let an exception cross the C boundary.
+#include "fbuf/uf.h"
+
+#include <cerrno>
+#include <limits>
+#include <new>
+#include <optional>
+#include <variant>
+
+#include "fbuf/fbuf.h"
+
+struct uf_pool {
+  fbuf::Pool pool;
+};
+
+struct uf_channel {
+  std::optional<fbuf::Sender> sender;
+  fbuf::Receiver receiver;
+};
+
+struct uf_buf {
+  std::variant<fbuf::Buffer, fbuf::View> v;
+};
+
+namespace {
+
+uf_error to_uf(std::error_code ec) noexcept {
+  if (!ec) return UF_OK;
+  if (ec.category() == fbuf::fbuf_category()) {
+    switch (static_cast<fbuf::Errc>(ec.value())) {
+      case fbuf::Errc::kOk: return UF_OK;
+      case fbuf::Errc::kWouldBlock: return UF_EAGAIN;
+      case fbuf::Errc::kTimedOut: return UF_ETIMEDOUT;
+      case fbuf::Errc::kPeerGone: return UF_EPEERGONE;
+      case fbuf::Errc::kNoReceivers: return UF_ENORECEIVERS;
+      case fbuf::Errc::kInvalidArgument: return UF_EINVAL;
+      case fbuf::Errc::kBadDescriptor: return UF_EBADDESC;
+      case fbuf::Errc::kVersionMismatch: return UF_EVERSION;
+      case fbuf::Errc::kProtocol: return UF_EPROTO;
+      case fbuf::Errc::kClosed: return UF_ECLOSED;
+      case fbuf::Errc::kTooLarge: return UF_ETOOLARGE;
+    }
+    return UF_EPROTO;
+  }
+  if (ec.category() == std::system_category() || ec.category() == std::generic_category()) {
+    errno = ec.value();
+    if (ec.value() == ENOMEM) return UF_ENOMEM;
+    if (ec.value() == ETIMEDOUT) return UF_ETIMEDOUT;
+  }
+  return UF_ESYSTEM;
+}
+
+// Runs a setup call, turning exceptions into codes.
+template <class F>
+uf_error guarded(F&& f) noexcept {
+  try {
+    return f();
+  } catch (const fbuf::Error& e) {
+    return to_uf(e.code());
+  } catch (const std::bad_alloc&) {
+    return UF_ENOMEM;
+  } catch (...) {
+    return UF_ESYSTEM;
+  }
+}
+
+std::chrono::nanoseconds to_timeout(int64_t ns) noexcept {
+  // Negative means forever: a century is forever enough and keeps the
+  // deadline arithmetic from overflowing.
+  if (ns < 0) return std::chrono::hours(24 * 365 * 100);
+  return std::chrono::nanoseconds(ns);
+}
+
+uf_error wrap_buffer(fbuf::Result<fbuf::Buffer> r, uf_buf** out) noexcept {
+  if (!r) return to_uf(r.error());
+  auto* b = new (std::nothrow) uf_buf{std::move(*r)};
+  if (b == nullptr) return UF_ENOMEM;
+  *out = b;
+  return UF_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* uf_strerror(uf_error e) {
+  switch (e) {
+    case UF_OK: return "success";
+    case UF_EAGAIN: return "would block: no buffer free, ring full, or nothing to receive";
+    case UF_ETIMEDOUT: return "timed out";
+    case UF_EPEERGONE: return "peer gone: the other end closed or died";
+    case UF_ENORECEIVERS: return "no receiver is connected";
+    case UF_EINVAL: return "invalid argument";
+    case UF_EBADDESC: return "invalid descriptor from peer";
+    case UF_EVERSION: return "protocol version mismatch";
+    case UF_EPROTO: return "malformed or unexpected control message";
+    case UF_ECLOSED: return "closed";
+    case UF_ETOOLARGE: return "no size class is large enough";
+    case UF_ESYSTEM: return "system call failed (see errno)";
+    case UF_ENOMEM: return "out of memory";
+  }
+  return "unknown uf_error";
+}
+
+uf_error uf_pool_create(const char* name, const uf_size_class* classes, size_t nclasses, uf_policy policy,
+                        uf_pool** out) {
+  if (out == nullptr || classes == nullptr || nclasses == 0) return UF_EINVAL;
+  if (policy != UF_POLICY_VOLATILE && policy != UF_POLICY_READ_ONLY && policy != UF_POLICY_COPY_ON_WRITE)
+    return UF_EINVAL;
+  return guarded([&] {
+    fbuf::PoolOptions o;
+    o.name = name != nullptr ? name : "fbuf";
+    for (size_t i = 0; i < nclasses; ++i) o.classes.push_back({classes[i].buffer_size, classes[i].count});
+    o.policy = static_cast<fbuf::Policy>(policy);
+    *out = new uf_pool{fbuf::Pool(std::move(o))};
+    return UF_OK;
+  });
+}
+
+void uf_pool_destroy(uf_pool* pool) { delete pool; }
+
+void uf_pool_counts(const uf_pool* pool, uint32_t* free_count, uint32_t* total) {
+  fbuf::PoolStats s{};
+  if (pool != nullptr) {
+    try {
+      s = pool->pool.stats();
+    } catch (...) {
+      // stats() allocates nothing that can fail in practice; report zeros.
+    }
+  }
+  if (free_count != nullptr) *free_count = s.free;
+  if (total != nullptr) *total = s.total;
+}
+
+uf_error uf_channel_listen(uf_pool* pool, const char* service, uf_channel** out) {
+  if (pool == nullptr || out == nullptr) return UF_EINVAL;
+  return guarded([&] {
+    auto* ch = new uf_channel{};
+    try {
+      if (service != nullptr)
+        ch->sender.emplace(pool->pool, service);
+      else
+        ch->sender.emplace(pool->pool);
+    } catch (...) {
+      delete ch;
+      throw;
+    }
+    *out = ch;
+    return UF_OK;
+  });
+}
+
+uf_error uf_channel_connect(const char* service, int64_t timeout_ns, uf_channel** out) {
+  if (service == nullptr || out == nullptr) return UF_EINVAL;
+  return guarded([&] {
+    fbuf::ReceiverOptions o;
+    o.connect_timeout = to_timeout(timeout_ns);
+    auto* ch = new uf_channel{};
+    try {
+      ch->receiver = fbuf::Receiver::connect(service, o);
+    } catch (...) {
+      delete ch;
+      throw;
+    }
+    *out = ch;
+    return UF_OK;
+  });
+}
+
+uf_error uf_channel_connect_local(uf_channel* sender, uf_channel** out) {
+  if (sender == nullptr || !sender->sender || out == nullptr) return UF_EINVAL;
+  return guarded([&] {
+    auto* ch = new uf_channel{};
+    try {
+      ch->receiver = sender->sender->connect_local();
+    } catch (...) {
+      delete ch;
+      throw;
+    }
+    *out = ch;
+    return UF_OK;
+  });
+}
+
+uf_error uf_channel_wait_receivers(uf_channel* sender, size_t n, int64_t timeout_ns) {
+  if (sender == nullptr || !sender->sender) return UF_EINVAL;
+  return guarded([&] { return sender->sender->wait_for_receivers(n, to_timeout(timeout_ns)) ? UF_OK : UF_ETIMEDOUT; });
+}
+
+void uf_channel_close(uf_channel* ch) { delete ch; }
+
+uf_error uf_allocate(uf_pool* pool, size_t size, int64_t timeout_ns, uf_buf** out) {
+  if (pool == nullptr || out == nullptr) return UF_EINVAL;
+  if (timeout_ns == 0) return wrap_buffer(pool->pool.try_allocate(size), out);
+  return wrap_buffer(pool->pool.allocate(size, to_timeout(timeout_ns)), out);
+}
+
+uf_error uf_allocb(uf_channel* sender, size_t size, int64_t timeout_ns, uf_buf** out) {
+  if (sender == nullptr || !sender->sender || out == nullptr) return UF_EINVAL;
+  if (timeout_ns == 0) return wrap_buffer(sender->sender->try_allocate(size), out);
+  return wrap_buffer(sender->sender->allocate(size, to_timeout(timeout_ns)), out);
+}
+
+uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_ns) {
+  if (sender == nullptr || !sender->sender || buf == nullptr) return UF_EINVAL;
+  auto* b = std::get_if<fbuf::Buffer>(&buf->v);
+  if (b == nullptr || !*b) return UF_EINVAL;
+  std::error_code ec = timeout_ns == 0 ? sender->sender->try_send(std::move(*b), len)
+                                       : sender->sender->send(std::move(*b), len, to_timeout(timeout_ns));
+  if (ec) return to_uf(ec);
+  delete buf;
+  return UF_OK;
+}
+
+uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out) {
+  if (receiver == nullptr || !receiver->receiver || out == nullptr) return UF_EINVAL;
+  fbuf::Result<fbuf::View> r = timeout_ns == 0 ? receiver->receiver.try_receive()
+                                               : receiver->receiver.receive(to_timeout(timeout_ns));
+  if (!r) return to_uf(r.error());
+  auto* b = new (std::nothrow) uf_buf{std::move(*r)};
+  if (b == nullptr) return UF_ENOMEM;  // the View returns itself
+  *out = b;
+  return UF_OK;
+}
+
+void uf_deallocate(uf_buf* buf) { delete buf; }
+
+void* uf_data(uf_buf* buf) {
+  if (buf == nullptr) return nullptr;
+  auto* b = std::get_if<fbuf::Buffer>(&buf->v);
+  return b != nullptr ? b->data() : nullptr;
+}
+
+const void* uf_cdata(const uf_buf* buf) {
+  if (buf == nullptr) return nullptr;
+  if (auto* b = std::get_if<fbuf::Buffer>(&buf->v)) return b->data();
+  return std::get<fbuf::View>(buf->v).data();
+}
+
+size_t uf_size(const uf_buf* buf) {
+  if (buf == nullptr) return 0;
+  if (auto* b = std::get_if<fbuf::Buffer>(&buf->v)) return b->capacity();
+  return std::get<fbuf::View>(buf->v).size();
+}
+
+}  // extern "C"

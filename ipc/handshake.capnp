@@ -1,0 +1,52 @@
+# The control-plane messages a receiver and a sender exchange over the
+# service's Unix socket (SOCK_SEQPACKET: one datagram per message).
+#
+#   receiver -> sender   Hello
+#   sender -> receiver   Welcome, with three fds attached in this order:
+#                          0: the pool memfd, re-opened O_RDONLY
+#                          1: the connection's ring memfd (send + return rings)
+#                          2: the pool's doorbell memfd
+#                        or Reject, with no fds.
+#
+# Every field is input from a peer that may be buggy or hostile: the
+# decoder (ipc/control.cc) checks each against protocol limits and against
+# the fds themselves (fstat size, seals, access mode) before use.
+@0x9353f857479166b6;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("fbuf::ipc::proto");
+
+struct Hello {
+  version @0 :UInt32;
+  pid @1 :UInt32;
+}
+
+struct SizeClass {
+  bufferSize @0 :UInt64;
+  count @1 :UInt32;
+}
+
+struct Welcome {
+  version @0 :UInt32;
+  poolName @1 :Text;
+  poolSize @2 :UInt64;
+  classes @3 :List(SizeClass);
+  policy @4 :UInt8;
+  sendCapacity @5 :UInt32;
+  returnCapacity @6 :UInt32;
+  ringBytes @7 :UInt64;
+  receiverId @8 :UInt32;
+}
+
+struct Reject {
+  version @0 :UInt32;
+  reason @1 :Text;
+}
+
+struct ControlMessage {
+  union {
+    hello @0 :Hello;
+    welcome @1 :Welcome;
+    reject @2 :Reject;
+  }
+}

@@ -1,0 +1,194 @@
+// A single-producer / single-consumer ring of fixed-size descriptors, laid
+// out in memory that may be shared with another process.
+//
+// Invariants:
+//  - `tail` is written only by the producer, `head` only by the consumer;
+//    each side keeps its own index privately (the shared copy is a
+//    publication, never read back) and caches the other side's index.
+//  - 0 <= tail - head <= capacity. The other side's index is read from
+//    memory a peer can scribble on, so every read of it is checked against
+//    this bound; a violation reports kCorrupt and is never trusted.
+//  - A slot is written before the tail that covers it is published (release)
+//    and read after the tail is observed (acquire); the consumer frees a slot
+//    by publishing head (release) after copying it out.
+//  - Wake-ups: a side that is about to sleep increments its `*_waiters`
+//    word, issues a seq_cst fence and re-checks the ring before sleeping on
+//    the futex word; the other side publishes its index, issues a seq_cst
+//    fence, then reads the waiters count. One of the two always sees the
+//    other (a store-buffer litmus with fences on both sides), so no wake-up
+//    is lost and nobody makes a syscall while both sides keep up.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+
+#include "ipc/futex.h"
+
+namespace fbuf::ipc {
+
+inline constexpr std::size_t kCacheLine = 64;
+
+// What travels: which buffer, which generation of it, which bytes.
+struct Descriptor {
+  std::uint32_t pool;        // index of the pool among the sender's pools
+  std::uint32_t index;       // buffer index within the pool
+  std::uint32_t generation;  // bumped each time the buffer is allocated
+  std::uint32_t offset;      // first valid byte within the buffer
+  std::uint32_t length;      // valid bytes
+  std::uint32_t flags;
+  std::uint64_t sequence;    // per-sender publication number
+};
+static_assert(sizeof(Descriptor) == 32);
+
+// The shared control words of one ring. Placement-constructed by the owner.
+struct RingIndices {
+  alignas(kCacheLine) std::atomic<std::uint64_t> tail{0};   // producer writes
+  alignas(kCacheLine) std::atomic<std::uint64_t> head{0};   // consumer writes
+  alignas(kCacheLine) std::atomic<std::uint32_t> data_seq{0};  // futex: "tail moved"
+  std::atomic<std::uint32_t> consumer_waiters{0};
+  alignas(kCacheLine) std::atomic<std::uint32_t> space_seq{0};  // futex: "head moved"
+  std::atomic<std::uint32_t> producer_waiters{0};
+};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(sizeof(RingIndices) == 4 * kCacheLine);
+
+enum class RingStatus { kOk, kEmpty, kFull, kCorrupt };
+
+class RingProducer {
+ public:
+  RingProducer() = default;
+  RingProducer(RingIndices* indices, Descriptor* slots, std::uint32_t capacity) noexcept
+      : idx_(indices), slots_(slots), mask_(capacity - 1), capacity_(capacity) {}
+
+  // Free slots, refreshing the cached head only when the cache says full.
+  // kCorrupt if the peer published a head outside [tail - capacity, tail].
+  RingStatus reserve(std::uint32_t n = 1) noexcept {
+    if (tail_ - head_cache_ + n <= capacity_) return RingStatus::kOk;
+    // acquire: observes the consumer's copy-out of the slots it freed; pairs
+    // with the release store of head in RingConsumer::pop().
+    std::uint64_t head = idx_->head.load(std::memory_order_acquire);
+    if (head > tail_ || tail_ - head > capacity_) return RingStatus::kCorrupt;
+    head_cache_ = head;
+    return tail_ - head_cache_ + n <= capacity_ ? RingStatus::kOk : RingStatus::kFull;
+  }
+
+  // Writes a descriptor; call reserve() first. Not visible until publish().
+  void write(const Descriptor& d) noexcept {
+    std::memcpy(&slots_[pending_ & mask_], &d, sizeof d);
+    ++pending_;
+  }
+
+  // Publishes everything written since the last publish and wakes a
+  // sleeping consumer.
+  void publish() noexcept {
+    tail_ = pending_;
+    // release: publishes the slots written above; pairs with the acquire
+    // load of tail in RingConsumer::pop().
+    idx_->tail.store(tail_, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // acquire: ordered after the tail store by the fence above; pairs with
+    // the increment in sleep_until(), so the sleeper's read of data_seq
+    // happens before the bump below and its futex_wait sees the change.
+    if (idx_->consumer_waiters.load(std::memory_order_acquire) != 0) {
+      idx_->data_seq.fetch_add(1, std::memory_order_relaxed);
+      futex_wake_all(&idx_->data_seq);
+    }
+  }
+
+  bool push(const Descriptor& d) noexcept {
+    if (reserve() != RingStatus::kOk) return false;
+    write(d);
+    publish();
+    return true;
+  }
+
+  // The published tail: this side's private, trusted copy.
+  std::uint64_t tail() const noexcept { return tail_; }
+  const Descriptor& slot(std::uint64_t position) const noexcept { return slots_[position & mask_]; }
+  std::uint32_t capacity() const noexcept { return capacity_; }
+  RingIndices* indices() const noexcept { return idx_; }
+
+ private:
+  RingIndices* idx_ = nullptr;
+  Descriptor* slots_ = nullptr;
+  std::uint32_t mask_ = 0;
+  std::uint32_t capacity_ = 0;
+  std::uint64_t tail_ = 0;       // the true tail: this side's private copy
+  std::uint64_t pending_ = 0;    // tail including written, unpublished slots
+  std::uint64_t head_cache_ = 0;
+};
+
+class RingConsumer {
+ public:
+  RingConsumer() = default;
+  RingConsumer(RingIndices* indices, const Descriptor* slots, std::uint32_t capacity) noexcept
+      : idx_(indices), slots_(slots), mask_(capacity - 1), capacity_(capacity) {}
+
+  // Copies the next descriptor out. The copy, not the slot, is what the
+  // caller validates: a peer may rewrite the slot at any time.
+  RingStatus pop(Descriptor& out) noexcept {
+    if (head_ == tail_cache_) {
+      // acquire: observes the slots the producer wrote; pairs with the
+      // release store of tail in RingProducer::publish().
+      std::uint64_t tail = idx_->tail.load(std::memory_order_acquire);
+      if (tail < head_ || tail - head_ > capacity_) return RingStatus::kCorrupt;
+      tail_cache_ = tail;
+      if (head_ == tail_cache_) return RingStatus::kEmpty;
+    }
+    std::memcpy(&out, &slots_[head_ & mask_], sizeof out);
+    ++head_;
+    // release: hands the slot back only after the copy above; pairs with
+    // the acquire load of head in RingProducer::reserve().
+    idx_->head.store(head_, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // acquire: as in RingProducer::publish(), for the producer's sleep.
+    if (idx_->producer_waiters.load(std::memory_order_acquire) != 0) {
+      idx_->space_seq.fetch_add(1, std::memory_order_relaxed);
+      futex_wake_all(&idx_->space_seq);
+    }
+    return RingStatus::kOk;
+  }
+
+  // True if pop() would find something (refreshes the cached tail).
+  bool readable() noexcept {
+    if (head_ != tail_cache_) return true;
+    // acquire: as in pop().
+    std::uint64_t tail = idx_->tail.load(std::memory_order_acquire);
+    return tail != head_;
+  }
+
+  std::uint32_t capacity() const noexcept { return capacity_; }
+  RingIndices* indices() const noexcept { return idx_; }
+
+ private:
+  RingIndices* idx_ = nullptr;
+  const Descriptor* slots_ = nullptr;
+  std::uint32_t mask_ = 0;
+  std::uint32_t capacity_ = 0;
+  std::uint64_t head_ = 0;       // the true head: this side's private copy
+  std::uint64_t tail_cache_ = 0;
+};
+
+// Sleeps until `ready()` or `timeout`, by the waiters/fence/futex protocol
+// of the Invariants block. `waiters` and `seq` are the sleeping side's pair
+// (consumer_waiters/data_seq or producer_waiters/space_seq).
+template <class Ready>
+bool sleep_until(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq,
+                 std::chrono::nanoseconds timeout, Ready ready) noexcept {
+  // relaxed: ordered before the increment below, which the waking side
+  // observes with acquire, so the value read here predates any bump made
+  // for this sleep; the futex then refuses to sleep on a stale value.
+  std::uint32_t seen = seq.load(std::memory_order_relaxed);
+  // release: pairs with the waking side's acquire load of `waiters`.
+  waiters.fetch_add(1, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  bool ok = ready();
+  if (!ok) futex_wait(&seq, seen, timeout);
+  // relaxed: a late decrement only costs the other side a spare wake.
+  waiters.fetch_sub(1, std::memory_order_relaxed);
+  return ok || ready();
+}
+
+}  // namespace fbuf::ipc

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "ipc/futex.h"
 
@@ -40,6 +41,9 @@ struct Descriptor {
   std::uint64_t sequence;    // per-sender publication number
 };
 static_assert(sizeof(Descriptor) == 32);
+// Slots are copied with memcpy, so a descriptor must be trivially copyable:
+// the ring never constructs or destroys what it carries.
+static_assert(std::is_trivially_copyable_v<Descriptor>);
 
 // The shared control words of one ring. Placement-constructed by the owner.
 struct RingIndices {

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <limits>
 #include <new>
 
@@ -25,9 +26,9 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   const std::string what = "pool '" + options_.name + "'";
   if (options_.classes.empty()) throw_error(Errc::kInvalidArgument, what + ": no size classes");
   if (options_.classes.size() > 64) throw_error(Errc::kInvalidArgument, what + ": more than 64 size classes");
-  if (options_.policy != Policy::kVolatile)
-    throw_error(Errc::kInvalidArgument, what + ": policy '" + to_string(options_.policy) +
-                                            "' is not available in this build");
+  if (options_.policy != Policy::kVolatile && options_.policy != Policy::kReadOnly &&
+      options_.policy != Policy::kCopyOnWrite)
+    throw_error(Errc::kInvalidArgument, what + ": unknown policy");
   const std::size_t page = page_size();
   std::uint64_t count = 0;
   for (auto& c : options_.classes) {
@@ -62,6 +63,12 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   fd_ = make_sealed_memfd("fbuf:" + options_.name, total_size_);
   ro_fd_ = reopen_read_only(fd_.get(), what);
   map_ = Mapping::map(fd_.get(), total_size_, PROT_READ | PROT_WRITE, what);
+  alias_ = Mapping::map(ro_fd_.get(), total_size_, PROT_READ, what + " read-only alias");
+  install_fault_handler();
+  map_fault_ = FaultRegistration(register_mapping(map_.data(), total_size_, MappingKind::kSender,
+                                                  options_.policy, options_.name.c_str(), options_.classes));
+  alias_fault_ = FaultRegistration(register_mapping(alias_.data(), total_size_, MappingKind::kAlias,
+                                                    options_.policy, options_.name.c_str(), options_.classes));
 
   doorbell_fd_ = make_sealed_memfd("fbuf-doorbell:" + options_.name, page);
   doorbell_map_ = Mapping::map(doorbell_fd_.get(), page, PROT_READ | PROT_WRITE, what + " doorbell");
@@ -84,6 +91,15 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
     free_[k].pop_back();
     Slot& s = slots_[index];
     FBUF_ASSERT(s.state == State::kFree, "free list holds a buffer that is not free");
+    if (s.guarded) {
+      // Cached fbufs: a returned buffer keeps its protection until it is
+      // handed out again.
+      if (int err = remap(s.offset, s.capacity, false); err != 0) {
+        free_[k].push_back(index);
+        return std::error_code(err, std::system_category());
+      }
+      s.guarded = false;
+    }
     s.state = State::kAllocated;
     // Generation 0 is never used, so a zeroed return can never match.
     if (++s.generation == 0) s.generation = 1;
@@ -122,8 +138,66 @@ Result<Buffer> PoolCore::allocate(std::size_t size, std::chrono::nanoseconds tim
   }
 }
 
+int PoolCore::remap(std::size_t offset, std::size_t length, bool protect) noexcept {
+  std::byte* at = map_.data() + offset;
+  switch (options_.policy) {
+    case Policy::kVolatile:
+      return 0;
+    case Policy::kReadOnly:
+      return ::mprotect(at, length, protect ? PROT_READ : PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
+    case Policy::kCopyOnWrite: {
+      // The same memfd pages at the same address, private (protect) or
+      // shared again (restore). Replacing the private mapping drops any
+      // copies the sender made after sending.
+      int flags = (protect ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED;
+      void* p = ::mmap(at, length, PROT_READ | PROT_WRITE, flags, fd_.get(), static_cast<off_t>(offset));
+      return p == MAP_FAILED ? errno : 0;
+    }
+  }
+  return EINVAL;
+}
+
+std::error_code PoolCore::guard_locked(std::span<const std::uint32_t> indices) noexcept {
+  if (options_.policy == Policy::kVolatile || indices.empty()) return {};
+  // Indices are in offset order within the pool; sort a small copy and
+  // change each contiguous run of buffers with one call.
+  std::uint32_t local[64];
+  std::vector<std::uint32_t> heap;
+  std::span<std::uint32_t> sorted;
+  if (indices.size() <= 64) {
+    std::copy(indices.begin(), indices.end(), local);
+    sorted = std::span<std::uint32_t>(local, indices.size());
+  } else {
+    try {
+      heap.assign(indices.begin(), indices.end());
+    } catch (...) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
+    sorted = heap;
+  }
+  std::sort(sorted.begin(), sorted.end());
+  std::size_t done = 0;  // runs [0, done) are changed
+  int err = 0;
+  for (std::size_t i = 0; i < sorted.size();) {
+    std::size_t j = i + 1;
+    while (j < sorted.size() && sorted[j] == sorted[j - 1] + 1) ++j;
+    const Slot& first = slots_[sorted[i]];
+    const Slot& last = slots_[sorted[j - 1]];
+    if ((err = remap(first.offset, last.offset + last.capacity - first.offset, true)) != 0) break;
+    done = j;
+    i = j;
+  }
+  if (err != 0) {
+    for (std::size_t i = 0; i < done; ++i) remap(slots_[sorted[i]].offset, slots_[sorted[i]].capacity, false);
+    return std::error_code(err, std::system_category());
+  }
+  for (std::uint32_t index : sorted) slots_[index].guarded = true;
+  return {};
+}
+
 void PoolCore::free_locked(std::uint32_t index) noexcept {
   Slot& s = slots_[index];
+  if (s.guarded && options_.eager_restore && remap(s.offset, s.capacity, false) == 0) s.guarded = false;
   s.state = State::kFree;
   s.refs = 0;
   free_[s.size_class].push_back(index);

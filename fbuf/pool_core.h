@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
+#include "fbuf/fault.h"
 #include "fbuf/pool.h"
 #include "fbuf/sys.h"
 #include "ipc/layout.h"
@@ -44,6 +46,9 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   std::size_t buffer_offset(std::uint32_t index) const noexcept { return slots_[index].offset; }
   std::size_t buffer_capacity(std::uint32_t index) const noexcept { return slots_[index].capacity; }
   std::byte* base() const noexcept { return map_.data(); }
+  // The read-only alias in-process receivers read through, so the policy
+  // applied to the sender's mapping never affects them.
+  const std::byte* reader_base() const noexcept { return alias_.data(); }
   int read_only_fd() const noexcept { return ro_fd_.get(); }
   int doorbell_fd() const noexcept { return doorbell_fd_.get(); }
   ipc::DoorbellHeader* doorbell() const noexcept {
@@ -64,6 +69,10 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   std::mutex& mutex() const noexcept { return mu_; }
 
   // --- Called with mutex() held. ---
+  // Ends the sender's write access to these allocated buffers as the
+  // policy says (nothing for volatile), changing contiguous runs with one
+  // call each. All or nothing: on failure no buffer is changed.
+  std::error_code guard_locked(std::span<const std::uint32_t> indices) noexcept;
   // `b` goes out to `receivers` receivers; the Buffer handle is emptied
   // without returning the buffer.
   void mark_sent_locked(Buffer& b, std::uint32_t receivers) noexcept;
@@ -89,16 +98,23 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
     std::uint32_t refs = 0;
     std::uint16_t size_class = 0;
     State state = State::kFree;
+    bool guarded = false;  // the sender's pages are protected or private
   };
 
   Result<Buffer> try_allocate_locked(std::size_t size) noexcept;
   void free_locked(std::uint32_t index) noexcept;
+  // Changes the sender's mapping of [offset, offset + length): protect
+  // (read-only or private) or restore (shared, writable). Returns errno.
+  int remap(std::size_t offset, std::size_t length, bool protect) noexcept;
 
   PoolOptions options_;  // classes sorted by size, sizes rounded to pages
   std::size_t total_size_ = 0;
   UniqueFd fd_;
   UniqueFd ro_fd_;
   Mapping map_;
+  Mapping alias_;
+  FaultRegistration map_fault_;
+  FaultRegistration alias_fault_;
   UniqueFd doorbell_fd_;
   Mapping doorbell_map_;
 

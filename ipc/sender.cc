@@ -240,9 +240,29 @@ class SenderCore {
     return Receiver(make_local_receiver(pool_, std::move(ch)));
   }
 
-  std::error_code send(Buffer& buffer, std::size_t length, std::chrono::nanoseconds timeout) noexcept {
-    PoolCore::BufferRef ref = PoolCore::inspect(buffer);
-    if (ref.pool != pool_.get() || length > ref.capacity) return Errc::kInvalidArgument;
+  std::error_code send(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
+                       std::chrono::nanoseconds timeout) noexcept {
+    const std::size_t n = buffers.size();
+    if (n == 0 || lengths.size() != n || n > options_.ring_capacity) return Errc::kInvalidArgument;
+    // Small batches need no allocation; larger ones are rare and may.
+    std::uint32_t local[64];
+    std::vector<std::uint32_t> heap;
+    std::span<std::uint32_t> indices;
+    if (n <= 64) {
+      indices = std::span<std::uint32_t>(local, n);
+    } else {
+      try {
+        heap.resize(n);
+      } catch (...) {
+        return std::make_error_code(std::errc::not_enough_memory);
+      }
+      indices = heap;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      PoolCore::BufferRef ref = PoolCore::inspect(buffers[i]);
+      if (ref.pool != pool_.get() || lengths[i] > ref.capacity) return Errc::kInvalidArgument;
+      indices[i] = ref.index;
+    }
     const auto deadline = Clock::now() + timeout;
     for (;;) {
       std::shared_ptr<Outlet> blocked;
@@ -252,29 +272,32 @@ class SenderCore {
         prune_locked();
         if (outlets_.empty()) return Errc::kNoReceivers;
         for (auto& o : outlets_) {
-          ipc::RingStatus st = o->out.reserve();
-          if (st == ipc::RingStatus::kFull) {
-            blocked = o;
-            break;
-          }
-          if (st == ipc::RingStatus::kCorrupt) {
-            // The receiver wrote an impossible head; it is cut off and
-            // reclaimed by the control thread when its socket closes.
+          // kCorrupt (a receiver wrote an impossible head) also blocks:
+          // that receiver is cut off when its socket closes, or the wait
+          // times out. It never makes a descriptor disappear.
+          if (o->out.reserve(static_cast<std::uint32_t>(n)) != ipc::RingStatus::kOk) {
             blocked = o;
             break;
           }
         }
         if (!blocked) {
-          ipc::Descriptor d{0, ref.index, ref.generation, 0, static_cast<std::uint32_t>(length), 0, sequence_++};
-          for (auto& o : outlets_) {
-            o->out.write(d);
-            o->out.publish();
-            o->on_pushed_locked(d);
+          // The sender's write access ends before any receiver can see
+          // the buffers.
+          if (std::error_code ec = pool_->guard_locked(indices); ec) return ec;
+          for (std::size_t i = 0; i < n; ++i) {
+            PoolCore::BufferRef ref = PoolCore::inspect(buffers[i]);
+            ipc::Descriptor d{0, ref.index, ref.generation, 0, static_cast<std::uint32_t>(lengths[i]), 0,
+                              sequence_++};
+            for (auto& o : outlets_) {
+              o->out.write(d);
+              o->on_pushed_locked(d);
+            }
           }
-          auto n = static_cast<std::uint32_t>(outlets_.size());
-          pool_->mark_sent_locked(buffer, n);
-          ++counters_->s.sent;
-          counters_->s.delivered += n;
+          for (auto& o : outlets_) o->out.publish();
+          auto receivers = static_cast<std::uint32_t>(outlets_.size());
+          for (std::size_t i = 0; i < n; ++i) pool_->mark_sent_locked(buffers[i], receivers);
+          counters_->s.sent += n;
+          counters_->s.delivered += n * receivers;
           return {};
         }
       }
@@ -285,7 +308,8 @@ class SenderCore {
       ipc::sleep_until(idx->producer_waiters, idx->space_seq,
                        std::min<std::chrono::nanoseconds>(deadline - now, kMaxSleep), [&] {
                          std::lock_guard lock(pool_->mutex());
-                         return !blocked->usable_locked() || blocked->out.reserve() == ipc::RingStatus::kOk;
+                         return !blocked->usable_locked() ||
+                                blocked->out.reserve(static_cast<std::uint32_t>(n)) == ipc::RingStatus::kOk;
                        });
     }
   }
@@ -529,10 +553,15 @@ Result<Buffer> Sender::allocate(std::size_t size, std::chrono::nanoseconds timeo
   return core_->pool_core().allocate(size, timeout);
 }
 std::error_code Sender::try_send(Buffer&& buffer, std::size_t length) noexcept {
-  return core_->send(buffer, length, std::chrono::nanoseconds(0));
+  return core_->send(std::span<Buffer>(&buffer, 1), std::span<const std::size_t>(&length, 1),
+                     std::chrono::nanoseconds(0));
 }
 std::error_code Sender::send(Buffer&& buffer, std::size_t length, std::chrono::nanoseconds timeout) noexcept {
-  return core_->send(buffer, length, timeout);
+  return core_->send(std::span<Buffer>(&buffer, 1), std::span<const std::size_t>(&length, 1), timeout);
+}
+std::error_code Sender::send_many(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
+                                  std::chrono::nanoseconds timeout) noexcept {
+  return core_->send(buffers, lengths, timeout);
 }
 bool Sender::wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const {
   return core_->wait_for_receivers(n, timeout);

@@ -37,6 +37,11 @@ struct PoolOptions {
   std::string name = "fbuf";       // shows in /proc/<pid>/maps and errors
   std::vector<SizeClass> classes;  // at least one; any order
   Policy policy = Policy::kVolatile;
+  // read_only / copy_on_write: when a sent buffer has come back from every
+  // receiver, restore the sender's write access at once (eager) rather than
+  // when the buffer is next allocated (lazy, the default: a buffer that is
+  // never reused costs nothing). docs/results.md has both measured.
+  bool eager_restore = false;
 };
 
 struct PoolStats {

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -71,6 +72,14 @@ class Sender {
   // As try_send, but waits up to `timeout` for ring space (kTimedOut).
   std::error_code send(Buffer&& buffer, std::size_t length,
                        std::chrono::nanoseconds timeout) noexcept;
+
+  // Sends several buffers as one batch: ring space for all of them is
+  // reserved at once, contiguous buffers are protected with one call (for
+  // the read_only and copy_on_write policies), and each receiver is woken
+  // at most once. All or nothing: on failure every buffer is left with the
+  // caller. `lengths[i]` is the valid length of `buffers[i]`.
+  std::error_code send_many(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
+                            std::chrono::nanoseconds timeout) noexcept;
 
   // Waits until at least `n` receivers are connected; false on timeout.
   bool wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const;

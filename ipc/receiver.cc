@@ -15,6 +15,7 @@
 #include "ipc/channel.h"
 #include "ipc/control.h"
 #include "ipc/handshake.capnp.h"
+#include "ipc/validate.h"
 
 namespace fbuf {
 namespace detail {
@@ -176,15 +177,7 @@ class RemoteReceiver final : public ReceiverCore,
     in_ = ipc::RingConsumer(&header_->send, ring_.send_slots(), info_.send_capacity);
     returns_ = ipc::RingProducer(&header_->ret, ring_.return_slots(), info_.return_capacity);
 
-    // Buffer index -> class boundaries, for validating descriptors.
-    std::uint64_t first = 0, offset = 0;
-    for (const auto& c : info_.classes) {
-      class_first_.push_back(static_cast<std::uint32_t>(first));
-      class_offset_.push_back(offset);
-      first += c.count;
-      offset += std::uint64_t{c.buffer_size} * c.count;
-    }
-    buffer_count_ = static_cast<std::uint32_t>(first);
+    geometry_ = ipc::PoolGeometry(info_.classes);
   }
 
   ~RemoteReceiver() override = default;
@@ -224,19 +217,12 @@ class RemoteReceiver final : public ReceiverCore,
   }
 
   Result<View> make_view(const ipc::Descriptor& d) noexcept override {
-    if (d.pool != 0 || d.index >= buffer_count_) {
+    std::optional<std::uint64_t> at = geometry_.locate(d);
+    if (!at) {
       rejected_.fetch_add(1, std::memory_order_relaxed);
       return Errc::kBadDescriptor;
     }
-    auto k = static_cast<std::size_t>(
-        std::upper_bound(class_first_.begin(), class_first_.end(), d.index) - class_first_.begin() - 1);
-    const std::uint64_t capacity = info_.classes[k].buffer_size;
-    if (d.offset > capacity || d.length > capacity - d.offset) {
-      rejected_.fetch_add(1, std::memory_order_relaxed);
-      return Errc::kBadDescriptor;
-    }
-    const std::uint64_t at = class_offset_[k] + std::uint64_t{d.index - class_first_[k]} * capacity + d.offset;
-    return View(std::shared_ptr<ViewOwner>(shared_from_this(), this), pool_map_.data() + at, d.length,
+    return View(std::shared_ptr<ViewOwner>(shared_from_this(), this), pool_map_.data() + *at, d.length,
                 d.pool, d.index, d.generation);
   }
 
@@ -260,9 +246,7 @@ class RemoteReceiver final : public ReceiverCore,
   ChannelMemory ring_;
   Mapping bell_map_;
   ipc::DoorbellHeader* bell_ = nullptr;
-  std::vector<std::uint32_t> class_first_;
-  std::vector<std::uint64_t> class_offset_;
-  std::uint32_t buffer_count_ = 0;
+  ipc::PoolGeometry geometry_;
 
   std::mutex return_mu_;
   ipc::RingProducer returns_;  // guarded by return_mu_

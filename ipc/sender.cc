@@ -21,6 +21,7 @@
 #include "ipc/channel.h"
 #include "ipc/control.h"
 #include "ipc/handshake.capnp.h"
+#include "ipc/validate.h"
 
 namespace fbuf {
 namespace detail {
@@ -87,7 +88,7 @@ class RemoteOutlet final : public Outlet, public ReturnSource {
   RemoteOutlet(PoolCore* pool, UniqueFd sock, UniqueFd ring_fd, ChannelMemory memory,
                std::shared_ptr<Counters> counters)
       : pool_(pool), sock_(std::move(sock)), ring_fd_(std::move(ring_fd)), mem_(std::move(memory)),
-        counters_(std::move(counters)), held_(pool->buffer_count(), 0) {
+        counters_(std::move(counters)), lent_(pool->buffer_count()) {
     auto* h = mem_.header();
     out = ipc::RingProducer(&h->send, mem_.send_slots(), h->send_capacity);
     returns_ = ipc::RingConsumer(&h->ret, mem_.return_slots(), h->return_capacity);
@@ -95,7 +96,7 @@ class RemoteOutlet final : public Outlet, public ReturnSource {
 
   int fd() const noexcept { return sock_.get(); }
   bool usable_locked() const noexcept override { return state_ == State::kActive; }
-  void on_pushed_locked(const ipc::Descriptor& d) noexcept override { held_[d.index] = d.generation; }
+  void on_pushed_locked(const ipc::Descriptor& d) noexcept override { lent_.lend(d.index, d.generation); }
 
   bool drain_locked() noexcept override {
     if (state_ == State::kFinished) return false;
@@ -134,12 +135,9 @@ class RemoteOutlet final : public Outlet, public ReturnSource {
   // The receiver is gone: everything lent to it comes back.
   void reclaim_all_locked() noexcept {
     if (state_ == State::kFinished) return;
-    for (std::uint32_t i = 0; i < held_.size(); ++i) {
-      if (held_[i] != 0) {
-        pool_->release_ref_locked(i, held_[i]);
-        held_[i] = 0;
-      }
-    }
+    lent_.take_all([this](std::uint32_t index, std::uint32_t generation) {
+      pool_->release_ref_locked(index, generation);
+    });
     state_ = State::kFinished;
     wake_space(&mem_.header()->send);
   }
@@ -158,8 +156,7 @@ class RemoteOutlet final : public Outlet, public ReturnSource {
   void apply_return_locked(const ipc::Descriptor& d, bool count_rejects) noexcept {
     // Everything here came from the receiver: check it against what was
     // actually lent to this receiver, at this generation.
-    if (d.pool == 0 && d.index < held_.size() && held_[d.index] != 0 && held_[d.index] == d.generation) {
-      held_[d.index] = 0;
+    if (lent_.take_back(d)) {
       pool_->release_ref_locked(d.index, d.generation);
       ++counters_->s.returned;
     } else if (count_rejects) {
@@ -178,7 +175,7 @@ class RemoteOutlet final : public Outlet, public ReturnSource {
   ChannelMemory mem_;
   std::shared_ptr<Counters> counters_;
   ipc::RingConsumer returns_;
-  std::vector<std::uint32_t> held_;  // generation lent to this receiver, 0 if none
+  ipc::LentSet lent_;
   State state_ = State::kActive;
   bool orphan_ = false;  // the Sender is gone; the pool watches the socket
 };

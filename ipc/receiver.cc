@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <mutex>
 #include <new>
+#include <thread>
 
 #include "fbuf/fault.h"
 #include "fbuf/pool_core.h"
@@ -266,10 +267,15 @@ std::shared_ptr<ReceiverCore> make_local_receiver(std::shared_ptr<PoolCore> pool
 
 }  // namespace detail
 
-Receiver Receiver::connect(std::string_view service, ReceiverOptions options) {
-  const auto deadline = std::chrono::steady_clock::now() + options.connect_timeout;
-  detail::UniqueFd sock = ipc::connect_service(service, options.connect_timeout);
+namespace {
 
+// One handshake on a fresh connection. Throws Error.
+Receiver handshake(std::string_view service, std::chrono::steady_clock::time_point deadline) {
+  auto left = [&] {
+    return std::max<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now(),
+                                              std::chrono::milliseconds(1));
+  };
+  detail::UniqueFd sock = ipc::connect_service(service, left());
   capnp::MallocMessageBuilder hello;
   auto h = hello.initRoot<ipc::proto::ControlMessage>().initHello();
   h.setVersion(ipc::kProtocolVersion);
@@ -278,15 +284,34 @@ Receiver Receiver::connect(std::string_view service, ReceiverOptions options) {
   if (auto ec = ipc::send_message(sock.get(), hello, {}); ec) throw Error(ec, what + ": sending Hello");
 
   ipc::Datagram dg;
-  auto left = std::max<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now(),
-                                                 std::chrono::milliseconds(1));
-  if (auto ec = ipc::receive_message(sock.get(), dg, left); ec) throw Error(ec, what + ": waiting for Welcome");
+  if (auto ec = ipc::receive_message(sock.get(), dg, left()); ec) throw Error(ec, what + ": waiting for Welcome");
   ipc::WelcomeInfo info = ipc::decode_welcome(dg.words);
   if (dg.fds.size() != 3)
     detail::throw_error(Errc::kProtocol, what + ": Welcome carried " + std::to_string(dg.fds.size()) +
                                              " fds, expected 3");
   auto core = std::make_shared<detail::RemoteReceiver>(std::move(sock), info, std::move(dg.fds));
   return Receiver(std::move(core));
+}
+
+bool cut_off(const std::error_code& ec) {
+  return ec == make_error_code(Errc::kPeerGone) || ec == std::error_code(ECONNRESET, std::system_category()) ||
+         ec == std::error_code(EPIPE, std::system_category());
+}
+
+}  // namespace
+
+Receiver Receiver::connect(std::string_view service, ReceiverOptions options) {
+  const auto deadline = std::chrono::steady_clock::now() + options.connect_timeout;
+  for (;;) {
+    try {
+      return handshake(service, deadline);
+    } catch (const Error& e) {
+      // A sender that closes while this handshake is in its backlog cuts
+      // the connection off; its successor may already be listening.
+      if (!cut_off(e.code()) || std::chrono::steady_clock::now() >= deadline) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
 }
 
 Receiver::Receiver() noexcept = default;

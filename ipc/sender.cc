@@ -210,6 +210,11 @@ class SenderCore {
       [[maybe_unused]] ssize_t n = ::write(stop_fd_.get(), &one, sizeof one);
       control_.join();
     }
+    // Refuse new receivers before telling the current ones the stream has
+    // ended, so a receiver that reconnects at once reaches whoever takes
+    // the name next, not this dying sender's backlog.
+    listen_fd_.reset();
+    pending_.clear();
     std::lock_guard lock(pool_->mutex());
     closed_ = true;
     for (auto& o : outlets_) o->close_locked();

@@ -1,5 +1,6 @@
 #include "fbuf/pool.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -60,9 +61,18 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   for (std::uint32_t i = static_cast<std::uint32_t>(slots_.size()); i-- > 0;)
     free_[slots_[i].size_class].push_back(i);
 
-  fd_ = make_sealed_memfd("fbuf:" + options_.name, total_size_);
-  ro_fd_ = reopen_read_only(fd_.get(), what);
+  fd_ = make_sealed_memfd("fbuf:" + options_.name, total_size_, /*final=*/false);
   map_ = Mapping::map(fd_.get(), total_size_, PROT_READ | PROT_WRITE, what);
+  if (options_.policy == Policy::kCopyOnWrite)
+    master_ = Mapping::map(fd_.get(), total_size_, PROT_READ | PROT_WRITE, what + " master");
+  // From here on nobody can make a new writable mapping of the pool, nor
+  // write() to it: not a receiver that re-opens its read-only fd through
+  // /proc read-write, and not this process either. The mappings made
+  // above keep their write access (F_SEAL_FUTURE_WRITE spares existing
+  // mappings, which is also why it is no substitute for the policies).
+  if (::fcntl(fd_.get(), F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) != 0)
+    throw_errno("F_ADD_SEALS(F_SEAL_FUTURE_WRITE) for " + what);
+  ro_fd_ = reopen_read_only(fd_.get(), what);
   alias_ = Mapping::map(ro_fd_.get(), total_size_, PROT_READ, what + " read-only alias");
   install_fault_handler();
   map_fault_ = FaultRegistration(register_mapping(map_.data(), total_size_, MappingKind::kSender,
@@ -146,11 +156,19 @@ int PoolCore::remap(std::size_t offset, std::size_t length, bool protect) noexce
     case Policy::kReadOnly:
       return ::mprotect(at, length, protect ? PROT_READ : PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
     case Policy::kCopyOnWrite: {
-      // The same memfd pages at the same address, private (protect) or
-      // shared again (restore). Replacing the private mapping drops any
-      // copies the sender made after sending.
-      int flags = (protect ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED;
-      void* p = ::mmap(at, length, PROT_READ | PROT_WRITE, flags, fd_.get(), static_cast<off_t>(offset));
+      void* p;
+      if (protect) {
+        // The same memfd pages at the same address, mapped private: a
+        // later write by the sender lands in a private copy.
+        p = ::mmap(at, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd_.get(),
+                   static_cast<off_t>(offset));
+      } else {
+        // Shared and writable again, dropping any private copies. The pool
+        // is sealed against new writable mappings, so the shared pages are
+        // duplicated from the master mapping made before the seal
+        // (mremap with old_size 0 copies a shared mapping's pages).
+        p = ::mremap(master_.data() + offset, 0, length, MREMAP_MAYMOVE | MREMAP_FIXED, at);
+      }
       return p == MAP_FAILED ? errno : 0;
     }
   }

@@ -112,6 +112,7 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   UniqueFd fd_;
   UniqueFd ro_fd_;
   Mapping map_;
+  Mapping master_;  // copy_on_write only: shared pages to restore from
   Mapping alias_;
   FaultRegistration map_fault_;
   FaultRegistration alias_fault_;

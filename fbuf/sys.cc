@@ -40,11 +40,11 @@ void Mapping::reset() noexcept {
   length_ = 0;
 }
 
-UniqueFd make_sealed_memfd(const std::string& name, std::size_t size) {
+UniqueFd make_sealed_memfd(const std::string& name, std::size_t size, bool final) {
   UniqueFd fd(::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) throw_errno("memfd_create(" + name + ")");
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) throw_errno("ftruncate(" + name + ")");
-  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | (final ? F_SEAL_SEAL : 0)) != 0)
     throw_errno("F_ADD_SEALS(" + name + ")");
   return fd;
 }

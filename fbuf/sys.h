@@ -68,9 +68,11 @@ class Mapping {
   std::size_t length_ = 0;
 };
 
-// A sealed memfd of `size` bytes, sealed against shrinking and growing so no
+// A memfd of `size` bytes, sealed against shrinking and growing so no
 // holder can truncate it under another's mapping (which would raise SIGBUS).
-UniqueFd make_sealed_memfd(const std::string& name, std::size_t size);
+// With `final`, the seals are closed too (F_SEAL_SEAL); without, the caller
+// adds more seals later and must then add F_SEAL_SEAL itself.
+UniqueFd make_sealed_memfd(const std::string& name, std::size_t size, bool final = true);
 
 // Re-opens `fd` read-only through /proc/self/fd: a holder of the result can
 // never obtain a writable shared mapping of it.

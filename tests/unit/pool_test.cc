@@ -141,12 +141,19 @@ TEST(Pool, MemfdIsSealedAgainstShrinkingAndReadOnlyFdRefusesWritableMaps) {
   void* p = mmap(nullptr, core.total_size(), PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0);
   EXPECT_EQ(p, MAP_FAILED);
   EXPECT_EQ(errno, EACCES);
+  // Re-opening the read-only fd read-write through /proc may succeed, but
+  // the seals refuse every way of writing through it.
   int rw = open(("/proc/self/fd/" + std::to_string(ro)).c_str(), O_RDWR);
-  if (rw >= 0) {  // root may re-open read-write; the seal still holds
+  if (rw >= 0) {
     EXPECT_NE(ftruncate(rw, 0), 0);
+    EXPECT_EQ(errno, EPERM);
+    EXPECT_EQ(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0), MAP_FAILED);
+    EXPECT_EQ(errno, EPERM);
+    EXPECT_EQ(write(rw, "x", 1), -1);
     EXPECT_EQ(errno, EPERM);
     close(rw);
   }
+  EXPECT_NE(seals & F_SEAL_FUTURE_WRITE, 0);
 }
 
 TEST(Pool, ManyThreadsAllocateAndReleaseWithoutLosingBuffers) {

@@ -94,9 +94,9 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   std::size_t first = 0;
   while (options_.classes[first].buffer_size < size) ++first;
   // The smallest class that fits; if it is empty, returns may be pending.
-  if (free_[first].empty()) drain_sources_locked();
-  for (std::size_t k = first; k < free_.size(); ++k) {
-    if (free_[k].empty()) continue;
+  const std::size_t k = first;
+  if (free_[k].empty()) drain_sources_locked();
+  if (!free_[k].empty()) {
     std::uint32_t index = free_[k].back();
     free_[k].pop_back();
     Slot& s = slots_[index];

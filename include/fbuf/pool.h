@@ -64,9 +64,11 @@ class Pool {
   Pool(Pool&&) noexcept;
   Pool& operator=(Pool&&) noexcept;
 
-  // Takes a free buffer of the smallest class that holds `size` bytes (a
-  // larger class if that one is empty). Fails fast with Errc::kWouldBlock
-  // when none is free, Errc::kTooLarge when no class is big enough.
+  // Takes a free buffer of the smallest class that holds `size` bytes. A
+  // class is a reservation: small requests never take large buffers, so
+  // a burst of small ones cannot starve the large ones. Fails fast with
+  // Errc::kWouldBlock when that class has none free, Errc::kTooLarge when
+  // no class is big enough.
   Result<Buffer> try_allocate(std::size_t size) noexcept;
   // As try_allocate, but waits up to `timeout` for a buffer to come back.
   // Fails with Errc::kTimedOut.

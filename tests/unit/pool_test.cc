@@ -56,17 +56,27 @@ TEST(Pool, BuffersArePageAlignedDistinctAndWritable) {
 TEST(Pool, TryAllocateFailsWhenExhausted) {
   Pool pool = small_pool(2, 1);
   std::vector<Buffer> held;
-  for (int i = 0; i < 3; ++i) {
-    auto b = pool.try_allocate(4096);  // the last one spills into the 64 KiB class
+  for (int i = 0; i < 2; ++i) {
+    auto b = pool.try_allocate(4096);
     ASSERT_TRUE(b);
     held.push_back(std::move(*b));
   }
-  EXPECT_EQ(held[2].capacity(), 65536u);
   auto none = pool.try_allocate(1);
   ASSERT_FALSE(none);
   EXPECT_EQ(none.error(), make_error_code(Errc::kWouldBlock));
-  EXPECT_EQ(pool.stats().free, 0u);
-  EXPECT_EQ(pool.stats().allocated, 3u);
+  EXPECT_EQ(pool.stats().free, 1u);
+  EXPECT_EQ(pool.stats().allocated, 2u);
+}
+
+TEST(Pool, ASmallRequestNeverTakesALargeBuffer) {
+  Pool pool = small_pool(1, 1);
+  auto small = pool.try_allocate(100);
+  ASSERT_TRUE(small);
+  EXPECT_EQ(small->capacity(), 4096u);
+  EXPECT_FALSE(pool.try_allocate(100));  // the 64 KiB buffer stays reserved
+  auto large = pool.try_allocate(5000);
+  ASSERT_TRUE(large);
+  EXPECT_EQ(large->capacity(), 65536u);
 }
 
 TEST(Pool, TryAllocateRejectsSizesNoClassHolds) {

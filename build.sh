@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The one entry point for building, demonstrating and testing fbuf on a
+# Debian 12 machine. Installs whatever Debian packages are missing (as root,
+# or through sudo), then:
+#
+#   ./build.sh demo       build and run the producer -> consumer pipeline
+#   ./build.sh test       the whole suite: unit, multi-process, fault and
+#                         example tests; then the same under ASan+UBSan and
+#                         under TSan; then every fuzz target for a bounded time
+#   ./build.sh quick      only the first of those (one build, one ctest run)
+#   ./build.sh bench      the benchmarks, tables into results/
+#   ./build.sh soak       the long soak run (CTest label `stress`)
+#
+# Build trees: build/ (RelWithDebInfo), build-asan/, build-tsan/, build-fuzz/.
+# FBUF_FUZZ_SECONDS (default 60) bounds each fuzz target in `test`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+JOBS=$(nproc)
+PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev capnproto libcapnp-dev
+          libgtest-dev libgmock-dev libbenchmark-dev liburing-dev
+          clang libclang-rt-14-dev procps)
+BENCH_PACKAGES=(iceoryx libiceoryx-posh-dev gnuplot-nox)
+
+install_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "build.sh: installing ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+configure_and_build() {  # dir, extra cmake args...
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja "$@" > "$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; return 1; }
+  cmake --build "$dir" -j "$JOBS"
+}
+
+run_ctest() {  # dir, extra ctest args...
+  local dir=$1
+  shift
+  ctest --test-dir "$dir" -j "$JOBS" --output-on-failure --timeout 900 -LE stress "$@"
+}
+
+cmd=${1:-}
+case "$cmd" in
+  demo)
+    install_packages "${PACKAGES[@]}"
+    configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFBUF_BUILD_BENCH=OFF
+    exec bash examples/demo.sh build
+    ;;
+  quick)
+    install_packages "${PACKAGES[@]}"
+    configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    run_ctest build
+    ;;
+  test)
+    install_packages "${PACKAGES[@]}"
+    echo "== build/: RelWithDebInfo"
+    configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    run_ctest build
+    echo "== build-asan/: AddressSanitizer + UndefinedBehaviorSanitizer"
+    configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DFBUF_SANITIZE='address;undefined' \
+      -DFBUF_BUILD_BENCH=OFF
+    run_ctest build-asan
+    echo "== build-tsan/: ThreadSanitizer"
+    configure_and_build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFBUF_SANITIZE=thread \
+      -DFBUF_BUILD_BENCH=OFF
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" run_ctest build-tsan
+    if [ -f tests/fuzz/CMakeLists.txt ]; then
+      echo "== build-fuzz/: libFuzzer targets, ${FBUF_FUZZ_SECONDS:-60} s each"
+      CC=clang CXX=clang++ configure_and_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFBUF_FUZZ=ON \
+        -DFBUF_SANITIZE='address;undefined' -DFBUF_BUILD_TESTS=OFF -DFBUF_BUILD_EXAMPLES=OFF \
+        -DFBUF_BUILD_BENCH=OFF
+      bash tests/fuzz/run.sh build-fuzz "${FBUF_FUZZ_SECONDS:-60}"
+    fi
+    echo "build.sh: all test stages passed"
+    ;;
+  bench)
+    install_packages "${PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
+    configure_and_build build-release -DCMAKE_BUILD_TYPE=Release -DFBUF_BUILD_TESTS=OFF
+    exec bash bench/run.sh build-release
+    ;;
+  soak)
+    install_packages "${PACKAGES[@]}"
+    configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    ctest --test-dir build --output-on-failure -L stress
+    ;;
+  *)
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

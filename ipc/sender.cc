@@ -420,6 +420,11 @@ class SenderCore {
       return;
     }
     try {
+      ucred peer{};
+      socklen_t len = sizeof peer;
+      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0) throw_errno("SO_PEERCRED");
+      if (!options_.allow_other_users && peer.uid != ::geteuid() && peer.uid != 0)
+        throw_error(Errc::kProtocol, "user id " + std::to_string(peer.uid) + " may not connect");
       ipc::decode_hello(dg.words);
       if (!dg.fds.empty()) throw_error(Errc::kProtocol, "Hello carried fds");
       {

@@ -29,6 +29,10 @@ class SenderCore;
 struct SenderOptions {
   std::uint32_t ring_capacity = 256;  // descriptors in flight per receiver (power of two)
   std::uint32_t max_receivers = 64;
+  // By default only processes of this process's user id (and root) may
+  // connect: the socket name is visible to every process of the network
+  // namespace.
+  bool allow_other_users = false;
 };
 
 struct SenderStats {

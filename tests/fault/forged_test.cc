@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -462,6 +463,40 @@ TEST(LyingSender, ForgedDescriptorsAreSkippedCountedAndTheStreamGoesOn) {
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error(), make_error_code(Errc::kBadDescriptor));
   done = true;
+}
+
+}  // namespace
+}  // namespace fbuf
+
+namespace fbuf {
+namespace {
+
+TEST(OtherUser, IsRefusedUnlessAllowed) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
+  for (bool allow : {false, true}) {
+    const std::string service = service_name(allow ? "other-user-allowed" : "other-user");
+    // A child process that becomes `nobody` and tries to connect (retrying
+    // until the sender below listens). Forked before the sender starts its
+    // control thread. Its exit status says what happened: 0 connected, 1
+    // refused with kProtocol.
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+      try {
+        Receiver rx = Receiver::connect(service, {.connect_timeout = 10s});
+        _exit(0);
+      } catch (const Error& e) {
+        _exit(e.code() == make_error_code(Errc::kProtocol) ? 1 : 2);
+      }
+    }
+    Pool pool = small_pool("other-user");
+    Sender tx(pool, service, SenderOptions{.allow_other_users = allow});
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), allow ? 0 : 1);
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <limits>
 #include <new>
 #include <optional>
+#include <span>
 #include <variant>
 
 #include "fbuf/fbuf.h"
@@ -210,6 +211,32 @@ uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_n
                                        : sender->sender->send(std::move(*b), len, to_timeout(timeout_ns));
   if (ec) return to_uf(ec);
   delete buf;
+  return UF_OK;
+}
+
+uf_error uf_writev(uf_channel* sender, uf_buf* const* bufs, const size_t* lens, size_t n, int64_t timeout_ns) {
+  constexpr size_t kMax = 64;
+  if (sender == nullptr || !sender->sender || bufs == nullptr || lens == nullptr || n == 0 || n > kMax)
+    return UF_EINVAL;
+  // The C++ call takes the Buffers themselves; move them into a batch and
+  // back out if the send fails, so the caller's handles stay valid.
+  fbuf::Buffer batch[kMax];
+  for (size_t i = 0; i < n; ++i) {
+    auto* b = bufs[i] != nullptr ? std::get_if<fbuf::Buffer>(&bufs[i]->v) : nullptr;
+    if (b == nullptr || !*b) {
+      for (size_t j = 0; j < i; ++j) std::get<fbuf::Buffer>(bufs[j]->v) = std::move(batch[j]);
+      return UF_EINVAL;
+    }
+    batch[i] = std::move(*b);
+  }
+  std::error_code ec =
+      sender->sender->send_many(std::span<fbuf::Buffer>(batch, n), std::span<const size_t>(lens, n),
+                                timeout_ns == 0 ? std::chrono::nanoseconds(0) : to_timeout(timeout_ns));
+  if (ec) {
+    for (size_t i = 0; i < n; ++i) std::get<fbuf::Buffer>(bufs[i]->v) = std::move(batch[i]);
+    return to_uf(ec);
+  }
+  for (size_t i = 0; i < n; ++i) delete bufs[i];
   return UF_OK;
 }
 

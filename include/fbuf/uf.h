@@ -72,6 +72,10 @@ uf_error uf_allocate(uf_pool* pool, size_t size, int64_t timeout_ns, uf_buf** ou
 uf_error uf_allocb(uf_channel* sender, size_t size, int64_t timeout_ns, uf_buf** out);
 /* On UF_OK `buf` is consumed; on any error the caller still owns it. */
 uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_ns);
+/* A batch, all or nothing: on UF_OK every buffer is consumed; on any error
+ * the caller still owns all of them. At most 64 buffers, and no more than
+ * the channel's ring holds. Contiguous buffers are protected with one call. */
+uf_error uf_writev(uf_channel* sender, uf_buf* const* bufs, const size_t* lens, size_t n, int64_t timeout_ns);
 uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out);
 /* Returns an unsent buffer to its pool, or a received one to its owner. */
 void uf_deallocate(uf_buf* buf);

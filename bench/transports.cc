@@ -120,7 +120,20 @@ bool FbufProducer::send(std::uint64_t seq, std::uint64_t flags) {
     error_ = "fbuf send: " + ec.message();
     return false;
   }
+  ++sent_;
   return true;
+}
+
+std::string FbufProducer::audit() const {
+  SenderStats st = sender_.stats();
+  if (st.sent != sent_ || st.delivered != sent_ || st.rejected_returns != 0 ||
+      st.rejected_handshakes != 0) {
+    return "fbuf Sender stats disagree: sent " + std::to_string(st.sent) + ", delivered " +
+           std::to_string(st.delivered) + " (expected " + std::to_string(sent_) +
+           "), rejected returns " + std::to_string(st.rejected_returns) +
+           ", rejected handshakes " + std::to_string(st.rejected_handshakes);
+  }
+  return {};
 }
 
 bool FbufProducer::wait_reply(std::uint64_t seq) {

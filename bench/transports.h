@@ -79,6 +79,9 @@ class ProducerEnd {
   virtual bool send(std::uint64_t seq, std::uint64_t flags) = 0;
   // Waits for the consumer's reply to message `seq` (ping-pong).
   virtual bool wait_reply(std::uint64_t seq) = 0;
+  // After the run: what the transport's own accounting says is wrong, or
+  // "" (for fbuf: the Sender's counters against what was sent).
+  virtual std::string audit() const { return {}; }
   const std::string& error() const noexcept { return error_; }
 
  protected:
@@ -114,11 +117,11 @@ class FbufProducer final : public ProducerEnd {
 
   bool send(std::uint64_t seq, std::uint64_t flags) override;
   bool wait_reply(std::uint64_t seq) override;
-
-  const Sender& sender() const noexcept { return sender_; }
+  std::string audit() const override;
 
  private:
   std::size_t size_;
+  std::uint64_t sent_ = 0;
   Sender sender_;
   Receiver reply_receiver_;
   Fd reply_pipe_;

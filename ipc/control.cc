@@ -156,7 +156,9 @@ std::error_code receive_message(int sock, Datagram& out, std::chrono::nanosecond
     // A short control buffer drops fds silently but for this flag.
     if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) return make_error_code(Errc::kProtocol);
     if (n % sizeof(capnp::word) != 0) return make_error_code(Errc::kProtocol);
-    out.words = kj::heapArray<capnp::word>(words.begin(), static_cast<std::size_t>(n) / sizeof(capnp::word));
+    // capnp::word is not copyable; copy the bytes.
+    out.words = kj::heapArray<capnp::word>(static_cast<std::size_t>(n) / sizeof(capnp::word));
+    std::memcpy(out.words.begin(), words.begin(), static_cast<std::size_t>(n));
     out.fds = std::move(fds);
     return {};
   } catch (...) {

@@ -1,0 +1,118 @@
+// libFuzzer target for the handshake decoders: arbitrary bytes, as a peer
+// could send them in one datagram, go to decode_hello() and
+// decode_welcome(). Each may throw fbuf::Error and nothing else; any other
+// exception escapes, terminates, and libFuzzer records the input. A Welcome
+// that decodes must satisfy every promise control.h makes about WelcomeInfo.
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/array.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+
+#include "fbuf/error.h"
+#include "fbuf/sys.h"
+#include "ipc/control.h"
+#include "ipc/handshake.capnp.h"
+#include "ipc/layout.h"
+#include "tests/fuzz/fuzz_input.h"
+
+namespace {
+
+using fbuf::ipc::WelcomeInfo;
+
+bool power_of_two_ring(std::uint32_t v) {
+  return v != 0 && (v & (v - 1)) == 0 && v <= fbuf::ipc::kMaxRingCapacity;
+}
+
+void check_welcome(const WelcomeInfo& info) {
+  const std::uint64_t page = fbuf::detail::page_size();
+  FUZZ_CHECK(!info.classes.empty());
+  FUZZ_CHECK(info.classes.size() <= fbuf::ipc::kMaxClasses);
+  FUZZ_CHECK(info.pool_name.size() <= 256);
+  FUZZ_CHECK(static_cast<std::uint8_t>(info.policy) <= static_cast<std::uint8_t>(fbuf::Policy::kCopyOnWrite));
+  std::uint64_t bytes = 0, count = 0;
+  for (const auto& c : info.classes) {
+    FUZZ_CHECK(c.buffer_size != 0);
+    FUZZ_CHECK(c.buffer_size % page == 0);
+    // Descriptor offsets and lengths are 32-bit: a buffer must fit them.
+    FUZZ_CHECK(c.buffer_size <= (std::uint64_t{1} << 32) - page);
+    FUZZ_CHECK(c.count != 0);
+    count += c.count;
+    bytes += std::uint64_t{c.buffer_size} * c.count;
+  }
+  FUZZ_CHECK(count <= fbuf::ipc::kMaxBuffers);
+  FUZZ_CHECK(info.pool_size == bytes);
+  FUZZ_CHECK(power_of_two_ring(info.send_capacity));
+  FUZZ_CHECK(power_of_two_ring(info.return_capacity));
+  // The return ring must hold every buffer at once, or an honest receiver
+  // could be unable to give a buffer back.
+  FUZZ_CHECK(info.return_capacity >= count);
+  FUZZ_CHECK(info.ring_bytes == fbuf::ipc::ChannelHeader::bytes(info.send_capacity, info.return_capacity));
+}
+
+// Encodes `info` as a Welcome again; decoding that must give back the same
+// values (the decoder keeps nothing it did not check, and drops nothing).
+void check_round_trip(const WelcomeInfo& info) {
+  capnp::MallocMessageBuilder message;
+  auto w = message.initRoot<fbuf::ipc::proto::ControlMessage>().initWelcome();
+  w.setVersion(fbuf::ipc::kProtocolVersion);
+  w.setPoolName(info.pool_name.c_str());
+  w.setPoolSize(info.pool_size);
+  auto classes = w.initClasses(static_cast<unsigned>(info.classes.size()));
+  for (unsigned i = 0; i < classes.size(); ++i) {
+    classes[i].setBufferSize(info.classes[i].buffer_size);
+    classes[i].setCount(info.classes[i].count);
+  }
+  w.setPolicy(static_cast<std::uint8_t>(info.policy));
+  w.setSendCapacity(info.send_capacity);
+  w.setReturnCapacity(info.return_capacity);
+  w.setRingBytes(info.ring_bytes);
+  w.setReceiverId(info.receiver_id);
+  kj::Array<capnp::word> words = capnp::messageToFlatArray(message);
+
+  WelcomeInfo again;
+  try {
+    again = fbuf::ipc::decode_welcome(words);
+  } catch (const fbuf::Error& e) {
+    std::fprintf(stderr, "a decoded Welcome does not decode again: %s\n", e.what());
+    __builtin_trap();
+  }
+  FUZZ_CHECK(again.pool_name == info.pool_name);
+  FUZZ_CHECK(again.pool_size == info.pool_size);
+  FUZZ_CHECK(again.classes.size() == info.classes.size());
+  for (std::size_t i = 0; i < info.classes.size(); ++i) {
+    FUZZ_CHECK(again.classes[i].buffer_size == info.classes[i].buffer_size);
+    FUZZ_CHECK(again.classes[i].count == info.classes[i].count);
+  }
+  FUZZ_CHECK(again.policy == info.policy);
+  FUZZ_CHECK(again.send_capacity == info.send_capacity);
+  FUZZ_CHECK(again.return_capacity == info.return_capacity);
+  FUZZ_CHECK(again.ring_bytes == info.ring_bytes);
+  FUZZ_CHECK(again.receiver_id == info.receiver_id);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  // receive_message() hands the decoders a word-aligned array of whole
+  // words; this does the same. The array is exactly as long as the message,
+  // so AddressSanitizer sees any read past its end by instrumented code
+  // (fbuf and the generated accessors; the system libcapnp is not).
+  auto words = kj::heapArray<capnp::word>(size / sizeof(capnp::word));
+  if (words.size() != 0) std::memcpy(words.begin(), data, words.size() * sizeof(capnp::word));
+
+  try {
+    (void)fbuf::ipc::decode_hello(words);
+  } catch (const fbuf::Error&) {
+  }
+
+  try {
+    WelcomeInfo info = fbuf::ipc::decode_welcome(words);
+    check_welcome(info);
+    check_round_trip(info);
+  } catch (const fbuf::Error&) {
+  }
+  return 0;
+}

@@ -1,0 +1,198 @@
+// Writes the seed corpora of the fuzz targets: fuzz_seeds DIR creates
+// DIR/handshake, DIR/descriptors and DIR/ring with a few inputs each that
+// reach deep into the code under test (valid messages, valid operation
+// sequences), for libFuzzer to mutate. Built and run by CMake; the output is
+// a function of the code alone, so it is not checked in.
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/array.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fbuf/sys.h"
+#include "ipc/control.h"
+#include "ipc/handshake.capnp.h"
+#include "ipc/layout.h"
+#include "ipc/ring.h"
+#include "tests/fuzz/fuzz_input.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using Bytes = std::vector<std::uint8_t>;
+using fbuf::ipc::Descriptor;
+using namespace fbuf::fuzz;  // the op codes
+
+void write_file(const fs::path& path, const Bytes& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+template <class T>
+void put(Bytes& b, const T& value) {
+  const auto* p = reinterpret_cast<const std::uint8_t*>(&value);
+  b.insert(b.end(), p, p + sizeof value);
+}
+
+void put_bytes(Bytes& b, std::initializer_list<std::uint8_t> bytes) { b.insert(b.end(), bytes); }
+
+Bytes flatten(capnp::MessageBuilder& message) {
+  kj::Array<capnp::word> words = capnp::messageToFlatArray(message);
+  auto bytes = words.asBytes();
+  return Bytes(bytes.begin(), bytes.end());
+}
+
+Bytes hello(std::uint32_t version) {
+  capnp::MallocMessageBuilder message;
+  auto h = message.initRoot<fbuf::ipc::proto::ControlMessage>().initHello();
+  h.setVersion(version);
+  h.setPid(4242);
+  return flatten(message);
+}
+
+struct WelcomeSpec {
+  std::string name;
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> classes;  // (buffer size, count)
+  std::uint8_t policy;
+  std::uint32_t send_capacity, return_capacity;
+  std::int64_t pool_size_error = 0;  // added to the true pool size
+};
+
+Bytes welcome(const WelcomeSpec& spec) {
+  capnp::MallocMessageBuilder message;
+  auto w = message.initRoot<fbuf::ipc::proto::ControlMessage>().initWelcome();
+  w.setVersion(fbuf::ipc::kProtocolVersion);
+  w.setPoolName(spec.name.c_str());
+  auto classes = w.initClasses(static_cast<unsigned>(spec.classes.size()));
+  std::uint64_t total = 0;
+  for (unsigned i = 0; i < classes.size(); ++i) {
+    classes[i].setBufferSize(spec.classes[i].first);
+    classes[i].setCount(spec.classes[i].second);
+    total += spec.classes[i].first * spec.classes[i].second;
+  }
+  w.setPoolSize(total + static_cast<std::uint64_t>(spec.pool_size_error));
+  w.setPolicy(spec.policy);
+  w.setSendCapacity(spec.send_capacity);
+  w.setReturnCapacity(spec.return_capacity);
+  w.setRingBytes(fbuf::ipc::ChannelHeader::bytes(spec.send_capacity, spec.return_capacity));
+  w.setReceiverId(7);
+  return flatten(message);
+}
+
+Bytes reject(const char* reason) {
+  capnp::MallocMessageBuilder message;
+  auto r = message.initRoot<fbuf::ipc::proto::ControlMessage>().initReject();
+  r.setVersion(fbuf::ipc::kProtocolVersion);
+  r.setReason(reason);
+  return flatten(message);
+}
+
+void handshake_seeds(const fs::path& dir) {
+  const std::uint64_t page = fbuf::detail::page_size();
+  write_file(dir / "hello", hello(fbuf::ipc::kProtocolVersion));
+  write_file(dir / "hello_other_version", hello(fbuf::ipc::kProtocolVersion + 1));
+  write_file(dir / "welcome_one_class", welcome({"frames", {{16 * page, 8}}, 1, 16, 8}));
+  write_file(dir / "welcome_three_classes",
+             welcome({"mixed", {{page, 64}, {16 * page, 16}, {256 * page, 4}}, 2, 64, 128}));
+  write_file(dir / "welcome_largest_buffer", welcome({"big", {{(std::uint64_t{1} << 32) - page, 2}}, 0, 1, 2}));
+  write_file(dir / "welcome_wrong_pool_size", welcome({"liar", {{page, 4}}, 0, 4, 4, static_cast<std::int64_t>(page)}));
+  // Names at and past the 256-byte limit, and the most classes allowed.
+  write_file(dir / "welcome_longest_name", welcome({std::string(256, 'n'), {{page, 1}}, 0, 1, 1}));
+  write_file(dir / "welcome_name_too_long", welcome({std::string(257, 'n'), {{page, 1}}, 0, 1, 1}));
+  WelcomeSpec most{"most", {}, 0, 1, 64};
+  for (std::uint64_t i = 0; i < fbuf::ipc::kMaxClasses; ++i) most.classes.emplace_back((i + 1) * page, 1);
+  write_file(dir / "welcome_most_classes", welcome(most));
+  write_file(dir / "reject", reject("too many receivers"));
+}
+
+// Records for fuzz_descriptors: an op byte and a descriptor.
+void descriptor_op(Bytes& b, std::uint8_t op, Descriptor d) {
+  put(b, op);
+  put(b, d);
+}
+
+void descriptor_seeds(const fs::path& dir) {
+  Bytes b;
+  // Two classes: 4 buffers of 1 page, 2 of 16 pages.
+  put<std::uint8_t>(b, 1);
+  put_bytes(b, {0, 3, 15, 1});
+  descriptor_op(b, kLocate, {0, 1, 1, 100, 200, 0, 0});
+  descriptor_op(b, kLocate, {0, 5, 1, 0, 65536, 0, 1});
+  descriptor_op(b, kLocate, {0, 5, 1, 1, 65536, 0, 2});  // one byte too long
+  descriptor_op(b, kLend, {0, 2, 9, 0, 0, 0, 0});
+  descriptor_op(b, kLend, {0, 4, 1, 0, 0, 0, 0});
+  descriptor_op(b, kTakeBack, {0, 2, 9, 0, 0, 0, 0});
+  descriptor_op(b, kTakeBack, {0, 2, 9, 0, 0, 0, 0});  // the same return again
+  descriptor_op(b, kTakeBackNear, {0, 4, 0, 0, 0, 0, 0});
+  descriptor_op(b, kLend, {0, 0, 3, 0, 0, 0, 0});
+  descriptor_op(b, kTakeAll, {});
+  write_file(dir / "two_classes", b);
+
+  b.clear();
+  // Eight classes, four of them near the 2^32 byte limit.
+  put<std::uint8_t>(b, 7);
+  put_bytes(b, {0, 63, 0x80, 0, 63, 7, 0x81, 1, 5, 5, 0xbf, 2, 1, 9, 0x90, 3});
+  for (std::uint32_t i = 0; i < 24; ++i) {
+    descriptor_op(b, kLocateNear, {0, i * 11, 1, i * 4096, 0xffffffffu - i * 4096, 0, i});
+    descriptor_op(b, kLend, {0, i * 13, i, 0, 0, 0, 0});
+  }
+  descriptor_op(b, kTakeAll, {});
+  write_file(dir / "eight_classes", b);
+}
+
+void ring_seeds(const fs::path& dir) {
+  Bytes b;
+  // Capacity 8: fill, drain, overfill, then a peer that moves tail ahead.
+  put<std::uint8_t>(b, 3);
+  put_bytes(b, {kPush, 2, kPop, kPop, kPop, kReadable, kPop, kPush, 7, kPush, 0, kReadable});
+  for (int i = 0; i < 9; ++i) put(b, kPop);
+  put_bytes(b, {kPush, 4, kPeerTailNear, 3, kPop, kPop, kPop, kPop, kPop, kPop, kPush, 0});
+  write_file(dir / "fill_drain_forge_tail", b);
+
+  b.clear();
+  // Capacity 1: a full ring, then a consumer-side peer that lies about head.
+  put<std::uint8_t>(b, 0);
+  put_bytes(b, {kPush, 0, kPush, 0, kPop, kPush, 0, kPeerHead});
+  put<std::uint64_t>(b, ~std::uint64_t{0});
+  put_bytes(b, {kPush, 0, kPeerHeadNear, 0xff, kPush, 0, kPop});
+  write_file(dir / "forge_head", b);
+
+  b.clear();
+  // Capacity 4: a peer that rewrites a slot and the waiters words.
+  put<std::uint8_t>(b, 2);
+  put_bytes(b, {kPush, 3, kPeerSlot, 1});
+  put(b, Descriptor{1, 2, 3, 4, 5, 6, 7});
+  put_bytes(b, {kPeerWaiters, 1});
+  put<std::uint32_t>(b, 1);
+  put_bytes(b, {kPop, kPop, kPop, kPop, kPush, 1, kReadable, kPushOne, kPushOne, kPushOne, kPop});
+  write_file(dir / "scribble", b);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    return 2;
+  }
+  try {
+    const fs::path root = argv[1];
+    for (const char* target : {"handshake", "descriptors", "ring"}) fs::create_directories(root / target);
+    handshake_seeds(root / "handshake");
+    descriptor_seeds(root / "descriptors");
+    ring_seeds(root / "ring");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fuzz_seeds: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

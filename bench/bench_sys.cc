@@ -251,6 +251,14 @@ double own_cpu_seconds() {
          seconds(children.ru_stime);
 }
 
+double run_delay_seconds() {
+  std::ifstream in("/proc/thread-self/schedstat");
+  unsigned long long on_cpu = 0, waiting = 0;
+  in >> on_cpu >> waiting;
+  if (!in) return 0;
+  return static_cast<double>(waiting) / 1e9;
+}
+
 PageBuffer::PageBuffer(std::size_t size) : size_(size) {
   auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   mapped_ = (size + page - 1) / page * page;

@@ -79,6 +79,10 @@ std::vector<std::string> describe_machine();
 double system_busy_seconds();
 // CPU time used by this process and its reaped children (getrusage).
 double own_cpu_seconds();
+// How long the calling thread has been runnable but waiting for a CPU
+// (the run_delay of /proc/thread-self/schedstat), in seconds; 0 if the
+// kernel does not report it.
+double run_delay_seconds();
 
 // Memory for a payload: page-aligned, every page touched once so that no
 // page fault lands in a measurement. Freed on destruction.

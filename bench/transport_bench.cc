@@ -1,7 +1,8 @@
 // transport_bench: moves buffers from a producer process to a consumer
-// process through fbuf, a pipe and a Unix domain socket, and prints one
-// Markdown table of throughput (buffers/s, GB/s) and one-way latency (p50,
-// p99) per transport and payload size.
+// process through fbuf, a pipe and a Unix domain socket (the latter two
+// also with readers that spin before they block, as fbuf's do), and prints
+// one Markdown table of throughput (buffers/s, GB/s) and one-way latency
+// (p50, p99) per transport and payload size. See docs/results.md.
 //
 // The benchmark's main process is the producer. For every cell it starts a
 // fresh consumer by re-executing this binary with the hidden flag
@@ -264,6 +265,9 @@ struct Report {
   std::uint64_t received;  // messages consumed so far
   std::uint64_t bad_seq;   // messages that arrived out of order
   std::uint64_t bad_data;  // messages whose size or bytes were wrong
+  // Final only: how long the consumer waited for its CPU while runnable,
+  // from Ready to Final, in nanoseconds.
+  std::uint64_t run_delay_ns;
 };
 
 // --- the consumer process ----------------------------------------------------------
@@ -301,7 +305,8 @@ int consumer_main(const Options& o) {
         break;
     }
 
-    Report report{ReportKind::kReady, 0, 0, 0};
+    Report report{ReportKind::kReady, 0, 0, 0, 0};
+    const double delay0 = run_delay_seconds();
     if (!write_full(kControlFd, &report, sizeof(report))) throw_errno("control write");
     if (fbuf_end != nullptr && pingpong) fbuf_end->wait_for_reply_receiver();
 
@@ -318,6 +323,10 @@ int consumer_main(const Options& o) {
       }
       if ((c.header.flags & (kFlagAck | kFlagStop)) != 0) {
         report.kind = (c.header.flags & kFlagStop) != 0 ? ReportKind::kFinal : ReportKind::kAck;
+        if (report.kind == ReportKind::kFinal) {
+          report.run_delay_ns =
+              static_cast<std::uint64_t>(std::llround((run_delay_seconds() - delay0) * 1e9));
+        }
         if (!write_full(kControlFd, &report, sizeof(report))) throw_errno("control write");
         if (report.kind == ReportKind::kFinal) break;
       }
@@ -447,6 +456,9 @@ Child spawn_consumer(const std::vector<std::string>& args, std::vector<std::pair
 // How undisturbed one measurement was (see Runner::run_clean).
 struct Cleanliness {
   double other_cpu_s = 0;  // CPU time other processes used meanwhile
+  // Time the producer's thread and the consumer waited for their CPUs while
+  // runnable (schedstat run_delay).
+  double run_delay_s = 0;
   double wall_s = 0;
   int attempts = 0;
   bool disturbed = false;
@@ -473,10 +485,16 @@ struct Cell {
   Cleanliness latency_clean;
 };
 
-// A measurement during which other processes used more CPU time than this
-// counts as disturbed: 30 ms (the accounting is in 10 ms ticks per CPU)
-// plus 2% of one CPU over the measurement's wall time.
-bool disturbed(double other_cpu_s, double wall_s) { return other_cpu_s > 0.03 + 0.02 * wall_s; }
+// A measurement counts as disturbed if the producer and the consumer waited
+// for their CPUs while runnable for more than 5 ms + 1% of its wall time,
+// or if other processes used more than 30 ms + 2% of one CPU meanwhile
+// (/proc/stat is sampled in 10 ms ticks and misses short bursts, so that
+// second test alone is not enough).
+bool disturbed(const Cleanliness& c) {
+  return c.run_delay_s > 0.005 + 0.01 * c.wall_s || c.other_cpu_s > 0.03 + 0.02 * c.wall_s;
+}
+// Orders attempts: the least disturbed first.
+double disturbance(const Cleanliness& c) { return c.run_delay_s + std::max(c.other_cpu_s, 0.0); }
 
 // What the kernel actually gave the pipe and socket baselines.
 struct KernelSizes {
@@ -619,6 +637,7 @@ struct Runner {
     std::optional<Child> child;
     std::unique_ptr<ProducerEnd> end = start(t, Mode::kStream, size, child);
     std::uint64_t seq = 0;
+    const double delay0 = run_delay_seconds();
 
     // Warm-up: at least two laps of the fbuf pool (so every buffer has been
     // faulted in on both sides) and at least opt.warmup seconds.
@@ -657,7 +676,10 @@ struct Runner {
     }
 
     send_or_throw(*end, seq++, kFlagStop);
-    check_final(child->expect(ReportKind::kFinal), seq);
+    const Report final_report = child->expect(ReportKind::kFinal);
+    cell.stream_clean.run_delay_s = run_delay_seconds() - delay0 +
+                                    static_cast<double>(final_report.run_delay_ns) / 1e9;
+    check_final(final_report, seq);
     child->reap();
     if (std::string problem = end->audit(); !problem.empty()) throw std::runtime_error(problem);
 
@@ -698,8 +720,8 @@ struct Runner {
       Cleanliness& c = trial.*clean;
       c.wall_s = Seconds(Clock::now() - t0).count();
       c.other_cpu_s = system_busy_seconds() - busy0 - (own_cpu_seconds() - own0);
-      c.disturbed = disturbed(c.other_cpu_s, c.wall_s);
-      if (!best || c.other_cpu_s < ((*best).*clean).other_cpu_s) best = std::move(trial);
+      c.disturbed = disturbed(c);
+      if (!best || disturbance(c) < disturbance((*best).*clean)) best = std::move(trial);
       ((*best).*clean).attempts = attempt;
       if (!((*best).*clean).disturbed) break;
     }
@@ -717,6 +739,7 @@ struct Runner {
     std::optional<Child> child;
     std::unique_ptr<ProducerEnd> end = start(t, Mode::kPingPong, size, child);
     std::uint64_t seq = 0;
+    const double delay0 = run_delay_seconds();
     const std::uint32_t warm = warm_rtts_for(size);
     const std::uint32_t n = rtts_for(size);
     std::vector<double> one_way;
@@ -730,7 +753,10 @@ struct Runner {
       if (i >= warm) one_way.push_back(Micros(t1 - t0).count() / 2);
     }
     send_or_throw(*end, seq++, kFlagStop);
-    check_final(child->expect(ReportKind::kFinal), seq);
+    const Report final_report = child->expect(ReportKind::kFinal);
+    cell.latency_clean.run_delay_s = run_delay_seconds() - delay0 +
+                                     static_cast<double>(final_report.run_delay_ns) / 1e9;
+    check_final(final_report, seq);
     child->reap();
     if (std::string problem = end->audit(); !problem.empty()) throw std::runtime_error(problem);
 
@@ -862,11 +888,13 @@ void print_table(const Options& o, const Runner& r, const std::vector<std::strin
                           "second pipe for pipe(-spin), the same socket for unix(-spin)",
       o.rtts, r.rtts_for(kMiB), r.rtts_for(16 * kMiB));
   std::printf(
-      "- Disturbance check: each throughput and each latency measurement compares the CPU\n"
-      "  time of all CPUs (/proc/stat) with the benchmark's own (getrusage). If other\n"
-      "  processes used more than 30 ms + 2%% of one CPU meanwhile, it is repeated with a\n"
-      "  fresh consumer (up to %d more times) and the least disturbed attempt is kept; one\n"
-      "  that stayed disturbed is marked * below the table.\n"
+      "- Disturbance check: a throughput or latency measurement is disturbed if the producer\n"
+      "  thread and the consumer together waited for their CPUs while runnable (schedstat\n"
+      "  run_delay) for more than 5 ms + 1%% of its time, or if other processes used more\n"
+      "  than 30 ms + 2%% of one CPU meanwhile (all CPUs' busy time in /proc/stat minus the\n"
+      "  benchmark's own from getrusage). A disturbed measurement is repeated with a fresh\n"
+      "  consumer (up to %d more times) and the least disturbed attempt is kept; one that\n"
+      "  stayed disturbed is marked * and listed below the table.\n"
       "- Ratio columns (fbuf rows): fbuf buffers/s divided by pipe's and by unix's (the plain,\n"
       "  blocking ones) at the same size; above 1 means fbuf moves more buffers per second.\n\n",
       o.retries);
@@ -943,18 +971,21 @@ void print_table(const Options& o, const Runner& r, const std::vector<std::strin
   for (const auto& [key, c] : results) {
     if ((c.stream_ok && c.stream_clean.disturbed) || (c.latency_ok && c.latency_clean.disturbed)) {
       if (!any_disturbed) {
-        std::printf("\n\\* Disturbed: other processes used CPU during this measurement in every "
-                    "attempt (CPU seconds, least disturbed attempt kept):");
+        std::printf("\n\\* Disturbed in every attempt (the least disturbed attempt is kept; "
+                    "seconds of run delay and of other processes' CPU time, of the wall "
+                    "time):");
       }
       any_disturbed = true;
       if (c.stream_ok && c.stream_clean.disturbed) {
-        std::printf("\n- %s %s throughput: %.2f s of %.1f s", to_string(key.second),
-                    size_label(key.first).c_str(), c.stream_clean.other_cpu_s,
+        std::printf("\n- %s %s throughput: run delay %.3f s, other CPU %.2f s, of %.1f s",
+                    to_string(key.second), size_label(key.first).c_str(),
+                    c.stream_clean.run_delay_s, c.stream_clean.other_cpu_s,
                     c.stream_clean.wall_s);
       }
       if (c.latency_ok && c.latency_clean.disturbed) {
-        std::printf("\n- %s %s latency: %.2f s of %.1f s", to_string(key.second),
-                    size_label(key.first).c_str(), c.latency_clean.other_cpu_s,
+        std::printf("\n- %s %s latency: run delay %.3f s, other CPU %.2f s, of %.1f s",
+                    to_string(key.second), size_label(key.first).c_str(),
+                    c.latency_clean.run_delay_s, c.latency_clean.other_cpu_s,
                     c.latency_clean.wall_s);
       }
     }
@@ -983,8 +1014,9 @@ void write_csv(const std::string& path, const Options& o, const Results& results
   if (f == nullptr) throw_errno("fopen(" + path + ")");
   std::fprintf(f,
                "transport,size_bytes,buffers_per_s,gb_per_s,min_buffers_per_s,max_buffers_per_s,"
-               "messages,seconds,stream_other_cpu_s,stream_attempts,p50_one_way_us,"
-               "p99_one_way_us,round_trips,latency_other_cpu_s,latency_attempts,stream_error,"
+               "messages,seconds,stream_run_delay_s,stream_other_cpu_s,stream_attempts,"
+               "p50_one_way_us,p99_one_way_us,round_trips,latency_run_delay_s,"
+               "latency_other_cpu_s,latency_attempts,stream_error,"
                "latency_error\n");
   for (std::size_t size : o.sizes) {
     for (Transport t : o.transports) {
@@ -993,11 +1025,12 @@ void write_csv(const std::string& path, const Options& o, const Results& results
       const Cell& c = it->second;
       std::fprintf(f,
                    "%s,%zu,%.1f,%.4f,%.1f,%.1f,%" PRIu64
-                   ",%.4f,%.3f,%d,%.3f,%.3f,%u,%.3f,%d,\"%s\",\"%s\"\n",
+                   ",%.4f,%.4f,%.3f,%d,%.3f,%.3f,%u,%.4f,%.3f,%d,\"%s\",\"%s\"\n",
                    to_string(t), size, c.buffers_per_s, c.gb_per_s, c.min_buffers_per_s,
-                   c.max_buffers_per_s, c.messages, c.seconds, c.stream_clean.other_cpu_s,
-                   c.stream_clean.attempts, c.p50_us, c.p99_us, c.rtts,
-                   c.latency_clean.other_cpu_s, c.latency_clean.attempts, c.stream_error.c_str(),
+                   c.max_buffers_per_s, c.messages, c.seconds, c.stream_clean.run_delay_s,
+                   c.stream_clean.other_cpu_s, c.stream_clean.attempts, c.p50_us, c.p99_us,
+                   c.rtts, c.latency_clean.run_delay_s, c.latency_clean.other_cpu_s,
+                   c.latency_clean.attempts, c.stream_error.c_str(),
                    c.latency_error.c_str());
     }
   }
@@ -1027,9 +1060,9 @@ int producer_main(const Options& o, int argc, char** argv) {
       r.run_clean([&](Cell& into) { r.run_stream(t, size, into); }, c, &Cell::stream_error,
                   &Cell::stream_clean);
       if (c.stream_ok) {
-        std::fprintf(stderr, "%s buffers/s, %.2f GB/s (other CPU %.2f s, try %d); ",
-                     grouped(c.buffers_per_s).c_str(), c.gb_per_s, c.stream_clean.other_cpu_s,
-                     c.stream_clean.attempts);
+        std::fprintf(stderr, "%s buffers/s, %.2f GB/s (delay %.3f s, other %.2f s, try %d); ",
+                     grouped(c.buffers_per_s).c_str(), c.gb_per_s, c.stream_clean.run_delay_s,
+                     c.stream_clean.other_cpu_s, c.stream_clean.attempts);
       } else {
         std::fprintf(stderr, "FAILED: %s; ", c.stream_error.c_str());
       }
@@ -1037,9 +1070,10 @@ int producer_main(const Options& o, int argc, char** argv) {
       r.run_clean([&](Cell& into) { r.run_latency(t, size, into); }, c, &Cell::latency_error,
                   &Cell::latency_clean);
       if (c.latency_ok) {
-        std::fprintf(stderr, "p50 %s us, p99 %s us (other CPU %.2f s, try %d)\n",
+        std::fprintf(stderr, "p50 %s us, p99 %s us (delay %.3f s, other %.2f s, try %d)\n",
                      micros(c.p50_us).c_str(), micros(c.p99_us).c_str(),
-                     c.latency_clean.other_cpu_s, c.latency_clean.attempts);
+                     c.latency_clean.run_delay_s, c.latency_clean.other_cpu_s,
+                     c.latency_clean.attempts);
       } else {
         std::fprintf(stderr, "FAILED: %s\n", c.latency_error.c_str());
       }

@@ -93,9 +93,14 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   if (size > options_.classes.back().buffer_size) return Errc::kTooLarge;
   std::size_t first = 0;
   while (options_.classes[first].buffer_size < size) ++first;
-  // The smallest class that fits; if it is empty, returns may be pending.
+  // Collect pending returns first: the free lists are LIFO, so a buffer
+  // just returned is handed out next, while its pages are still in cache.
+  // (Collecting only when a class runs dry made the producer cycle through
+  // every buffer of the pool: 16 MiB buffers went at half the rate with 16
+  // in the pool as with 4.) Checking a source with nothing pending is one
+  // load of its ring's tail.
   const std::size_t k = first;
-  if (free_[k].empty()) drain_sources_locked();
+  drain_sources_locked(/*slow=*/free_[k].empty());
   if (!free_[k].empty()) {
     std::uint32_t index = free_[k].back();
     free_[k].pop_back();
@@ -285,9 +290,9 @@ void PoolCore::add_source_locked(std::shared_ptr<ReturnSource> source) {
   sources_.push_back(std::move(source));
 }
 
-void PoolCore::drain_sources_locked() noexcept {
+void PoolCore::drain_sources_locked(bool slow) noexcept {
   // Sources are few (one per remote receiver); drop the finished ones.
-  std::erase_if(sources_, [](const std::shared_ptr<ReturnSource>& s) { return !s->drain_locked(); });
+  std::erase_if(sources_, [slow](const std::shared_ptr<ReturnSource>& s) { return !s->drain_locked(slow); });
 }
 
 PoolStats PoolCore::stats() {

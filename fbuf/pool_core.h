@@ -22,9 +22,11 @@ namespace fbuf::detail {
 class ReturnSource {
  public:
   virtual ~ReturnSource() = default;
-  // Applies every pending return. Called with the pool's mutex held.
-  // Returns false once the source is finished and can be dropped.
-  virtual bool drain_locked() noexcept = 0;
+  // Applies every pending return. Called with the pool's mutex held, on
+  // every allocation, so it must be cheap when nothing is pending. With
+  // `slow`, it may also make a syscall (to notice a dead peer). Returns
+  // false once the source is finished and can be dropped.
+  virtual bool drain_locked(bool slow) noexcept = 0;
 };
 
 // Also the ViewOwner of views received in the owner's own process.
@@ -80,7 +82,7 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // a rejected return, if that buffer is not in flight at that generation.
   bool release_ref_locked(std::uint32_t index, std::uint32_t generation) noexcept;
   void add_source_locked(std::shared_ptr<ReturnSource> source);
-  void drain_sources_locked() noexcept;
+  void drain_sources_locked(bool slow = true) noexcept;
 
   // Takes the mutex: a Buffer dropped unsent, or an in-process View done.
   void release_unsent(std::uint32_t index, std::uint32_t generation) noexcept;

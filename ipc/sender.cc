@@ -98,7 +98,7 @@ class RemoteOutlet final : public Outlet, public ReturnSource {
   bool usable_locked() const noexcept override { return state_ == State::kActive; }
   void on_pushed_locked(const ipc::Descriptor& d) noexcept override { lent_.lend(d.index, d.generation); }
 
-  bool drain_locked() noexcept override {
+  bool drain_locked(bool slow) noexcept override {
     if (state_ == State::kFinished) return false;
     ipc::Descriptor d;
     for (;;) {
@@ -113,7 +113,7 @@ class RemoteOutlet final : public Outlet, public ReturnSource {
       }
       apply_return_locked(d, true);
     }
-    if (orphan_ && hung_up()) reclaim_all_locked();
+    if (slow && orphan_ && hung_up()) reclaim_all_locked();
     return state_ != State::kFinished;
   }
 
@@ -122,7 +122,7 @@ class RemoteOutlet final : public Outlet, public ReturnSource {
   void detach_locked() noexcept {
     if (state_ != State::kActive) return;
     state_ = State::kDetached;
-    drain_locked();
+    drain_locked(false);
     auto& idx = mem_.header()->send;
     // acquire: pairs with the receiver's release store of head.
     std::uint64_t head = idx.head.load(std::memory_order_acquire);
@@ -484,7 +484,7 @@ class SenderCore {
       // The receiver's process closed its socket or died.
       {
         std::lock_guard lock(pool_->mutex());
-        outlet->drain_locked();
+        outlet->drain_locked(false);
         if (!outlet->finished_locked()) {
           outlet->reclaim_all_locked();
           ++counters_->s.receivers_lost;

@@ -42,10 +42,15 @@ configure_and_build() {  # dir, extra cmake args...
   cmake --build "$dir" -j "$JOBS"
 }
 
+PASSED_TOTAL=0
 run_ctest() {  # dir, extra ctest args...
   local dir=$1
   shift
-  ctest --test-dir "$dir" -j "$JOBS" --output-on-failure --timeout 900 -LE stress "$@"
+  local log="$dir.ctest.log"
+  ctest --test-dir "$dir" -j "$JOBS" --output-on-failure --timeout 900 -LE stress "$@" 2>&1 | tee "$log"
+  local n
+  n=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -1)
+  PASSED_TOTAL=$((PASSED_TOTAL + ${n:-0}))
 }
 
 cmd=${1:-}
@@ -81,6 +86,7 @@ case "$cmd" in
       bash tests/fuzz/run.sh build-fuzz "${FBUF_FUZZ_SECONDS:-60}"
     fi
     echo "build.sh: all test stages passed"
+    echo "Summary: $PASSED_TOTAL passed, 0 failed"
     ;;
   bench)
     install_packages "${PACKAGES[@]}" "${BENCH_PACKAGES[@]}"

@@ -8,7 +8,7 @@
 #                         example tests; then the same under ASan+UBSan and
 #                         under TSan; then every fuzz target for a bounded time
 #   ./build.sh quick      only the first of those (one build, one ctest run)
-#   ./build.sh bench      the benchmarks, tables into results/
+#   ./build.sh bench      the benchmarks (transport, policy, peers), tables into results/
 #   ./build.sh soak       the long soak run (CTest label `stress`)
 #
 # Build trees: build/ (RelWithDebInfo), build-asan/, build-tsan/, build-fuzz/.
@@ -91,7 +91,9 @@ case "$cmd" in
   bench)
     install_packages "${PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
     configure_and_build build-release -DCMAKE_BUILD_TYPE=Release -DFBUF_BUILD_TESTS=OFF
-    exec bash bench/run.sh build-release
+    bash bench/run.sh build-release
+    build-release/bench/policy_bench
+    exec bash bench/peers/run.sh build-release
     ;;
   soak)
     install_packages "${PACKAGES[@]}"

@@ -22,7 +22,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kMaxSleep{50};
 
 // Buffers at least this large are reused as soon as they come back.
-constexpr std::size_t kReuseReturnedFrom = std::size_t{1} << 20;
+constexpr std::size_t kReuseReturnedFrom = std::size_t{4} << 20;
 
 }  // namespace
 
@@ -97,17 +97,19 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   std::size_t first = 0;
   while (options_.classes[first].buffer_size < size) ++first;
   // When to collect pending returns is a measured choice (docs/results.md,
-  // "When returns are collected"). For large buffers, collect on every
-  // allocation: the free lists are LIFO, so the buffer just returned is
-  // handed out next, and a deep pool of 16 MiB buffers no longer cycles
-  // through hundreds of MiB (2.3x the buffers/s at 16 buffers of 16 MiB).
-  // For small buffers, collect only when the class runs dry: cycling
-  // through the pool was measured faster there (2x at 64 KiB), as the
-  // just-returned buffer's lines still sit in the receiving core's cache.
-  // Checking a source with nothing pending is one load of its ring's tail.
+  // "When returns are collected"). Always when the class has run dry. For
+  // buffers of 4 MiB and more, also at every allocation: the free lists are
+  // LIFO, so the buffer just returned is handed out next, and a deep pool
+  // of 16 MiB buffers no longer cycles through hundreds of MiB (2.3x the
+  // buffers/s at 16 buffers of 16 MiB when the payload is written and
+  // read). That costs a cross-core read of each return ring's tail (~60 ns
+  // per buffer), which only shows when the payload is not touched. For
+  // smaller buffers, cycling through the pool was measured faster (2x at
+  // 64 KiB, 1.2x at 1 MiB): the just-returned buffer's lines still sit in
+  // the receiving core's cache.
   const std::size_t k = first;
-  if (free_[k].empty() || options_.classes[k].buffer_size >= kReuseReturnedFrom)
-    drain_sources_locked(/*slow=*/free_[k].empty());
+  const bool empty = free_[k].empty();
+  if (empty || options_.classes[k].buffer_size >= kReuseReturnedFrom) drain_sources_locked(/*slow=*/empty);
   if (!free_[k].empty()) {
     std::uint32_t index = free_[k].back();
     free_[k].pop_back();

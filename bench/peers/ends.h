@@ -1,0 +1,144 @@
+// The two ends of every transport peer_bench measures, behind one interface,
+// and the factories that build them.
+//
+// A ProducerEnd lives in the producer process (or thread), a ConsumerEnd in
+// the consumer process (or thread). The session code (session.h) drives
+// both the same way for every transport, so every transport does the same
+// application work per message (message.h) and differs only in how the
+// message travels and how a waiting side waits.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "message.h"
+
+namespace fbuf::bench::peers {
+
+// How long one blocking operation may take before the benchmark calls the
+// cell a failure (a healthy run never waits anywhere near this long).
+inline constexpr std::chrono::seconds kOpTimeout{10};
+
+// What both ends of one cell agree on.
+struct EndConfig {
+  std::size_t size = 0;  // payload bytes per message
+  Mode mode = Mode::kTransport;
+  // Messages that may be in flight: pool buffers (fbuf, ring floor),
+  // queue slots (message_queue, iceoryx subscriber queue).
+  std::uint32_t depth = 0;
+  // How long a side that waits for a message (or a reply, or space) polls
+  // before it blocks in the kernel. fbuf's receive() spins 20 us (a library
+  // constant); the peers get the same by default.
+  std::chrono::nanoseconds spin{std::chrono::microseconds(20)};
+  // Ring floor only: take returned buffers back before every allocation
+  // and reuse the most recently returned one first (true, as fbuf's pool
+  // does), or only when the free list is empty, cycling through every
+  // buffer (false: the cheapest per message).
+  bool ring_eager_reuse = false;
+};
+
+// The producer's end of one transport. Not thread-safe.
+class ProducerEnd {
+ public:
+  virtual ~ProducerEnd() = default;
+  // Produces message `seq` (message.h) and sends it. False on failure.
+  virtual bool send(std::uint64_t seq, std::uint64_t flags) = 0;
+  // Waits for the consumer's reply to message `seq` (ping-pong).
+  virtual bool wait_reply(std::uint64_t seq) = 0;
+  const std::string& error() const noexcept { return error_; }
+
+ protected:
+  std::string error_;
+};
+
+// The consumer's end of one transport. Not thread-safe.
+class ConsumerEnd {
+ public:
+  virtual ~ConsumerEnd() = default;
+  // Receives the next message, consumes it (message.h) and gives the
+  // memory back. False on failure.
+  virtual bool next(Consumed& out) = 0;
+  // Replies to message `seq` with a kReplySize message.
+  virtual bool reply(std::uint64_t seq) = 0;
+  const std::string& error() const noexcept { return error_; }
+
+ protected:
+  std::string error_;
+};
+
+// --- fbuf (fbuf_ends.cc) -------------------------------------------------
+
+// Across processes. The producer owns a pool (one size class, `depth`
+// buffers, `policy`) and a Sender listening under `service`; it connects
+// to the consumer's reply channel `service`+"-r". The consumer owns the
+// reply pool (64-byte class, same policy). policy: 0 volatile, 1 read_only,
+// 2 copy_on_write (fbuf::Policy values; kept numeric so that this header
+// needs no fbuf header).
+std::unique_ptr<ProducerEnd> make_fbuf_producer(const EndConfig& c, const std::string& service,
+                                                int policy);
+std::unique_ptr<ConsumerEnd> make_fbuf_consumer(const EndConfig& c, const std::string& service,
+                                                int policy);
+
+// Thread handoff: both ends in this process, through Sender::connect_local()
+// (volatile pools). The two ends share nothing but the channels.
+struct LocalPair {
+  std::unique_ptr<ProducerEnd> producer;
+  std::unique_ptr<ConsumerEnd> consumer;
+};
+LocalPair make_fbuf_local_pair(const EndConfig& c);
+
+// --- pipe and Unix socket (stream_ends.cc) --------------------------------
+
+// `socket`: data and replies travel over one SOCK_STREAM socket (`data_fd`
+// == `reply_fd`); otherwise over two pipes. The descriptors are taken over
+// (closed by the end). Readers poll non-blocking for `spin`, then poll().
+std::unique_ptr<ProducerEnd> make_stream_producer(const EndConfig& c, int data_fd, int reply_fd,
+                                                  bool socket);
+std::unique_ptr<ConsumerEnd> make_stream_consumer(const EndConfig& c, int data_fd, int reply_fd,
+                                                  bool socket);
+
+// --- Boost.Interprocess message_queue (mq_ends.cc) ------------------------
+
+// Creates the data queue (`depth` messages of `size` bytes) and the reply
+// queue under `name`+"-d" / "-r", and removes them on destruction.
+class MqQueues {
+ public:
+  MqQueues(const std::string& name, std::size_t size, std::uint32_t depth);
+  ~MqQueues();
+  MqQueues(const MqQueues&) = delete;
+  MqQueues& operator=(const MqQueues&) = delete;
+
+ private:
+  std::string name_;
+};
+std::unique_ptr<ProducerEnd> make_mq_producer(const EndConfig& c, const std::string& name);
+std::unique_ptr<ConsumerEnd> make_mq_consumer(const EndConfig& c, const std::string& name);
+
+// --- Eclipse iceoryx (iox_ends.cc) ----------------------------------------
+
+// False when peer_bench was built without iceoryx (CMake found no
+// iceoryx_posh); the other calls then throw.
+bool iceoryx_compiled() noexcept;
+const char* iceoryx_version() noexcept;
+// Registers this process with RouDi under `name` (unique per process).
+void iceoryx_init_runtime(const std::string& name);
+// Publish/subscribe on {"PeerBench", instance, "data"} and a reply topic.
+std::unique_ptr<ProducerEnd> make_iox_producer(const EndConfig& c, const std::string& instance);
+std::unique_ptr<ConsumerEnd> make_iox_consumer(const EndConfig& c, const std::string& instance);
+// The bytes iceoryx puts in front of a user payload of `size` bytes in
+// its chunk (the chunk header and alignment), for sizing the mempools.
+std::size_t iceoryx_chunk_overhead(std::size_t size) noexcept;
+
+// --- the bare descriptor ring floor (ring_ends.cc) -------------------------
+
+// A memfd holding two channels (data, reply), each a send ring and a
+// return ring of fbuf's ipc::Descriptor plus its buffers. Created by the
+// orchestrator; both ends map it.
+int create_ring_region(const EndConfig& c);  // returns an owned fd
+std::unique_ptr<ProducerEnd> make_ring_producer(const EndConfig& c, int region_fd);
+std::unique_ptr<ConsumerEnd> make_ring_consumer(const EndConfig& c, int region_fd);
+
+}  // namespace fbuf::bench::peers

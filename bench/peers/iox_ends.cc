@@ -1,0 +1,272 @@
+// Eclipse iceoryx 2.0: zero-copy publish/subscribe through shared-memory
+// mempools managed by the RouDi daemon. The producer loans a chunk,
+// produces into it and publishes it; the consumer takes it, reads it in
+// place and releases it. Replies are a second topic in the other direction.
+//
+// Loss-free like every other transport here: the publisher waits for a
+// full subscriber queue (ConsumerTooSlowPolicy::WAIT_FOR_CONSUMER with
+// QueueFullPolicy::BLOCK_PRODUCER; iceoryx then yields in a loop until
+// the queue has room). A waiting subscriber polls take() for `spin`, then
+// sleeps in a WaitSet (a semaphore in shared memory), as fbuf spins then
+// sleeps on a futex.
+
+#include "ends.h"
+
+#ifdef PEER_BENCH_HAVE_ICEORYX
+
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "iceoryx_hoofs/log/logmanager.hpp"
+#include "iceoryx_posh/mepoo/chunk_header.hpp"
+#include "iceoryx_posh/mepoo/chunk_settings.hpp"
+#include "iceoryx_posh/popo/untyped_publisher.hpp"
+#include "iceoryx_posh/popo/untyped_subscriber.hpp"
+#include "iceoryx_posh/popo/wait_set.hpp"
+#include "iceoryx_posh/runtime/posh_runtime.hpp"
+#include "iceoryx_versions.hpp"
+
+namespace fbuf::bench::peers {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Payloads start on a cache line, as fbuf's (page-aligned) buffers do.
+constexpr std::uint32_t kAlignment = 64;
+// Replies in flight: one at a time.
+constexpr std::uint64_t kReplyQueue = 8;
+
+iox::capro::ServiceDescription topic(const std::string& instance, const char* event) {
+  // Built from std::strings: from a string literal, GCC 12 warns about a
+  // branch of iceoryx's constructor that cannot run (-Warray-bounds).
+  return iox::capro::ServiceDescription(
+      iox::capro::IdString_t(iox::cxx::TruncateToCapacity, std::string("PeerBench")),
+      iox::capro::IdString_t(iox::cxx::TruncateToCapacity, instance),
+      iox::capro::IdString_t(iox::cxx::TruncateToCapacity, std::string(event)));
+}
+
+iox::popo::PublisherOptions publisher_options() {
+  iox::popo::PublisherOptions o;
+  o.subscriberTooSlowPolicy = iox::popo::ConsumerTooSlowPolicy::WAIT_FOR_CONSUMER;
+  return o;
+}
+
+iox::popo::SubscriberOptions subscriber_options(std::uint64_t queue) {
+  iox::popo::SubscriberOptions o;
+  o.queueCapacity = queue;
+  o.queueFullPolicy = iox::popo::QueueFullPolicy::BLOCK_PRODUCER;
+  return o;
+}
+
+const char* to_string(iox::popo::AllocationError e) {
+  switch (e) {
+    case iox::popo::AllocationError::NO_MEMPOOLS_AVAILABLE: return "NO_MEMPOOLS_AVAILABLE";
+    case iox::popo::AllocationError::RUNNING_OUT_OF_CHUNKS: return "RUNNING_OUT_OF_CHUNKS";
+    case iox::popo::AllocationError::TOO_MANY_CHUNKS_ALLOCATED_IN_PARALLEL:
+      return "TOO_MANY_CHUNKS_ALLOCATED_IN_PARALLEL";
+    case iox::popo::AllocationError::INVALID_PARAMETER_FOR_USER_PAYLOAD_OR_USER_HEADER:
+      return "INVALID_PARAMETER_FOR_USER_PAYLOAD_OR_USER_HEADER";
+    default: return "allocation error";
+  }
+}
+
+// Waits up to kOpTimeout for `done()`, checking every millisecond.
+template <class Done>
+bool wait_until(Done done) {
+  const auto deadline = Clock::now() + kOpTimeout;
+  while (!done()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// A subscriber and the WaitSet a waiting thread sleeps in.
+class Inbox {
+ public:
+  Inbox(const iox::capro::ServiceDescription& service, std::uint64_t queue)
+      : sub_(service, subscriber_options(queue)) {
+    if (ws_.attachState(sub_, iox::popo::SubscriberState::HAS_DATA).has_error()) {
+      throw std::runtime_error("iceoryx: cannot attach the subscriber to a WaitSet");
+    }
+  }
+
+  bool subscribed() const { return sub_.getSubscriptionState() == iox::SubscribeState::SUBSCRIBED; }
+
+  // The next chunk's payload: polls for `spin`, then sleeps in the WaitSet.
+  const void* take(std::chrono::nanoseconds spin, std::string& error) {
+    const auto start = Clock::now();
+    for (;;) {
+      auto r = sub_.take();
+      if (!r.has_error()) return r.value();
+      if (r.get_error() != iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE) {
+        error = "iceoryx take: too many chunks held";
+        return nullptr;
+      }
+      const auto waited = Clock::now() - start;
+      if (waited < spin) {
+        cpu_relax();
+        continue;
+      }
+      if (waited > kOpTimeout) {
+        error = "iceoryx take: timed out";
+        return nullptr;
+      }
+      ws_.timedWait(iox::units::Duration::fromMilliseconds(20));
+    }
+  }
+
+  void release(const void* payload) { sub_.release(payload); }
+
+ private:
+  iox::popo::UntypedSubscriber sub_;
+  // Declared after the subscriber, so destroyed (detached) before it.
+  iox::popo::WaitSet<> ws_;
+};
+
+class IoxProducer final : public ProducerEnd {
+ public:
+  IoxProducer(const EndConfig& c, const std::string& instance)
+      : c_(c), pub_(topic(instance, "data"), publisher_options()),
+        replies_(topic(instance, "reply"), kReplyQueue) {
+    if (!wait_until([&] { return pub_.hasSubscribers(); })) {
+      throw std::runtime_error("iceoryx: no subscriber for the data topic");
+    }
+    if (!wait_until([&] { return replies_.subscribed(); })) {
+      throw std::runtime_error("iceoryx: not subscribed to the reply topic");
+    }
+  }
+
+  bool send(std::uint64_t seq, std::uint64_t flags) override {
+    auto chunk = pub_.loan(static_cast<std::uint32_t>(c_.size), kAlignment);
+    if (chunk.has_error()) {
+      error_ = std::string("iceoryx loan: ") + to_string(chunk.get_error());
+      return false;
+    }
+    void* p = chunk.value();
+    produce(static_cast<std::byte*>(p), c_.size, seq, flags, c_.mode);
+    pub_.publish(p);
+    return true;
+  }
+
+  bool wait_reply(std::uint64_t seq) override {
+    const void* p = replies_.take(c_.spin, error_);
+    if (p == nullptr) return false;
+    Header h{};
+    std::memcpy(&h, p, sizeof(h));
+    replies_.release(p);
+    if (h.seq != seq) {
+      error_ = "iceoryx: reply to " + std::to_string(h.seq) + ", expected " + std::to_string(seq);
+      return false;
+    }
+    return true;
+  }
+
+ private:
+  EndConfig c_;
+  iox::popo::UntypedPublisher pub_;
+  Inbox replies_;
+};
+
+class IoxConsumer final : public ConsumerEnd {
+ public:
+  IoxConsumer(const EndConfig& c, const std::string& instance)
+      : c_(c), inbox_(topic(instance, "data"), c.depth),
+        reply_pub_(topic(instance, "reply"), publisher_options()) {
+    if (!wait_until([&] { return inbox_.subscribed(); })) {
+      throw std::runtime_error("iceoryx: not subscribed to the data topic");
+    }
+  }
+
+  bool next(Consumed& out) override {
+    const void* p = inbox_.take(c_.spin, error_);
+    if (p == nullptr) return false;
+    out = consume(static_cast<const std::byte*>(p), c_.size, c_.mode);
+    if (iox::mepoo::ChunkHeader::fromUserPayload(p)->userPayloadSize() != c_.size) out.data_ok = false;
+    inbox_.release(p);
+    return true;
+  }
+
+  bool reply(std::uint64_t seq) override {
+    if (!reply_connected_) {
+      if (!wait_until([&] { return reply_pub_.hasSubscribers(); })) {
+        error_ = "iceoryx: the producer never subscribed to the reply topic";
+        return false;
+      }
+      reply_connected_ = true;
+    }
+    auto chunk = reply_pub_.loan(static_cast<std::uint32_t>(kReplySize), kAlignment);
+    if (chunk.has_error()) {
+      error_ = std::string("iceoryx loan(reply): ") + to_string(chunk.get_error());
+      return false;
+    }
+    const Header h{seq, 0};
+    std::memcpy(chunk.value(), &h, sizeof(h));
+    reply_pub_.publish(chunk.value());
+    return true;
+  }
+
+ private:
+  EndConfig c_;
+  Inbox inbox_;
+  iox::popo::UntypedPublisher reply_pub_;
+  bool reply_connected_ = false;
+};
+
+}  // namespace
+
+bool iceoryx_compiled() noexcept { return true; }
+
+const char* iceoryx_version() noexcept { return ICEORYX_LATEST_RELEASE_VERSION; }
+
+void iceoryx_init_runtime(const std::string& name) {
+  // Debian's build logs every registration at debug level; warnings and
+  // errors still show.
+  iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kWarn,
+                                                        iox::log::LogLevelOutput::kHideLogLevel);
+  iox::runtime::PoshRuntime::initRuntime(
+      iox::RuntimeName_t(iox::cxx::TruncateToCapacity, name));
+}
+
+std::unique_ptr<ProducerEnd> make_iox_producer(const EndConfig& c, const std::string& instance) {
+  return std::make_unique<IoxProducer>(c, instance);
+}
+
+std::unique_ptr<ConsumerEnd> make_iox_consumer(const EndConfig& c, const std::string& instance) {
+  return std::make_unique<IoxConsumer>(c, instance);
+}
+
+std::size_t iceoryx_chunk_overhead(std::size_t size) noexcept {
+  auto s = iox::mepoo::ChunkSettings::create(static_cast<std::uint32_t>(size), kAlignment);
+  if (s.has_error()) return 4096;
+  return s.value().requiredChunkSize() - size;
+}
+
+}  // namespace fbuf::bench::peers
+
+#else  // !PEER_BENCH_HAVE_ICEORYX
+
+#include <stdexcept>
+
+namespace fbuf::bench::peers {
+
+namespace {
+[[noreturn]] void missing() {
+  throw std::runtime_error("peer_bench was built without iceoryx (CMake found no iceoryx_posh)");
+}
+}  // namespace
+
+bool iceoryx_compiled() noexcept { return false; }
+const char* iceoryx_version() noexcept { return "not built"; }
+void iceoryx_init_runtime(const std::string&) { missing(); }
+std::unique_ptr<ProducerEnd> make_iox_producer(const EndConfig&, const std::string&) { missing(); }
+std::unique_ptr<ConsumerEnd> make_iox_consumer(const EndConfig&, const std::string&) { missing(); }
+std::size_t iceoryx_chunk_overhead(std::size_t) noexcept { return 0; }
+
+}  // namespace fbuf::bench::peers
+
+#endif  // PEER_BENCH_HAVE_ICEORYX

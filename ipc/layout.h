@@ -56,9 +56,11 @@ struct DoorbellHeader {
 };
 static_assert(std::is_standard_layout_v<DoorbellHeader>);
 
-// Rings the doorbell if anyone sleeps on it. Call after publishing.
-inline void ring_doorbell(DoorbellHeader* d) noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+// Rings the doorbell if anyone sleeps on it. Call after publishing. With
+// `fenced`, the caller has issued the seq_cst fence after its publication
+// already (RingProducer::publish() does), and it is not repeated.
+inline void ring_doorbell(DoorbellHeader* d, bool fenced = false) noexcept {
+  if (!fenced) std::atomic_thread_fence(std::memory_order_seq_cst);
   // acquire: pairs with the increment in sleep_until() (see ring.h).
   if (d->waiters.load(std::memory_order_acquire) != 0) {
     d->seq.fetch_add(1, std::memory_order_relaxed);

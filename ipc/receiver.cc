@@ -198,11 +198,13 @@ class RemoteReceiver final : public ReceiverCore,
   }
 
   void release(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept override {
+    bool pushed;
     {
       std::lock_guard lock(return_mu_);
-      push_return_locked(pool, index, generation);
+      pushed = push_return_locked(pool, index, generation);
     }
-    ipc::ring_doorbell(bell_);
+    // publish() in the push issued the fence the doorbell needs.
+    if (pushed) ipc::ring_doorbell(bell_, /*fenced=*/true);
   }
 
  protected:
@@ -228,15 +230,16 @@ class RemoteReceiver final : public ReceiverCore,
   }
 
  private:
-  void push_return_locked(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept {
+  bool push_return_locked(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept {
     // The return ring holds as many descriptors as the pool has buffers,
     // and an honest sender lends each at most once at a time, so it is
     // never full; a sender that lends more than it has loses the excess.
     if (!returns_.push(ipc::Descriptor{pool, index, generation, 0, 0, 0, 0})) {
       rejected_.fetch_add(1, std::memory_order_relaxed);
-      return;
+      return false;
     }
     returned_.fetch_add(1, std::memory_order_relaxed);
+    return true;
   }
 
   UniqueFd sock_;

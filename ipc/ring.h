@@ -130,9 +130,10 @@ class RingConsumer {
   RingConsumer(RingIndices* indices, const Descriptor* slots, std::uint32_t capacity) noexcept
       : idx_(indices), slots_(slots), mask_(capacity - 1), capacity_(capacity) {}
 
-  // Copies the next descriptor out. The copy, not the slot, is what the
-  // caller validates: a peer may rewrite the slot at any time.
-  RingStatus pop(Descriptor& out) noexcept {
+  // Copies the next descriptor out without handing its slot back yet; a
+  // batch of take()s is finished by one release(). The copy, not the slot,
+  // is what the caller validates: a peer may rewrite the slot at any time.
+  RingStatus take(Descriptor& out) noexcept {
     if (head_ == tail_cache_) {
       // acquire: observes the slots the producer wrote; pairs with the
       // release store of tail in RingProducer::publish().
@@ -143,8 +144,16 @@ class RingConsumer {
     }
     std::memcpy(&out, &slots_[head_ & mask_], sizeof out);
     ++head_;
-    // release: hands the slot back only after the copy above; pairs with
-    // the acquire load of head in RingProducer::reserve().
+    return RingStatus::kOk;
+  }
+
+  // Hands back every slot taken since the last release() and wakes a
+  // producer waiting for space: one fence per batch, not per descriptor.
+  void release() noexcept {
+    if (released_ == head_) return;
+    released_ = head_;
+    // release: hands the slots back only after the copies above; pairs
+    // with the acquire load of head in RingProducer::reserve().
     idx_->head.store(head_, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     // acquire: as in RingProducer::publish(), for the producer's sleep.
@@ -152,7 +161,12 @@ class RingConsumer {
       idx_->space_seq.fetch_add(1, std::memory_order_relaxed);
       futex_wake_all(&idx_->space_seq);
     }
-    return RingStatus::kOk;
+  }
+
+  RingStatus pop(Descriptor& out) noexcept {
+    RingStatus st = take(out);
+    if (st == RingStatus::kOk) release();
+    return st;
   }
 
   // True if pop() would find something (refreshes the cached tail).
@@ -172,6 +186,7 @@ class RingConsumer {
   std::uint32_t mask_ = 0;
   std::uint32_t capacity_ = 0;
   std::uint64_t head_ = 0;       // the true head: this side's private copy
+  std::uint64_t released_ = 0;   // head as last published
   std::uint64_t tail_cache_ = 0;
 };
 

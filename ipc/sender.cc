@@ -100,9 +100,12 @@ class RemoteOutlet final : public Outlet, public ReturnSource {
 
   bool drain_locked(bool slow) noexcept override {
     if (state_ == State::kFinished) return false;
+    // The receiver never waits for space in its return ring (it holds as
+    // many slots as the pool has buffers), so the slots are handed back
+    // once per batch.
     ipc::Descriptor d;
     for (;;) {
-      ipc::RingStatus st = returns_.pop(d);
+      ipc::RingStatus st = returns_.take(d);
       if (st == ipc::RingStatus::kEmpty) break;
       if (st == ipc::RingStatus::kCorrupt) {
         // The receiver broke its own return ring: cut it off.
@@ -113,6 +116,7 @@ class RemoteOutlet final : public Outlet, public ReturnSource {
       }
       apply_return_locked(d, true);
     }
+    returns_.release();
     if (slow && orphan_ && hung_up()) reclaim_all_locked();
     return state_ != State::kFinished;
   }

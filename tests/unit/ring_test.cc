@@ -48,6 +48,23 @@ TEST(Ring, ReportsFullAtCapacityAndAcceptsAgainAfterAPop) {
   EXPECT_TRUE(p.push(desc(8)));
 }
 
+TEST(Ring, TakenSlotsGoBackToTheProducerOnlyAtRelease) {
+  TestRing r(4);
+  auto p = r.producer();
+  auto c = r.consumer();
+  for (std::uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(p.push(desc(i)));
+  Descriptor d;
+  ASSERT_EQ(c.take(d), RingStatus::kOk);
+  ASSERT_EQ(c.take(d), RingStatus::kOk);
+  EXPECT_EQ(d.sequence, 1u);
+  EXPECT_EQ(p.reserve(), RingStatus::kFull);  // taken, not yet released
+  c.release();
+  EXPECT_EQ(p.reserve(2), RingStatus::kOk);
+  EXPECT_EQ(p.reserve(3), RingStatus::kFull);
+  c.release();  // nothing new: no change
+  EXPECT_EQ(r.idx.head.load(), 2u);
+}
+
 TEST(Ring, BatchWritesBecomeVisibleOnlyAtPublish) {
   TestRing r(8);
   auto p = r.producer();

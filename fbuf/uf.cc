@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <limits>
+#include <memory>
 #include <new>
 #include <optional>
 #include <span>
@@ -137,17 +138,12 @@ void uf_pool_counts(const uf_pool* pool, uint32_t* free_count, uint32_t* total) 
 uf_error uf_channel_listen(uf_pool* pool, const char* service, uf_channel** out) {
   if (pool == nullptr || out == nullptr) return UF_EINVAL;
   return guarded([&] {
-    auto* ch = new uf_channel{};
-    try {
-      if (service != nullptr)
-        ch->sender.emplace(pool->pool, service);
-      else
-        ch->sender.emplace(pool->pool);
-    } catch (...) {
-      delete ch;
-      throw;
-    }
-    *out = ch;
+    auto ch = std::make_unique<uf_channel>();
+    if (service != nullptr)
+      ch->sender.emplace(pool->pool, service);
+    else
+      ch->sender.emplace(pool->pool);
+    *out = ch.release();
     return UF_OK;
   });
 }
@@ -157,14 +153,9 @@ uf_error uf_channel_connect(const char* service, int64_t timeout_ns, uf_channel*
   return guarded([&] {
     fbuf::ReceiverOptions o;
     o.connect_timeout = to_timeout(timeout_ns);
-    auto* ch = new uf_channel{};
-    try {
-      ch->receiver = fbuf::Receiver::connect(service, o);
-    } catch (...) {
-      delete ch;
-      throw;
-    }
-    *out = ch;
+    auto ch = std::make_unique<uf_channel>();
+    ch->receiver = fbuf::Receiver::connect(service, o);
+    *out = ch.release();
     return UF_OK;
   });
 }
@@ -172,14 +163,9 @@ uf_error uf_channel_connect(const char* service, int64_t timeout_ns, uf_channel*
 uf_error uf_channel_connect_local(uf_channel* sender, uf_channel** out) {
   if (sender == nullptr || !sender->sender || out == nullptr) return UF_EINVAL;
   return guarded([&] {
-    auto* ch = new uf_channel{};
-    try {
-      ch->receiver = sender->sender->connect_local();
-    } catch (...) {
-      delete ch;
-      throw;
-    }
-    *out = ch;
+    auto ch = std::make_unique<uf_channel>();
+    ch->receiver = sender->sender->connect_local();
+    *out = ch.release();
     return UF_OK;
   });
 }

@@ -61,11 +61,7 @@ static_assert(std::is_standard_layout_v<DoorbellHeader>);
 // already (RingProducer::publish() does), and it is not repeated.
 inline void ring_doorbell(DoorbellHeader* d, bool fenced = false) noexcept {
   if (!fenced) std::atomic_thread_fence(std::memory_order_seq_cst);
-  // acquire: pairs with the increment in sleep_until() (see ring.h).
-  if (d->waiters.load(std::memory_order_acquire) != 0) {
-    d->seq.fetch_add(1, std::memory_order_relaxed);
-    futex_wake_all(&d->seq);
-  }
+  wake_sleepers(d->waiters, d->seq);
 }
 
 }  // namespace fbuf::ipc

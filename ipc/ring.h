@@ -60,6 +60,19 @@ static_assert(sizeof(RingIndices) == 4 * kCacheLine);
 
 enum class RingStatus { kOk, kEmpty, kFull, kCorrupt };
 
+// The waking half of the protocol in the Invariants block: call after
+// publishing an index (or a return) and a seq_cst fence. Wakes whoever
+// sleeps on `seq`, with no syscall when nobody does.
+inline void wake_sleepers(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq) noexcept {
+  // acquire: ordered after the caller's publication by its fence; pairs
+  // with the increment in sleep_until(), so the sleeper's read of `seq`
+  // happens before the bump below and its futex_wait sees the change.
+  if (waiters.load(std::memory_order_acquire) != 0) {
+    seq.fetch_add(1, std::memory_order_relaxed);
+    futex_wake_all(&seq);
+  }
+}
+
 class RingProducer {
  public:
   RingProducer() = default;
@@ -92,13 +105,7 @@ class RingProducer {
     // load of tail in RingConsumer::pop().
     idx_->tail.store(tail_, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    // acquire: ordered after the tail store by the fence above; pairs with
-    // the increment in sleep_until(), so the sleeper's read of data_seq
-    // happens before the bump below and its futex_wait sees the change.
-    if (idx_->consumer_waiters.load(std::memory_order_acquire) != 0) {
-      idx_->data_seq.fetch_add(1, std::memory_order_relaxed);
-      futex_wake_all(&idx_->data_seq);
-    }
+    wake_sleepers(idx_->consumer_waiters, idx_->data_seq);
   }
 
   bool push(const Descriptor& d) noexcept {
@@ -156,11 +163,7 @@ class RingConsumer {
     // with the acquire load of head in RingProducer::reserve().
     idx_->head.store(head_, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    // acquire: as in RingProducer::publish(), for the producer's sleep.
-    if (idx_->producer_waiters.load(std::memory_order_acquire) != 0) {
-      idx_->space_seq.fetch_add(1, std::memory_order_relaxed);
-      futex_wake_all(&idx_->space_seq);
-    }
+    wake_sleepers(idx_->producer_waiters, idx_->space_seq);
   }
 
   RingStatus pop(Descriptor& out) noexcept {

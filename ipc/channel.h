@@ -1,37 +1,55 @@
-// Pieces shared by the sending and receiving ends of a channel. Private to
-// the library.
+// The memory of one channel, as each end holds it: a ChannelHeader followed
+// by the send slots (and, for a remote channel, the return slots). For a
+// receiver in another process it is a shared memfd; for one in the owner's
+// process, anonymous memory. Private to the library.
 #pragma once
 
-#include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <memory>
 
-#include "fbuf/receiver.h"
-#include "fbuf/sys.h"
+#include "fbuf/base/fd.h"
 #include "ipc/layout.h"
 
 namespace fbuf::detail {
 
-class PoolCore;
+class ChannelMemory {
+ public:
+  ChannelMemory() = default;
+  // Adopts `map`, whose header was checked against (or initialised with)
+  // these capacities. The capacities are kept here, in private memory, and
+  // the header's copies are never read again.
+  ChannelMemory(Mapping map, std::uint32_t send_capacity, std::uint32_t return_capacity)
+      : map_(std::make_shared<Mapping>(std::move(map))),
+        send_capacity_(send_capacity),
+        return_capacity_(return_capacity) {}
 
-// The memory of one channel: a ChannelHeader followed by the send slots
-// (and, for a remote channel, the return slots). In another process's case
-// it is a shared memfd; for an in-process channel, anonymous memory.
-struct ChannelMemory {
-  Mapping map;
-  ipc::ChannelHeader* header() const noexcept { return reinterpret_cast<ipc::ChannelHeader*>(map.data()); }
-  ipc::Descriptor* send_slots() const noexcept {
-    return reinterpret_cast<ipc::Descriptor*>(map.data() + ipc::ChannelHeader::send_slots_offset());
+  // Anonymous memory for an in-process channel, header initialised.
+  static ChannelMemory anonymous(std::uint32_t send_capacity);
+  // A sealed memfd for a remote channel, header initialised; `fd` receives
+  // the memfd to pass to the receiver.
+  static ChannelMemory shared(std::uint32_t send_capacity, std::uint32_t return_capacity, UniqueFd& fd,
+                              const std::string& name);
+
+  ipc::ChannelHeader* header() const noexcept { return reinterpret_cast<ipc::ChannelHeader*>(map_->data()); }
+  Descriptor* send_slots() const noexcept {
+    return reinterpret_cast<Descriptor*>(map_->data() + ipc::ChannelHeader::send_slots_offset());
   }
-  ipc::Descriptor* return_slots() const noexcept {
-    return reinterpret_cast<ipc::Descriptor*>(
-        map.data() + ipc::ChannelHeader::return_slots_offset(header()->send_capacity));
+  Descriptor* return_slots() const noexcept {
+    return reinterpret_cast<Descriptor*>(map_->data() + ipc::ChannelHeader::return_slots_offset(send_capacity_));
   }
+  std::uint32_t send_capacity() const noexcept { return send_capacity_; }
+  std::uint32_t return_capacity() const noexcept { return return_capacity_; }
+  // Keeps the mapping alive (the pool's return inlet holds one).
+  std::shared_ptr<const void> keepalive() const noexcept { return map_; }
+
+ private:
+  std::shared_ptr<Mapping> map_;
+  std::uint32_t send_capacity_ = 0;
+  std::uint32_t return_capacity_ = 0;
 };
 
 // Placement-constructs a header with the given capacities at the start of
-// `memory` (which must be zeroed and large enough).
+// `memory` (zeroed and large enough).
 ipc::ChannelHeader* init_channel_header(std::byte* memory, std::uint32_t send_capacity,
                                         std::uint32_t return_capacity) noexcept;
 
@@ -42,33 +60,5 @@ struct LocalChannel {
   // Sender then stops pushing and the receiver hands back what it left.
   bool receiver_gone = false;
 };
-
-// The receiving half, shared by in-process and cross-process receivers.
-class ReceiverCore {
- public:
-  virtual ~ReceiverCore() = default;
-
-  Result<View> try_receive() noexcept;
-  Result<View> receive(std::chrono::nanoseconds timeout) noexcept;
-  ReceiverStats stats() const noexcept;
-  // The Receiver handle is gone: hand back everything not yet received and
-  // tell the sender to stop. Views already out stay valid.
-  virtual void close() noexcept = 0;
-
- protected:
-  // True once the sender closed or died.
-  virtual bool peer_closed() noexcept = 0;
-  // Validates a descriptor from the ring and wraps it in a View.
-  virtual Result<View> make_view(const ipc::Descriptor& d) noexcept = 0;
-
-  ipc::ChannelHeader* header_ = nullptr;
-  ipc::RingConsumer in_;  // only the receiving thread touches it
-  std::atomic<std::uint64_t> received_{0};
-  std::atomic<std::uint64_t> returned_{0};
-  std::atomic<std::uint64_t> rejected_{0};
-};
-
-std::shared_ptr<ReceiverCore> make_local_receiver(std::shared_ptr<PoolCore> pool,
-                                                  std::shared_ptr<LocalChannel> channel);
 
 }  // namespace fbuf::detail

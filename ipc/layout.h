@@ -1,7 +1,18 @@
-// Structures that live in memory shared between a sender and a receiver.
-// Each is standard layout, placement-constructed by the owner after a magic
-// and version, and addressed by offsets, never pointers. The receiver checks
-// magic, version and sizes against the handshake before using any of it.
+// The memory of one connection, shared between a sender and a receiver: a
+// ChannelHeader, then the send ring's slots (owner -> receiver), then the
+// return ring's slots (receiver -> owner). Standard layout, placement-
+// constructed by the owner after a magic and version, addressed by offsets,
+// never pointers. Private to the library.
+//
+// Invariants:
+//  - The owner writes magic, version and capacities once, before the
+//    receiver gets the fd; afterwards both sides use the capacities agreed
+//    in the handshake, kept in private memory, and never read these fields
+//    again (the receiver checks them once against the Welcome).
+//  - sender_closed, cut_off and dropped are written only by the owner; the
+//    receiver reads them as information about its own stream and the
+//    owner never reads them back.
+//  - The ring indices follow fbuf/base/ring.h.
 #pragma once
 
 #include <atomic>
@@ -9,16 +20,19 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "ipc/ring.h"
+#include "fbuf/base/limits.h"
+#include "fbuf/base/ring.h"
 
 namespace fbuf::ipc {
 
-inline constexpr std::uint32_t kProtocolVersion = 1;
-inline constexpr std::uint64_t kChannelMagic = 0x6662756663686e31ULL;   // "fbufchn1"
-inline constexpr std::uint64_t kDoorbellMagic = 0x6662756664626c31ULL;  // "fbufdbl1"
+using detail::Descriptor;
+using detail::RingIndices;
+using detail::kCacheLine;
 
-// The head of a connection's memfd: the send ring (owner -> receiver) and
-// the return ring (receiver -> owner), each followed by its slots.
+// 2: the owner-written `cut_off` and `dropped` words.
+inline constexpr std::uint32_t kProtocolVersion = 2;
+inline constexpr std::uint64_t kChannelMagic = 0x6662756663686e32ULL;  // "fbufchn2"
+
 struct ChannelHeader {
   std::uint64_t magic;
   std::uint32_t version;
@@ -26,8 +40,13 @@ struct ChannelHeader {
   std::uint32_t return_capacity;
   std::uint32_t reserved;
   // Set by the owner when it closes the channel; the receiver reports
-  // end-of-stream once the send ring is drained. Never trusted by the owner.
+  // end-of-stream once the send ring is drained.
   alignas(kCacheLine) std::atomic<std::uint32_t> sender_closed{0};
+  // Set by the owner when it cut this receiver off (slow-consumer policy);
+  // the receiver then reports Errc::kCutOff once the ring is drained.
+  std::atomic<std::uint32_t> cut_off{0};
+  // Buffers the owner skipped for this receiver (slow-consumer budget).
+  std::atomic<std::uint64_t> dropped{0};
   RingIndices send;
   RingIndices ret;
 
@@ -41,27 +60,6 @@ struct ChannelHeader {
 };
 static_assert(std::is_standard_layout_v<ChannelHeader>);
 static_assert(sizeof(ChannelHeader) % kCacheLine == 0);
-
-// One per pool, shared read-write with every receiver of the pool: the
-// word an owner sleeps on in Pool::allocate(timeout) while waiting for a
-// return. A receiver that pushes a return bumps `seq` if `waiters` is
-// non-zero (the protocol of ring.h). A peer that scribbles here can only
-// cause spurious or missed wake-ups, and the owner's waits are bounded.
-struct DoorbellHeader {
-  std::uint64_t magic;
-  std::uint32_t version;
-  std::uint32_t reserved;
-  alignas(kCacheLine) std::atomic<std::uint32_t> seq{0};
-  std::atomic<std::uint32_t> waiters{0};
-};
-static_assert(std::is_standard_layout_v<DoorbellHeader>);
-
-// Rings the doorbell if anyone sleeps on it. Call after publishing. With
-// `fenced`, the caller has issued the seq_cst fence after its publication
-// already (RingProducer::publish() does), and it is not repeated.
-inline void ring_doorbell(DoorbellHeader* d, bool fenced = false) noexcept {
-  if (!fenced) std::atomic_thread_fence(std::memory_order_seq_cst);
-  wake_sleepers(d->waiters, d->seq);
-}
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 }  // namespace fbuf::ipc

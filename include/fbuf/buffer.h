@@ -12,13 +12,8 @@ namespace fbuf {
 
 namespace detail {
 class PoolCore;
-// Where a View goes back to when it is dropped: the pool itself (in-process
-// receiver) or a return ring (receiver in another process).
-class ViewOwner {
- public:
-  virtual ~ViewOwner() = default;
-  virtual void release(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept = 0;
-};
+class ViewOwner;
+struct ViewAccess;
 }  // namespace detail
 
 class Buffer {
@@ -74,13 +69,9 @@ class View {
   // Gives the buffer back to its owner now.
   void reset() noexcept;
 
-  // For the channel implementations.
-  View(std::shared_ptr<detail::ViewOwner> owner, const std::byte* data, std::size_t size,
-       std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept
-      : owner_(std::move(owner)), data_(data), size_(size), pool_(pool), index_(index),
-        generation_(generation) {}
-
  private:
+  // Only the channel implementations make Views (fbuf/buffers/view_owner.h).
+  friend struct detail::ViewAccess;
   void swap(View& o) noexcept;
 
   std::shared_ptr<detail::ViewOwner> owner_;

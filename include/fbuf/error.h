@@ -5,6 +5,7 @@
 //  - bugs and API misuse abort through FBUF_ASSERT / FBUF_REQUIRE.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -25,7 +26,13 @@ enum class Errc {
   kProtocol,        // a malformed or unexpected control message
   kClosed,          // the local object was closed
   kTooLarge,        // no size class can hold the requested size
+  kCorrupt,         // the peer corrupted the channel; reported once, then kPeerGone
+  kCutOff,          // the sender cut this receiver off (slow-consumer policy)
 };
+
+// A timeout that never expires: every timed call accepts it (deadlines
+// saturate instead of overflowing).
+inline constexpr std::chrono::nanoseconds kForever = std::chrono::nanoseconds::max();
 
 const std::error_category& fbuf_category() noexcept;
 std::error_code make_error_code(Errc e) noexcept;
@@ -37,8 +44,13 @@ class Error : public std::system_error {
   Error(std::error_code ec, const std::string& context) : std::system_error(ec, context) {}
 };
 
+namespace detail {
+[[noreturn]] void result_misuse(const std::error_code& ec) noexcept;
+}
+
 // The outcome of a hot-path call that produces a value: either a T or an
-// error code. Never throws; reading the value of an error result aborts.
+// error code. Never throws; reading the value of an error result aborts
+// with a message naming the error.
 template <class T>
 class Result {
  public:
@@ -50,12 +62,17 @@ class Result {
   bool ok() const noexcept { return value_.has_value(); }
   std::error_code error() const noexcept { return ec_; }
 
-  T& operator*() & noexcept { return *value_; }
-  T&& operator*() && noexcept { return std::move(*value_); }
-  T* operator->() noexcept { return &*value_; }
-  const T* operator->() const noexcept { return &*value_; }
+  T& operator*() & noexcept { return checked(); }
+  T&& operator*() && noexcept { return std::move(checked()); }
+  T* operator->() noexcept { return &checked(); }
+  const T* operator->() const noexcept { return &const_cast<Result*>(this)->checked(); }
 
  private:
+  T& checked() noexcept {
+    if (!value_) detail::result_misuse(ec_);
+    return *value_;
+  }
+
   std::optional<T> value_;
   std::error_code ec_;
 };

@@ -18,6 +18,7 @@ namespace fbuf {
 
 namespace detail {
 class PoolCore;
+struct PoolAccess;
 }
 
 // What happens to the sender's access to a buffer once it is sent.
@@ -78,10 +79,8 @@ class Pool {
   const PoolOptions& options() const noexcept;  // classes as rounded
   std::size_t max_buffer_size() const noexcept;
 
-  detail::PoolCore& core() const noexcept { return *core_; }
-
  private:
-  friend class Sender;
+  friend struct detail::PoolAccess;  // the library's own way to the core
   std::shared_ptr<detail::PoolCore> core_;
 };
 

@@ -15,6 +15,7 @@ namespace fbuf {
 
 namespace detail {
 class ReceiverCore;
+struct ReceiverAccess;
 }
 
 struct ReceiverOptions {
@@ -26,6 +27,7 @@ struct ReceiverStats {
   std::uint64_t received = 0;
   std::uint64_t returned = 0;
   std::uint64_t rejected_descriptors = 0;  // failed validation; skipped
+  std::uint64_t dropped = 0;  // buffers the sender skipped for this receiver (slow-consumer budget)
 };
 
 // One thread receives at a time; Views may be dropped from any thread, and
@@ -49,15 +51,19 @@ class Receiver {
   // The next buffer, in send order. Errors: kWouldBlock (nothing yet),
   // kTimedOut, kPeerGone (the sender closed or died and everything it sent
   // has been received), kBadDescriptor (an invalid descriptor was skipped;
-  // the next call continues).
+  // the next call continues), kCorrupt (the channel's shared memory was
+  // corrupted: the stream ends; reported once, then kPeerGone), kCutOff
+  // (the sender cut this receiver off: reported once after what was sent
+  // before, then kPeerGone). `timeout` may be kForever.
   Result<View> try_receive() noexcept;
   Result<View> receive(std::chrono::nanoseconds timeout) noexcept;
 
   ReceiverStats stats() const;
 
+ private:
+  friend struct detail::ReceiverAccess;  // the channel implementations make Receivers
   explicit Receiver(std::shared_ptr<detail::ReceiverCore> core) noexcept;
 
- private:
   std::shared_ptr<detail::ReceiverCore> core_;
 };
 

@@ -32,7 +32,9 @@ typedef enum uf_error {
   UF_ECLOSED = 9,
   UF_ETOOLARGE = 10,
   UF_ESYSTEM = 11,     /* an OS call failed; errno holds the reason */
-  UF_ENOMEM = 12
+  UF_ENOMEM = 12,
+  UF_ECORRUPT = 13,    /* the peer corrupted the channel; reported once, then UF_EPEERGONE */
+  UF_ECUTOFF = 14      /* the sender cut this receiver off (slow-consumer policy) */
 } uf_error;
 
 typedef enum uf_policy {

@@ -18,9 +18,11 @@
 #include <thread>
 
 #include "fbuf/fbuf.h"
-#include "fbuf/sys.h"
+#include "fbuf/base/fd.h"
+#include "fbuf/buffers/doorbell.h"
 #include "ipc/channel.h"
 #include "ipc/control.h"
+#include "ipc/handshake.h"
 #include "ipc/handshake.capnp.h"
 
 namespace fbuf {
@@ -60,20 +62,21 @@ struct RawReceiver {
     EXPECT_FALSE(ipc::receive_message(sock.get(), dg, 5s));
     info = ipc::decode_welcome(dg.words);
     fds = std::move(dg.fds);
-    ring.map = Mapping::map(fds[1].get(), info.ring_bytes, PROT_READ | PROT_WRITE, "ring");
+    ring = detail::ChannelMemory(Mapping::map(fds[1].get(), info.ring_bytes, PROT_READ | PROT_WRITE, "ring"),
+                                 info.send_capacity, info.return_capacity);
     bell = Mapping::map(fds[2].get(), detail::page_size(), PROT_READ | PROT_WRITE, "bell");
     header = ring.header();
-    in = ipc::RingConsumer(&header->send, ring.send_slots(), info.send_capacity);
-    out = ipc::RingProducer(&header->ret, ring.return_slots(), info.return_capacity);
+    in = detail::RingConsumer(&header->send, ring.send_slots(), info.send_capacity);
+    out = detail::RingProducer(&header->ret, ring.return_slots(), info.return_capacity);
   }
   ipc::Descriptor take() {
     ipc::Descriptor d{};
-    EXPECT_EQ(in.pop(d), ipc::RingStatus::kOk);
+    EXPECT_EQ(in.pop(d), detail::RingStatus::kOk);
     return d;
   }
   void give_back(ipc::Descriptor d) {
     EXPECT_TRUE(out.push(d));
-    ipc::ring_doorbell(reinterpret_cast<ipc::DoorbellHeader*>(bell.data()));
+    detail::ring_doorbell(reinterpret_cast<detail::DoorbellHeader*>(bell.data()));
   }
 
   UniqueFd sock;
@@ -82,8 +85,8 @@ struct RawReceiver {
   detail::ChannelMemory ring;
   Mapping bell;
   ipc::ChannelHeader* header = nullptr;
-  ipc::RingConsumer in;
-  ipc::RingProducer out;
+  detail::RingConsumer in;
+  detail::RingProducer out;
 };
 
 Pool small_pool(const char* name) { return Pool(PoolOptions{.name = name, .classes = {{4096, 4}}}); }
@@ -138,32 +141,43 @@ TEST(ForgedReturns, AreRejectedCountedAndLoseNothing) {
   EXPECT_EQ(tx.stats().returned, 2u);
 }
 
-TEST(ForgedHead, BlocksTheSenderWithoutLosingItsBuffer) {
+// A receiver that publishes an impossible send-ring head (tail + 1000) is
+// cut off at the next send that reads it; the honest receiver is served on
+// at once, without waiting for the liar's socket to close.
+TEST(ForgedHead, CutsOnlyThatReceiverOffAndTheOthersGoOn) {
   Pool pool = small_pool("forged-head");
   const std::string service = service_name("head");
   Sender tx(pool, service, SenderOptions{.ring_capacity = 2});
+  Receiver honest = Receiver::connect(service);
   auto r = std::make_unique<RawReceiver>(service);
-  ASSERT_TRUE(tx.wait_for_receivers(1, 5s));
+  ASSERT_TRUE(tx.wait_for_receivers(2, 5s));
   send_one(tx, 'a');
   send_one(tx, 'b');
-  // The ring is full, so the sender must read the head: it is forged.
-  r->header->send.head.store(std::uint64_t{1} << 40);
+  for (char want : {'a', 'b'}) {
+    auto v = honest.receive(1s);
+    ASSERT_TRUE(v);
+    EXPECT_EQ(v->data()[0], std::byte{static_cast<unsigned char>(want)});
+  }
+  // The liar's ring is full, so the next send must read its head: forged.
+  r->header->send.head.store(r->header->send.tail.load() + 1000);
   auto buf = tx.allocate(16, 1s);
   ASSERT_TRUE(buf);
   std::memset(buf->data(), 'c', 16);
-  EXPECT_EQ(tx.try_send(std::move(*buf), 16), make_error_code(Errc::kWouldBlock));
-  EXPECT_EQ(tx.send(std::move(*buf), 16, 30ms), make_error_code(Errc::kTimedOut));  // bounded, no spin
-  ASSERT_TRUE(*buf);  // still the caller's
-  // The lying receiver goes away: what it held comes back, and an honest
-  // receiver gets the buffer.
-  r.reset();
-  ASSERT_TRUE(eventually([&] { return tx.receiver_count() == 0 && pool.stats().free == 3; }));
-  Receiver honest = Receiver::connect(service);
-  ASSERT_TRUE(tx.wait_for_receivers(1, 5s));
-  ASSERT_FALSE(tx.send(std::move(*buf), 16, 1s));
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_FALSE(tx.send(std::move(*buf), 16, 2s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 500ms);  // not blocked until the timeout
   auto v = honest.receive(1s);
   ASSERT_TRUE(v);
   EXPECT_EQ(v->data()[0], std::byte{'c'});
+  v->reset();
+  EXPECT_EQ(tx.receiver_count(), 1u);
+  EXPECT_GE(tx.stats().receivers_lost, 1u);
+  // What the liar held came back, and it was told: its socket is shut and
+  // its header says it was cut off.
+  EXPECT_TRUE(eventually([&] { return pool.stats().free == 4; }));
+  EXPECT_EQ(r->header->cut_off.load(), 1u);
+  char c;
+  EXPECT_EQ(recv(r->sock.get(), &c, 1, MSG_DONTWAIT), 0);
 }
 
 TEST(ForgedReturnRing, ACorruptTailCutsTheReceiverOffAndReclaimsItsBuffers) {
@@ -310,9 +324,9 @@ struct FakeFds {
   Mapping bell_map = Mapping::map(bell.get(), detail::page_size(), PROT_READ | PROT_WRITE, "b");
   FakeFds() {
     detail::init_channel_header(ring_map.data(), 8, 4);
-    auto* d = new (bell_map.data()) ipc::DoorbellHeader{};
-    d->magic = ipc::kDoorbellMagic;
-    d->version = ipc::kProtocolVersion;
+    auto* d = new (bell_map.data()) detail::DoorbellHeader{};
+    d->magic = detail::kDoorbellMagic;
+    d->version = detail::kDoorbellVersion;
   }
 };
 
@@ -331,7 +345,7 @@ TEST(LyingSender, VersionMismatchIsReportedAsSuch) {
   auto ec = connect_against("version", [](int s) {
     capnp::MallocMessageBuilder m;
     fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
-    m.getRoot<ipc::proto::ControlMessage>().getWelcome().setVersion(2);
+    m.getRoot<ipc::proto::ControlMessage>().getWelcome().setVersion(ipc::kProtocolVersion + 1);
     ipc::send_message(s, m, {});
   });
   EXPECT_EQ(ec, make_error_code(Errc::kVersionMismatch));
@@ -437,7 +451,7 @@ TEST(LyingSender, ForgedDescriptorsAreSkippedCountedAndTheStreamGoesOn) {
   });
   Receiver rx = Receiver::connect(service, {.connect_timeout = 3s});
   auto* h = reinterpret_cast<ipc::ChannelHeader*>(f.ring_map.data());
-  ipc::RingProducer out(&h->send,
+  detail::RingProducer out(&h->send,
                         reinterpret_cast<ipc::Descriptor*>(f.ring_map.data() + ipc::ChannelHeader::send_slots_offset()), 8);
   const ipc::Descriptor forged[] = {
       {0, 4, 1, 0, 16, 0, 0},        // index out of range
@@ -457,11 +471,19 @@ TEST(LyingSender, ForgedDescriptorsAreSkippedCountedAndTheStreamGoesOn) {
   ASSERT_TRUE(v) << v.error().message();
   EXPECT_EQ(v->size(), 16u);
   EXPECT_EQ(rx.stats().rejected_descriptors, std::size(forged));
-  // A tail beyond any possible head is reported, never followed.
+  // A tail beyond any possible head is reported once, never followed, and
+  // ends the stream: the next call says kPeerGone at once instead of
+  // reporting the same corruption forever (a receive loop must not spin).
   h->send.tail.store(std::uint64_t{1} << 50);
   auto bad = rx.receive(50ms);
   ASSERT_FALSE(bad);
-  EXPECT_EQ(bad.error(), make_error_code(Errc::kBadDescriptor));
+  EXPECT_EQ(bad.error(), make_error_code(Errc::kCorrupt));
+  for (int i = 0; i < 3; ++i) {
+    auto after = rx.receive(100ms);
+    ASSERT_FALSE(after);
+    EXPECT_EQ(after.error(), make_error_code(Errc::kPeerGone));
+  }
+  EXPECT_EQ(rx.stats().rejected_descriptors, std::size(forged) + 1);
   done = true;
 }
 

@@ -15,15 +15,16 @@
 #include <vector>
 
 #include "fbuf/pool.h"
-#include "fbuf/sys.h"
-#include "ipc/ring.h"
+#include "fbuf/base/fd.h"
+#include "fbuf/base/ring.h"
+#include "fbuf/buffers/lent_set.h"
 #include "ipc/validate.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace {
 
 using fbuf::SizeClass;
-using fbuf::ipc::Descriptor;
+using fbuf::detail::Descriptor;
 using namespace fbuf::fuzz;  // the op codes
 
 std::vector<SizeClass> read_classes(fbuf::fuzz::Input& in) {
@@ -90,7 +91,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(geometry.buffer_count() == count);
   FUZZ_CHECK(geometry.bytes() == bytes);
 
-  fbuf::ipc::LentSet lent(count);
+  fbuf::detail::LentSet lent(count);
   // The reference model: index -> generation of every outstanding loan. A
   // return that take_back() accepts is erased, so accepting the same loan
   // twice shows up as a mismatch with the model.

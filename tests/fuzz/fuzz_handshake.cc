@@ -12,8 +12,9 @@
 #include <cstring>
 
 #include "fbuf/error.h"
-#include "fbuf/sys.h"
+#include "fbuf/base/fd.h"
 #include "ipc/control.h"
+#include "ipc/handshake.h"
 #include "ipc/handshake.capnp.h"
 #include "ipc/layout.h"
 #include "tests/fuzz/fuzz_input.h"

@@ -27,14 +27,14 @@
 #include <cstring>
 #include <memory>
 
-#include "ipc/ring.h"
+#include "fbuf/base/ring.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace {
 
-using fbuf::ipc::Descriptor;
-using fbuf::ipc::RingIndices;
-using fbuf::ipc::RingStatus;
+using fbuf::detail::Descriptor;
+using fbuf::detail::RingIndices;
+using fbuf::detail::RingStatus;
 using namespace fbuf::fuzz;  // the op codes
 
 // The descriptor pushed as the n-th of the run: every field derived from n,
@@ -81,8 +81,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   auto indices = std::make_unique<RingIndices>();
   auto slots = std::make_unique<Descriptor[]>(capacity);
-  fbuf::ipc::RingProducer producer(indices.get(), slots.get(), capacity);
-  fbuf::ipc::RingConsumer consumer(indices.get(), slots.get(), capacity);
+  fbuf::detail::RingProducer producer(indices.get(), slots.get(), capacity);
+  fbuf::detail::RingConsumer consumer(indices.get(), slots.get(), capacity);
 
   std::uint64_t pushed = 0;    // the producer's tail: descriptors published
   std::uint64_t popped = 0;    // the consumer's head: pops that returned kOk

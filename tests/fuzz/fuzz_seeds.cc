@@ -17,18 +17,19 @@
 #include <utility>
 #include <vector>
 
-#include "fbuf/sys.h"
+#include "fbuf/base/fd.h"
 #include "ipc/control.h"
+#include "ipc/handshake.h"
 #include "ipc/handshake.capnp.h"
 #include "ipc/layout.h"
-#include "ipc/ring.h"
+#include "fbuf/base/ring.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using Bytes = std::vector<std::uint8_t>;
-using fbuf::ipc::Descriptor;
+using fbuf::detail::Descriptor;
 using namespace fbuf::fuzz;  // the op codes
 
 void write_file(const fs::path& path, const Bytes& bytes) {

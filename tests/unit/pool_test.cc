@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "fbuf/pool_core.h"
+#include "fbuf/buffers/pool_core.h"
 
 namespace fbuf {
 namespace {
@@ -142,7 +142,7 @@ TEST(Pool, BuffersOutliveThePoolHandle) {
 
 TEST(Pool, MemfdIsSealedAgainstShrinkingAndReadOnlyFdRefusesWritableMaps) {
   Pool pool = small_pool();
-  auto& core = pool.core();
+  auto& core = *detail::PoolAccess::core(pool);
   int ro = core.read_only_fd();
   EXPECT_EQ(fcntl(ro, F_GETFL) & O_ACCMODE, O_RDONLY);
   int seals = fcntl(ro, F_GET_SEALS);

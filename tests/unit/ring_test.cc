@@ -1,4 +1,4 @@
-#include "ipc/ring.h"
+#include "fbuf/base/ring.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <thread>
 #include <vector>
 
-namespace fbuf::ipc {
+namespace fbuf::detail {
 namespace {
 
 using namespace std::chrono_literals;
@@ -170,4 +170,4 @@ TEST(Ring, SleeperIsWokenByThePeerWithoutWaitingForItsTimeout) {
 }
 
 }  // namespace
-}  // namespace fbuf::ipc
+}  // namespace fbuf::detail

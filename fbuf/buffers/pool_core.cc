@@ -1,4 +1,4 @@
-#include "fbuf/pool.h"
+#include "fbuf/buffers/pool_core.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -8,18 +8,18 @@
 #include <limits>
 #include <new>
 
-#include "fbuf/assert.h"
-#include "fbuf/pool_core.h"
+#include "fbuf/base/assert.h"
+#include "fbuf/base/limits.h"
 
 namespace fbuf {
 namespace detail {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-// The longest an owner sleeps before re-checking its sources, so a peer
+// The longest an owner sleeps before re-checking its inlets, so a peer
 // that fails to ring the doorbell costs latency, never a hang.
 constexpr std::chrono::milliseconds kMaxSleep{50};
+// How often drains look for orphaned receivers that hung up.
+constexpr std::chrono::milliseconds kPeerCheckEvery{5};
 
 // Buffers at least this large are reused as soon as they come back.
 constexpr std::size_t kReuseReturnedFrom = std::size_t{4} << 20;
@@ -29,7 +29,8 @@ constexpr std::size_t kReuseReturnedFrom = std::size_t{4} << 20;
 PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   const std::string what = "pool '" + options_.name + "'";
   if (options_.classes.empty()) throw_error(Errc::kInvalidArgument, what + ": no size classes");
-  if (options_.classes.size() > 64) throw_error(Errc::kInvalidArgument, what + ": more than 64 size classes");
+  if (options_.classes.size() > kMaxClasses)
+    throw_error(Errc::kInvalidArgument, what + ": more than " + std::to_string(kMaxClasses) + " size classes");
   if (options_.policy != Policy::kVolatile && options_.policy != Policy::kReadOnly &&
       options_.policy != Policy::kCopyOnWrite)
     throw_error(Errc::kInvalidArgument, what + ": unknown policy");
@@ -43,7 +44,7 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
     c.buffer_size = round_up(c.buffer_size, page);
     count += c.count;
   }
-  if (count > (1u << 24)) throw_error(Errc::kInvalidArgument, what + ": more than 2^24 buffers");
+  if (count > kMaxBuffers) throw_error(Errc::kInvalidArgument, what + ": more than 2^24 buffers");
   std::sort(options_.classes.begin(), options_.classes.end(),
             [](const SizeClass& a, const SizeClass& b) { return a.buffer_size < b.buffer_size; });
 
@@ -66,8 +67,7 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
 
   fd_ = make_sealed_memfd("fbuf:" + options_.name, total_size_, /*final=*/false);
   map_ = Mapping::map(fd_.get(), total_size_, PROT_READ | PROT_WRITE, what);
-  if (options_.policy == Policy::kCopyOnWrite)
-    master_ = Mapping::map(fd_.get(), total_size_, PROT_READ | PROT_WRITE, what + " master");
+  protection_ = Protection(options_.policy, fd_.get(), map_.data(), total_size_, what);
   // From here on nobody can make a new writable mapping of the pool, nor
   // write() to it: not a receiver that re-opens its read-only fd through
   // /proc read-write, and not this process either. The mappings made
@@ -77,17 +77,17 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
     throw_errno("F_ADD_SEALS(F_SEAL_FUTURE_WRITE) for " + what);
   ro_fd_ = reopen_read_only(fd_.get(), what);
   alias_ = Mapping::map(ro_fd_.get(), total_size_, PROT_READ, what + " read-only alias");
-  install_fault_handler();
-  map_fault_ = FaultRegistration(register_mapping(map_.data(), total_size_, MappingKind::kSender,
+  install_segv_report();
+  map_segv_ = SegvRegistration(register_mapping(map_.data(), total_size_, MappingKind::kSender, options_.policy,
+                                                options_.name.c_str(), options_.classes));
+  alias_segv_ = SegvRegistration(register_mapping(alias_.data(), total_size_, MappingKind::kAlias,
                                                   options_.policy, options_.name.c_str(), options_.classes));
-  alias_fault_ = FaultRegistration(register_mapping(alias_.data(), total_size_, MappingKind::kAlias,
-                                                    options_.policy, options_.name.c_str(), options_.classes));
 
   doorbell_fd_ = make_sealed_memfd("fbuf-doorbell:" + options_.name, page);
   doorbell_map_ = Mapping::map(doorbell_fd_.get(), page, PROT_READ | PROT_WRITE, what + " doorbell");
-  auto* d = new (doorbell_map_.data()) ipc::DoorbellHeader{};
-  d->magic = ipc::kDoorbellMagic;
-  d->version = ipc::kProtocolVersion;
+  auto* d = new (doorbell_map_.data()) DoorbellHeader{};
+  d->magic = kDoorbellMagic;
+  d->version = kDoorbellVersion;
 }
 
 PoolCore::~PoolCore() = default;
@@ -109,21 +109,29 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   // the receiving core's cache.
   const std::size_t k = first;
   const bool empty = free_[k].empty();
-  if (empty || options_.classes[k].buffer_size >= kReuseReturnedFrom) drain_sources_locked(/*slow=*/empty);
-  if (!free_[k].empty()) {
-    std::uint32_t index = free_[k].back();
-    free_[k].pop_back();
-    Slot& s = slots_[index];
-    FBUF_ASSERT(s.state == State::kFree, "free list holds a buffer that is not free");
-    if (s.guarded) {
-      // Cached fbufs: a returned buffer keeps its protection until it is
-      // handed out again.
-      if (int err = remap(s.offset, s.capacity, false); err != 0) {
-        free_[k].push_back(index);
-        return std::error_code(err, std::system_category());
-      }
-      s.guarded = false;
+  if (empty || options_.classes[k].buffer_size >= kReuseReturnedFrom) drain_inlets_locked(/*slow=*/empty);
+  auto& list = free_[k];
+  if (list.empty()) return Errc::kWouldBlock;
+  std::uint32_t index = list.back();
+  if (slots_[index].guarded) {
+    // Cached fbufs: a returned buffer keeps its protection until it is
+    // handed out again. Restoring one buffer inside a protected run splits
+    // a mapping and can fail (ENOMEM at vm.max_map_count): then this
+    // buffer goes to the bottom of the list so the others are tried, and
+    // the next one is tried once.
+    int err = restore_locked(index);
+    if (err != 0 && list.size() > 1) {
+      list.pop_back();
+      list.insert(list.begin(), index);
+      index = list.back();
+      err = slots_[index].guarded ? restore_locked(index) : 0;
     }
+    if (err != 0) return std::error_code(err, std::system_category());
+  }
+  list.pop_back();
+  {
+    Slot& s = slots_[index];
+    FBUF_ASSERT(s.state == State::kFree && !s.guarded, "free list holds a buffer that is not free");
     s.state = State::kAllocated;
     // Generation 0 is never used, so a zeroed return can never match.
     if (++s.generation == 0) s.generation = 1;
@@ -136,7 +144,6 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
     b.generation_ = s.generation;
     return b;
   }
-  return Errc::kWouldBlock;
 }
 
 Result<Buffer> PoolCore::try_allocate(std::size_t size) noexcept {
@@ -145,15 +152,15 @@ Result<Buffer> PoolCore::try_allocate(std::size_t size) noexcept {
 }
 
 Result<Buffer> PoolCore::allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = deadline_after(timeout);
   for (;;) {
     Result<Buffer> r = try_allocate(size);
     if (r || r.error() != make_error_code(Errc::kWouldBlock)) return r;
-    auto now = Clock::now();
-    if (now >= deadline) return Errc::kTimedOut;
+    const auto left = time_left(deadline, sleep_slice(kMaxSleep));
+    if (left.count() == 0) return Errc::kTimedOut;
     auto* d = doorbell();
     Result<Buffer> again = Errc::kWouldBlock;
-    ipc::sleep_until(d->waiters, d->seq, std::min<std::chrono::nanoseconds>(deadline - now, kMaxSleep),
+    sleep_until(d->waiters, d->seq, left,
                      [&] {
                        again = try_allocate(size);
                        return again.ok() || again.error() != make_error_code(Errc::kWouldBlock);
@@ -162,48 +169,38 @@ Result<Buffer> PoolCore::allocate(std::size_t size, std::chrono::nanoseconds tim
   }
 }
 
-int PoolCore::remap(std::size_t offset, std::size_t length, bool protect) noexcept {
-  std::byte* at = map_.data() + offset;
-  switch (options_.policy) {
-    case Policy::kVolatile:
-      return 0;
-    case Policy::kReadOnly:
-      return ::mprotect(at, length, protect ? PROT_READ : PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
-    case Policy::kCopyOnWrite: {
-      void* p;
-      if (protect) {
-        // The same memfd pages at the same address, mapped private: a
-        // later write by the sender lands in a private copy.
-        p = ::mmap(at, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd_.get(),
-                   static_cast<off_t>(offset));
-      } else {
-        // Shared and writable again, dropping any private copies. The pool
-        // is sealed against new writable mappings, so the shared pages are
-        // duplicated from the master mapping made before the seal
-        // (mremap with old_size 0 copies a shared mapping's pages).
-        p = ::mremap(master_.data() + offset, 0, length, MREMAP_MAYMOVE | MREMAP_FIXED, at);
-        if (p == MAP_FAILED) return errno;
-        // The new mapping has no page-table entries yet: the sender's
-        // next fill would take one page fault per page. Populating them
-        // in one call is several times cheaper (docs/results.md). Best
-        // effort: before Linux 5.14 it fails and faults happen lazily.
-        ::madvise(at, length, MADV_POPULATE_WRITE);
-        return 0;
-      }
-      return p == MAP_FAILED ? errno : 0;
-    }
+int PoolCore::restore_locked(std::uint32_t index) noexcept {
+  Slot& s = slots_[index];
+  int err = protection_.restore(s.offset, s.capacity);
+  if (err == 0) {
+    s.guarded = false;
+    return 0;
   }
-  return EINVAL;
+  // Restoring one buffer inside a protected range splits a mapping in
+  // three, which fails at vm.max_map_count. Restoring the whole run of
+  // free, guarded neighbours with it merges mappings instead.
+  std::uint32_t first = index, last = index;
+  auto free_guarded = [&](std::uint32_t i) {
+    return slots_[i].state == State::kFree && slots_[i].guarded && slots_[i].size_class == s.size_class;
+  };
+  while (first > 0 && free_guarded(first - 1)) --first;
+  while (last + 1 < slots_.size() && free_guarded(last + 1)) ++last;
+  if (first == last) return err;
+  const std::size_t begin = slots_[first].offset;
+  const std::size_t end = slots_[last].offset + slots_[last].capacity;
+  if (int again = protection_.restore(begin, end - begin); again != 0) return again;
+  for (std::uint32_t i = first; i <= last; ++i) slots_[i].guarded = false;
+  return 0;
 }
 
 std::error_code PoolCore::guard_locked(std::span<const std::uint32_t> indices) noexcept {
-  if (options_.policy == Policy::kVolatile || indices.empty()) return {};
+  if (!protection_.active() || indices.empty()) return {};
   // Indices are in offset order within the pool; sort a small copy and
   // change each contiguous run of buffers with one call.
-  std::uint32_t local[64];
+  std::uint32_t local[kStackBatch];
   std::vector<std::uint32_t> heap;
   std::span<std::uint32_t> sorted;
-  if (indices.size() <= 64) {
+  if (indices.size() <= kStackBatch) {
     std::copy(indices.begin(), indices.end(), local);
     sorted = std::span<std::uint32_t>(local, indices.size());
   } else {
@@ -215,28 +212,49 @@ std::error_code PoolCore::guard_locked(std::span<const std::uint32_t> indices) n
     sorted = heap;
   }
   std::sort(sorted.begin(), sorted.end());
-  std::size_t done = 0;  // runs [0, done) are changed
-  int err = 0;
-  for (std::size_t i = 0; i < sorted.size();) {
+  auto run_end = [&](std::size_t i) {
     std::size_t j = i + 1;
     while (j < sorted.size() && sorted[j] == sorted[j - 1] + 1) ++j;
-    const Slot& first = slots_[sorted[i]];
-    const Slot& last = slots_[sorted[j - 1]];
-    if ((err = remap(first.offset, last.offset + last.capacity - first.offset, true)) != 0) break;
-    done = j;
+    return j;
+  };
+  auto range = [&](std::size_t i, std::size_t j) {
+    const Slot& a = slots_[sorted[i]];
+    const Slot& b = slots_[sorted[j - 1]];
+    return std::pair{a.offset, b.offset + b.capacity - a.offset};
+  };
+  std::size_t done = 0;  // runs [0, done) are protected
+  int err = 0;
+  for (std::size_t i = 0; i < sorted.size();) {
+    std::size_t j = run_end(i);
+    auto [offset, length] = range(i, j);
+    if ((err = protection_.protect(offset, length)) != 0) {
+      // A failed call may have changed part of its range: restore it too.
+      done = j;
+      break;
+    }
+    i = done = j;
+  }
+  if (err == 0) {
+    for (std::uint32_t index : sorted) slots_[index].guarded = true;
+    return {};
+  }
+  // Roll back run by run. Restoring exactly a range this call changed
+  // merges mappings rather than splitting them; should it fail anyway,
+  // the slot says so (guarded), so the state matches the mapping and the
+  // caller's next send or the next allocation retries.
+  for (std::size_t i = 0; i < done;) {
+    std::size_t j = run_end(i);
+    auto [offset, length] = range(i, j);
+    if (protection_.restore(offset, length) != 0)
+      for (std::size_t k = i; k < j; ++k) slots_[sorted[k]].guarded = true;
     i = j;
   }
-  if (err != 0) {
-    for (std::size_t i = 0; i < done; ++i) remap(slots_[sorted[i]].offset, slots_[sorted[i]].capacity, false);
-    return std::error_code(err, std::system_category());
-  }
-  for (std::uint32_t index : sorted) slots_[index].guarded = true;
-  return {};
+  return std::error_code(err, std::system_category());
 }
 
 void PoolCore::free_locked(std::uint32_t index) noexcept {
   Slot& s = slots_[index];
-  if (s.guarded && options_.eager_restore && remap(s.offset, s.capacity, false) == 0) s.guarded = false;
+  if (s.guarded && options_.eager_restore && protection_.restore(s.offset, s.capacity) == 0) s.guarded = false;
   s.state = State::kFree;
   s.refs = 0;
   free_[s.size_class].push_back(index);
@@ -284,7 +302,7 @@ void PoolCore::release_unsent(std::uint32_t index, std::uint32_t generation) noe
     --allocated_;
     free_locked(index);
   }
-  ipc::ring_doorbell(doorbell());
+  ring_doorbell(doorbell());
 }
 
 void PoolCore::release_ref(std::uint32_t index, std::uint32_t generation) noexcept {
@@ -292,21 +310,31 @@ void PoolCore::release_ref(std::uint32_t index, std::uint32_t generation) noexce
     std::lock_guard lock(mu_);
     release_ref_locked(index, generation);
   }
-  ipc::ring_doorbell(doorbell());
+  ring_doorbell(doorbell());
 }
 
-void PoolCore::add_source_locked(std::shared_ptr<ReturnSource> source) {
-  sources_.push_back(std::move(source));
-}
+void PoolCore::add_inlet_locked(std::shared_ptr<ReturnInlet> inlet) { inlets_.push_back(std::move(inlet)); }
 
-void PoolCore::drain_sources_locked(bool slow) noexcept {
-  // Sources are few (one per remote receiver); drop the finished ones.
-  std::erase_if(sources_, [slow](const std::shared_ptr<ReturnSource>& s) { return !s->drain_locked(slow); });
+void PoolCore::drain_inlets_locked(bool slow) noexcept {
+  if (inlets_.empty()) return;
+  // Orphaned inlets (their Sender is gone) are watched for a hang-up on
+  // slow drains and at least every few milliseconds on fast ones, so a
+  // receiver dying after its Sender cannot pin buffers for long.
+  bool check_peer = slow;
+  if (!check_peer) {
+    const auto now = Clock::now();
+    if (now - last_peer_check_ >= kPeerCheckEvery) {
+      last_peer_check_ = now;
+      check_peer = true;
+    }
+  }
+  // Inlets are few (one per remote receiver); drop the finished ones.
+  std::erase_if(inlets_, [&](const std::shared_ptr<ReturnInlet>& in) { return !in->drain_locked(check_peer); });
 }
 
 PoolStats PoolCore::stats() {
   std::lock_guard lock(mu_);
-  drain_sources_locked();
+  drain_inlets_locked();
   PoolStats st;
   st.total = buffer_count();
   for (const auto& f : free_) st.free += static_cast<std::uint32_t>(f.size());
@@ -317,20 +345,5 @@ PoolStats PoolCore::stats() {
 }
 
 }  // namespace detail
-
-Pool::Pool(PoolOptions options) : core_(std::make_shared<detail::PoolCore>(std::move(options))) {}
-Pool::~Pool() = default;
-Pool::Pool(const Pool&) noexcept = default;
-Pool& Pool::operator=(const Pool&) noexcept = default;
-Pool::Pool(Pool&&) noexcept = default;
-Pool& Pool::operator=(Pool&&) noexcept = default;
-
-Result<Buffer> Pool::try_allocate(std::size_t size) noexcept { return core_->try_allocate(size); }
-Result<Buffer> Pool::allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
-  return core_->allocate(size, timeout);
-}
-PoolStats Pool::stats() const { return core_->stats(); }
-const PoolOptions& Pool::options() const noexcept { return core_->options(); }
-std::size_t Pool::max_buffer_size() const noexcept { return core_->options().classes.back().buffer_size; }
 
 }  // namespace fbuf

@@ -1,27 +1,14 @@
-#include "fbuf/sys.h"
+#include "fbuf/base/fd.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
 
-#include "fbuf/assert.h"
+#include "fbuf/base/assert.h"
 
 namespace fbuf::detail {
-
-void fail(const char* kind, const char* cond, const char* file, int line, const char* msg) noexcept {
-  std::fprintf(stderr, "fbuf: %s failed at %s:%d: %s (%s)\n", kind, file, line, msg, cond);
-  std::abort();
-}
-
-void throw_errno(const std::string& context) {
-  throw Error(std::error_code(errno, std::system_category()), context);
-}
-
-void throw_error(Errc e, const std::string& context) { throw Error(make_error_code(e), context); }
 
 void UniqueFd::reset(int fd) noexcept {
   if (fd_ >= 0) ::close(fd_);  // close() errors leave nothing to recover here.

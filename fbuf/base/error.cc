@@ -1,6 +1,10 @@
 #include "fbuf/error.h"
 
-#include "fbuf/pool.h"
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+
+#include "fbuf/base/assert.h"
 
 namespace fbuf {
 namespace {
@@ -21,6 +25,8 @@ class Category final : public std::error_category {
       case Errc::kProtocol: return "malformed or unexpected control message";
       case Errc::kClosed: return "closed";
       case Errc::kTooLarge: return "no size class is large enough";
+      case Errc::kCorrupt: return "the peer corrupted the channel's shared memory; the stream has ended";
+      case Errc::kCutOff: return "cut off by the sender (slow-consumer policy or a corrupt channel)";
     }
     return "unknown fbuf error " + std::to_string(c);
   }
@@ -37,13 +43,25 @@ std::error_code make_error_code(Errc e) noexcept {
   return {static_cast<int>(e), fbuf_category()};
 }
 
-const char* to_string(Policy p) noexcept {
-  switch (p) {
-    case Policy::kVolatile: return "volatile";
-    case Policy::kReadOnly: return "read_only";
-    case Policy::kCopyOnWrite: return "copy_on_write";
-  }
-  return "unknown";
+namespace detail {
+
+void fail(const char* kind, const char* cond, const char* file, int line, const char* msg) noexcept {
+  std::fprintf(stderr, "fbuf: %s failed at %s:%d: %s (%s)\n", kind, file, line, msg, cond);
+  std::abort();
 }
+
+void throw_errno(const std::string& context) {
+  throw Error(std::error_code(errno, std::system_category()), context);
+}
+
+void throw_error(Errc e, const std::string& context) { throw Error(make_error_code(e), context); }
+
+void result_misuse(const std::error_code& ec) noexcept {
+  std::fprintf(stderr, "fbuf: requirement failed: the value of an error Result was read (error: %s: %s)\n",
+               ec.category().name(), ec.message().c_str());
+  std::abort();
+}
+
+}  // namespace detail
 
 }  // namespace fbuf

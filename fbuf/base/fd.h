@@ -1,18 +1,12 @@
-// Owned Linux resources (file descriptors, mappings) and the one helper that
-// turns errno into an fbuf::Error. Private to the library.
+// Owned Linux resources: file descriptors, mappings, sealed memfds.
+// Private to the library.
 #pragma once
 
 #include <cstddef>
 #include <string>
 #include <utility>
 
-#include "fbuf/error.h"
-
 namespace fbuf::detail {
-
-// Throws fbuf::Error with the current errno and `context`.
-[[noreturn]] void throw_errno(const std::string& context);
-[[noreturn]] void throw_error(Errc e, const std::string& context);
 
 // A move-only file descriptor, closed on destruction.
 class UniqueFd {

@@ -1,55 +1,46 @@
 // The owner-private state of a pool: geometry, the shared memfd and its
 // mappings, and the bookkeeping (free lists, generations, reference counts)
 // that no peer can reach. Private to the library.
+//
+// Invariants (every slot field and list is guarded by mutex()):
+//  - A slot is kFree exactly when its index is on its class's free list,
+//    once; kAllocated while one Buffer handle holds it; kInFlight while
+//    `refs` > 0 receivers hold it (refs is 0 in every other state).
+//  - `generation` changes at every allocation and is never 0, so a return
+//    that names an older generation (or a zeroed slot) never matches.
+//  - `guarded` is true exactly when the sender's mapping of the buffer is
+//    protected or private (Protection::protect succeeded and no restore
+//    has since succeeded). A buffer is handed out by try_allocate only
+//    after it is unguarded.
+//  - Returns from other processes reach the pool only through its inlets
+//    (returns.h), each validated against that receiver's LentSet first, so
+//    `refs` drops at most once per receiver per lend.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <vector>
 
-#include "fbuf/fault.h"
+#include "fbuf/base/deadline.h"
+#include "fbuf/base/fd.h"
+#include "fbuf/base/spin.h"
+#include "fbuf/buffers/doorbell.h"
+#include "fbuf/buffers/protection.h"
+#include "fbuf/buffers/returns.h"
+#include "fbuf/buffers/segv_report.h"
+#include "fbuf/buffers/view_owner.h"
 #include "fbuf/pool.h"
-#include "fbuf/sys.h"
-#include "ipc/layout.h"
 
 namespace fbuf::detail {
 
-// A holder of lent buffers that hands them back in batches: a receiver
-// connection's return ring.
-class ReturnSource {
- public:
-  virtual ~ReturnSource() = default;
-  // Applies every pending return. Called with the pool's mutex held, on
-  // every allocation, so it must be cheap when nothing is pending. With
-  // `slow`, it may also make a syscall (to notice a dead peer). Returns
-  // false once the source is finished and can be dropped.
-  virtual bool drain_locked(bool slow) noexcept = 0;
+// The library's way from a public Pool to its core.
+struct PoolAccess {
+  static const std::shared_ptr<PoolCore>& core(const Pool& p) noexcept { return p.core_; }
 };
 
 // Also the ViewOwner of views received in the owner's own process.
-// The pool's lock: held for tens of nanoseconds at a time, by the sending
-// thread and by threads dropping in-process views. It spins briefly before
-// it sleeps: a std::mutex that sleeps at once made thread handoff pay 2.6
-// futex calls per buffer under contention (docs/results.md).
-class PoolMutex {
- public:
-  void lock() noexcept {
-    for (int i = 0; i < 128; ++i) {
-      if (mu_.try_lock()) return;
-      __builtin_ia32_pause();
-    }
-    mu_.lock();
-  }
-  bool try_lock() noexcept { return mu_.try_lock(); }
-  void unlock() noexcept { mu_.unlock(); }
-
- private:
-  std::mutex mu_;
-};
-
 class PoolCore final : public ViewOwner, public std::enable_shared_from_this<PoolCore> {
  public:
   explicit PoolCore(PoolOptions options);
@@ -67,15 +58,12 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   std::size_t total_size() const noexcept { return total_size_; }
   std::size_t buffer_offset(std::uint32_t index) const noexcept { return slots_[index].offset; }
   std::size_t buffer_capacity(std::uint32_t index) const noexcept { return slots_[index].capacity; }
-  std::byte* base() const noexcept { return map_.data(); }
   // The read-only alias in-process receivers read through, so the policy
   // applied to the sender's mapping never affects them.
   const std::byte* reader_base() const noexcept { return alias_.data(); }
   int read_only_fd() const noexcept { return ro_fd_.get(); }
   int doorbell_fd() const noexcept { return doorbell_fd_.get(); }
-  ipc::DoorbellHeader* doorbell() const noexcept {
-    return reinterpret_cast<ipc::DoorbellHeader*>(doorbell_map_.data());
-  }
+  DoorbellHeader* doorbell() const noexcept { return reinterpret_cast<DoorbellHeader*>(doorbell_map_.data()); }
 
   // What a Sender needs from a Buffer it is handed.
   struct BufferRef {
@@ -88,7 +76,7 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
     return {b.pool_.get(), b.index_, b.generation_, b.capacity_};
   }
 
-  PoolMutex& mutex() const noexcept { return mu_; }
+  SpinThenSleepMutex& mutex() const noexcept { return mu_; }
 
   // --- Called with mutex() held. ---
   // Ends the sender's write access to these allocated buffers as the
@@ -101,8 +89,12 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // One holder is done with (index, generation). Returns false, and counts
   // a rejected return, if that buffer is not in flight at that generation.
   bool release_ref_locked(std::uint32_t index, std::uint32_t generation) noexcept;
-  void add_source_locked(std::shared_ptr<ReturnSource> source);
-  void drain_sources_locked(bool slow = true) noexcept;
+  // The seam for returns from other processes (returns.h).
+  void add_inlet_locked(std::shared_ptr<ReturnInlet> inlet);
+  void drain_inlets_locked(bool slow = true) noexcept;
+  // Wakes allocate(timeout) waiters after buffers came back by a path that
+  // rang no doorbell (a reclaim, a detach).
+  void ring_doorbell_locked() noexcept { ring_doorbell(doorbell()); }
 
   // Takes the mutex: a Buffer dropped unsent, or an in-process View done.
   void release_unsent(std::uint32_t index, std::uint32_t generation) noexcept;
@@ -125,26 +117,27 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
 
   Result<Buffer> try_allocate_locked(std::size_t size) noexcept;
   void free_locked(std::uint32_t index) noexcept;
-  // Changes the sender's mapping of [offset, offset + length): protect
-  // (read-only or private) or restore (shared, writable). Returns errno.
-  int remap(std::size_t offset, std::size_t length, bool protect) noexcept;
+  // Gives the sender its write access to a free, guarded buffer back.
+  // Returns 0 or an errno, with the slot unchanged on failure.
+  int restore_locked(std::uint32_t index) noexcept;
 
   PoolOptions options_;  // classes sorted by size, sizes rounded to pages
   std::size_t total_size_ = 0;
   UniqueFd fd_;
   UniqueFd ro_fd_;
   Mapping map_;
-  Mapping master_;  // copy_on_write only: shared pages to restore from
+  Protection protection_;
   Mapping alias_;
-  FaultRegistration map_fault_;
-  FaultRegistration alias_fault_;
+  SegvRegistration map_segv_;
+  SegvRegistration alias_segv_;
   UniqueFd doorbell_fd_;
   Mapping doorbell_map_;
 
-  mutable PoolMutex mu_;
+  mutable SpinThenSleepMutex mu_;
   std::vector<Slot> slots_;                           // guarded by mu_ (geometry is immutable)
   std::vector<std::vector<std::uint32_t>> free_;      // per class, LIFO; guarded by mu_
-  std::vector<std::shared_ptr<ReturnSource>> sources_;  // guarded by mu_
+  std::vector<std::shared_ptr<ReturnInlet>> inlets_;  // guarded by mu_
+  Clock::time_point last_peer_check_{};               // guarded by mu_
   std::uint32_t allocated_ = 0;                       // guarded by mu_
   std::uint32_t in_flight_ = 0;                       // guarded by mu_
   std::uint64_t rejected_returns_ = 0;                // guarded by mu_

@@ -42,6 +42,8 @@ uf_error to_uf(std::error_code ec) noexcept {
       case fbuf::Errc::kProtocol: return UF_EPROTO;
       case fbuf::Errc::kClosed: return UF_ECLOSED;
       case fbuf::Errc::kTooLarge: return UF_ETOOLARGE;
+      case fbuf::Errc::kCorrupt: return UF_ECORRUPT;
+      case fbuf::Errc::kCutOff: return UF_ECUTOFF;
     }
     return UF_EPROTO;
   }
@@ -68,9 +70,8 @@ uf_error guarded(F&& f) noexcept {
 }
 
 std::chrono::nanoseconds to_timeout(int64_t ns) noexcept {
-  // Negative means forever: a century is forever enough and keeps the
-  // deadline arithmetic from overflowing.
-  if (ns < 0) return std::chrono::hours(24 * 365 * 100);
+  // Negative means forever; so does INT64_MAX (deadlines saturate).
+  if (ns < 0) return fbuf::kForever;
   return std::chrono::nanoseconds(ns);
 }
 
@@ -101,6 +102,8 @@ const char* uf_strerror(uf_error e) {
     case UF_ETOOLARGE: return "no size class is large enough";
     case UF_ESYSTEM: return "system call failed (see errno)";
     case UF_ENOMEM: return "out of memory";
+    case UF_ECORRUPT: return "the peer corrupted the channel; the stream has ended";
+    case UF_ECUTOFF: return "cut off by the sender (slow-consumer policy)";
   }
   return "unknown uf_error";
 }

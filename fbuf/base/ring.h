@@ -11,12 +11,13 @@
 //  - A slot is written before the tail that covers it is published (release)
 //    and read after the tail is observed (acquire); the consumer frees a slot
 //    by publishing head (release) after copying it out.
-//  - Wake-ups: a side that is about to sleep increments its `*_waiters`
-//    word, issues a seq_cst fence and re-checks the ring before sleeping on
-//    the futex word; the other side publishes its index, issues a seq_cst
-//    fence, then reads the waiters count. One of the two always sees the
-//    other (a store-buffer litmus with fences on both sides), so no wake-up
-//    is lost and nobody makes a syscall while both sides keep up.
+//  - Wake-ups follow fbuf/base/wake.h: the consumer sleeps on
+//    data_seq/consumer_waiters, the producer on space_seq/producer_waiters;
+//    publish() and release() are the waking side.
+//
+// The ring sits in the bottom layer, below the pools, because an owner's
+// pool reads its receivers' return rings when it needs buffers
+// (fbuf/buffers/returns.h); the channels that lay rings out are ipc/.
 #pragma once
 
 #include <atomic>
@@ -24,11 +25,10 @@
 #include <cstring>
 #include <type_traits>
 
-#include "ipc/futex.h"
+#include "fbuf/base/limits.h"
+#include "fbuf/base/wake.h"
 
-namespace fbuf::ipc {
-
-inline constexpr std::size_t kCacheLine = 64;
+namespace fbuf::detail {
 
 // What travels: which buffer, which generation of it, which bytes.
 struct Descriptor {
@@ -60,19 +60,6 @@ static_assert(sizeof(RingIndices) == 4 * kCacheLine);
 
 enum class RingStatus { kOk, kEmpty, kFull, kCorrupt };
 
-// The waking half of the protocol in the Invariants block: call after
-// publishing an index (or a return) and a seq_cst fence. Wakes whoever
-// sleeps on `seq`, with no syscall when nobody does.
-inline void wake_sleepers(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq) noexcept {
-  // acquire: ordered after the caller's publication by its fence; pairs
-  // with the increment in sleep_until(), so the sleeper's read of `seq`
-  // happens before the bump below and its futex_wait sees the change.
-  if (waiters.load(std::memory_order_acquire) != 0) {
-    seq.fetch_add(1, std::memory_order_relaxed);
-    futex_wake_all(&seq);
-  }
-}
-
 class RingProducer {
  public:
   RingProducer() = default;
@@ -84,7 +71,7 @@ class RingProducer {
   RingStatus reserve(std::uint32_t n = 1) noexcept {
     if (tail_ - head_cache_ + n <= capacity_) return RingStatus::kOk;
     // acquire: observes the consumer's copy-out of the slots it freed; pairs
-    // with the release store of head in RingConsumer::pop().
+    // with the release store of head in RingConsumer::release().
     std::uint64_t head = idx_->head.load(std::memory_order_acquire);
     if (head > tail_ || tail_ - head > capacity_) return RingStatus::kCorrupt;
     head_cache_ = head;
@@ -102,10 +89,9 @@ class RingProducer {
   void publish() noexcept {
     tail_ = pending_;
     // release: publishes the slots written above; pairs with the acquire
-    // load of tail in RingConsumer::pop().
+    // load of tail in RingConsumer::take().
     idx_->tail.store(tail_, std::memory_order_release);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    wake_sleepers(idx_->consumer_waiters, idx_->data_seq);
+    fence_and_wake(idx_->consumer_waiters, idx_->data_seq);
   }
 
   bool push(const Descriptor& d) noexcept {
@@ -117,7 +103,8 @@ class RingProducer {
 
   // The published tail: this side's private, trusted copy.
   std::uint64_t tail() const noexcept { return tail_; }
-  const Descriptor& slot(std::uint64_t position) const noexcept { return slots_[position & mask_]; }
+  // The position the next write() fills.
+  std::uint64_t pending() const noexcept { return pending_; }
   std::uint32_t capacity() const noexcept { return capacity_; }
   RingIndices* indices() const noexcept { return idx_; }
 
@@ -162,8 +149,7 @@ class RingConsumer {
     // release: hands the slots back only after the copies above; pairs
     // with the acquire load of head in RingProducer::reserve().
     idx_->head.store(head_, std::memory_order_release);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    wake_sleepers(idx_->producer_waiters, idx_->space_seq);
+    fence_and_wake(idx_->producer_waiters, idx_->space_seq);
   }
 
   RingStatus pop(Descriptor& out) noexcept {
@@ -172,10 +158,11 @@ class RingConsumer {
     return st;
   }
 
-  // True if pop() would find something (refreshes the cached tail).
+  // True if take() would not report kEmpty: something to take, or a
+  // corrupt tail that take() will report. Does not move the cached tail.
   bool readable() noexcept {
     if (head_ != tail_cache_) return true;
-    // acquire: as in pop().
+    // acquire: as in take().
     std::uint64_t tail = idx_->tail.load(std::memory_order_acquire);
     return tail != head_;
   }
@@ -193,24 +180,4 @@ class RingConsumer {
   std::uint64_t tail_cache_ = 0;
 };
 
-// Sleeps until `ready()` or `timeout`, by the waiters/fence/futex protocol
-// of the Invariants block. `waiters` and `seq` are the sleeping side's pair
-// (consumer_waiters/data_seq or producer_waiters/space_seq).
-template <class Ready>
-bool sleep_until(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq,
-                 std::chrono::nanoseconds timeout, Ready ready) noexcept {
-  // relaxed: ordered before the increment below, which the waking side
-  // observes with acquire, so the value read here predates any bump made
-  // for this sleep; the futex then refuses to sleep on a stale value.
-  std::uint32_t seen = seq.load(std::memory_order_relaxed);
-  // release: pairs with the waking side's acquire load of `waiters`.
-  waiters.fetch_add(1, std::memory_order_release);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  bool ok = ready();
-  if (!ok) futex_wait(&seq, seen, timeout);
-  // relaxed: a late decrement only costs the other side a spare wake.
-  waiters.fetch_sub(1, std::memory_order_relaxed);
-  return ok || ready();
-}
-
-}  // namespace fbuf::ipc
+}  // namespace fbuf::detail

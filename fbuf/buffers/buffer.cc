@@ -1,6 +1,7 @@
 #include "fbuf/buffer.h"
 
-#include "fbuf/pool_core.h"
+#include "fbuf/buffers/pool_core.h"
+#include "fbuf/buffers/view_owner.h"
 
 namespace fbuf {
 

@@ -1,0 +1,44 @@
+// Immutability after send: how a pool ends its sender's write access to a
+// buffer once it is sent, and gives it back when the buffer is allocated
+// again. One policy per pool (fbuf::Policy); adding a policy or another
+// protection mechanism changes this file and its test only.
+// Private to the library.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "fbuf/base/fd.h"
+#include "fbuf/pool.h"
+
+namespace fbuf::detail {
+
+class Protection {
+ public:
+  Protection() = default;
+  // `base` is the owner's shared writable mapping of `memfd` (`size`
+  // bytes). Must be made before the pool is sealed against new writable
+  // mappings: copy_on_write keeps a master mapping to restore from.
+  // Throws Error.
+  Protection(Policy policy, int memfd, std::byte* base, std::size_t size, const std::string& what);
+
+  Policy policy() const noexcept { return policy_; }
+  bool active() const noexcept { return policy_ != Policy::kVolatile; }
+
+  // Ends the sender's write access to [offset, offset + length): the pages
+  // become read-only (read_only) or private (copy_on_write). Returns 0 or
+  // an errno; on failure that range is unchanged or already protected in
+  // part (the caller restores it).
+  int protect(std::size_t offset, std::size_t length) noexcept;
+  // Shared and writable again. Returns 0 or an errno (ENOMEM when a split
+  // would exceed vm.max_map_count).
+  int restore(std::size_t offset, std::size_t length) noexcept;
+
+ private:
+  Policy policy_ = Policy::kVolatile;
+  int fd_ = -1;  // the pool's memfd, owned by the pool
+  std::byte* base_ = nullptr;
+  Mapping master_;  // copy_on_write only: shared pages to restore from
+};
+
+}  // namespace fbuf::detail

@@ -1,0 +1,92 @@
+#include "fbuf/buffers/returns.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include "fbuf/buffers/pool_core.h"
+
+namespace fbuf::detail {
+
+ReturnInlet::ReturnInlet(PoolCore& pool, std::shared_ptr<const void> memory, RingIndices* indices,
+                         const Descriptor* slots, std::uint32_t capacity, UniqueFd peer,
+                         std::shared_ptr<ReturnCounters> counters)
+    : pool_(pool),
+      memory_(std::move(memory)),
+      returns_(indices, slots, capacity),
+      peer_(std::move(peer)),
+      counters_(std::move(counters)),
+      lent_(pool.buffer_count()) {}
+
+bool ReturnInlet::drain_locked(bool check_peer) noexcept {
+  if (state_ == State::kFinished) return false;
+  // The receiver never waits for space in its return ring (it holds as
+  // many slots as the pool has buffers), so the slots are handed back once
+  // per batch.
+  Descriptor d;
+  for (;;) {
+    RingStatus st = returns_.take(d);
+    if (st == RingStatus::kEmpty) break;
+    if (st == RingStatus::kCorrupt) {
+      // The receiver broke its own return ring: cut it off.
+      ++counters_->rejected;
+      corrupt_ = true;
+      cut_off_locked();
+      return false;
+    }
+    take_back_locked(d, true);
+  }
+  returns_.release();
+  if (check_peer && orphan_ && peer_hung_up()) reclaim_all_locked();
+  if (state_ == State::kDetached && orphan_ && lent_.outstanding() == 0) state_ = State::kFinished;
+  return state_ != State::kFinished;
+}
+
+void ReturnInlet::detach_locked(std::span<const Descriptor> unconsumed, std::span<const Descriptor> more) noexcept {
+  if (state_ != State::kActive) return;
+  state_ = State::kDetached;
+  drain_locked(false);
+  // Copies the owner made when it pushed them: nothing here is read from
+  // the shared ring.
+  for (const Descriptor& d : unconsumed) take_back_locked(d, false);
+  for (const Descriptor& d : more) take_back_locked(d, false);
+  pool_.ring_doorbell_locked();
+}
+
+void ReturnInlet::reclaim_all_locked() noexcept {
+  if (state_ == State::kFinished) return;
+  lent_.take_all([&](std::uint32_t index, std::uint32_t generation) { pool_.release_ref_locked(index, generation); });
+  state_ = State::kFinished;
+  // Buffers came back without any receiver ringing the doorbell: wake
+  // allocate(timeout) waiters now rather than at their next slice.
+  pool_.ring_doorbell_locked();
+}
+
+void ReturnInlet::cut_off_locked() noexcept {
+  if (state_ == State::kFinished) return;
+  if (peer_) ::shutdown(peer_.get(), SHUT_RDWR);
+  reclaim_all_locked();
+}
+
+void ReturnInlet::orphan_locked() noexcept {
+  orphan_ = true;
+  if (state_ == State::kActive) state_ = State::kDetached;
+}
+
+void ReturnInlet::take_back_locked(const Descriptor& copy, bool count_rejects) noexcept {
+  // `copy` is private: check it against what was actually lent to this
+  // receiver, at this generation, and release at most once.
+  if (lent_.take_back(copy)) {
+    pool_.release_ref_locked(copy.index, copy.generation);
+    ++counters_->returned;
+  } else if (count_rejects) {
+    ++counters_->rejected;
+  }
+}
+
+bool ReturnInlet::peer_hung_up() const noexcept {
+  if (!peer_) return false;
+  pollfd p{peer_.get(), POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
+}
+
+}  // namespace fbuf::detail

@@ -1,0 +1,94 @@
+// The seam through which buffers come back to their pool from receivers in
+// other processes. One ReturnInlet per remote receiver: the owner's end of
+// that receiver's return ring, plus the owner-private record of what was
+// lent to it (LentSet). The movement layer (ipc/) creates an inlet when a
+// receiver connects, registers it with the pool, records each lend, and
+// says when the receiver detaches, dies or must be cut off; the pool drains
+// its inlets itself when it needs buffers. Calls go one way only: ipc/ ->
+// buffers. Private to the library.
+//
+// Invariants:
+//  - Every member is guarded by the pool's lock (PoolCore::mutex()).
+//  - What the receiver writes (the return ring's tail and slots) is read
+//    through the RingConsumer, which copies each slot out and checks the
+//    tail; a copy is then checked against the LentSet before the pool
+//    releases anything. Nothing is ever released twice for one lend.
+//  - state: kActive (lent to) -> kDetached (no more lends; returns still
+//    accepted) -> kFinished (everything lent has come back or has been
+//    reclaimed; the inlet is dropped). kActive -> kFinished directly on
+//    death or cut-off.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "fbuf/base/fd.h"
+#include "fbuf/base/ring.h"
+#include "fbuf/buffers/lent_set.h"
+
+namespace fbuf::detail {
+
+class PoolCore;
+
+// Counted for one Sender across all its receivers; guarded by the pool's lock.
+struct ReturnCounters {
+  std::uint64_t returned = 0;  // valid returns
+  std::uint64_t rejected = 0;  // forged, duplicate or foreign returns, corrupt rings
+};
+
+class ReturnInlet {
+ public:
+  // `memory` keeps the ring's mapping alive as long as the inlet; `peer`
+  // is a duplicate of the receiver's control socket (to notice its
+  // hang-up once the Sender is gone, and to cut it off).
+  ReturnInlet(PoolCore& pool, std::shared_ptr<const void> memory, RingIndices* indices, const Descriptor* slots,
+              std::uint32_t capacity, UniqueFd peer, std::shared_ptr<ReturnCounters> counters);
+
+  // --- All with the pool's lock held. ---
+  bool active_locked() const noexcept { return state_ == State::kActive; }
+  bool finished_locked() const noexcept { return state_ == State::kFinished; }
+  // True if the inlet was cut off because the receiver corrupted its ring.
+  bool corrupt_locked() const noexcept { return corrupt_; }
+  // A descriptor was pushed to this receiver.
+  void lend_locked(std::uint32_t index, std::uint32_t generation) noexcept { lent_.lend(index, generation); }
+  // Buffers this receiver holds or has queued.
+  std::uint32_t outstanding_locked() const noexcept { return lent_.outstanding(); }
+
+  // Applies every pending return. With `check_peer`, an orphaned inlet
+  // (its Sender is gone) also asks the kernel whether the receiver hung up.
+  // A corrupt return ring cuts the receiver off. Returns false once
+  // finished.
+  bool drain_locked(bool check_peer) noexcept;
+  // The receiver stopped taking: `unconsumed` (in one or two pieces, as a
+  // ring wraps) are the owner's private copies of what was still queued
+  // for it; they come back now.
+  void detach_locked(std::span<const Descriptor> unconsumed, std::span<const Descriptor> more = {}) noexcept;
+  // The receiver is gone: everything lent to it comes back.
+  void reclaim_all_locked() noexcept;
+  // The receiver broke the protocol or its budget: disconnect it (it sees
+  // its socket shut) and take back everything lent to it.
+  void cut_off_locked() noexcept;
+  // The Sender is gone; the pool keeps draining and watching this inlet
+  // until everything lent has come back.
+  void orphan_locked() noexcept;
+
+ private:
+  enum class State { kActive, kDetached, kFinished };
+
+  void take_back_locked(const Descriptor& copy, bool count_rejects) noexcept;
+  bool peer_hung_up() const noexcept;
+
+  PoolCore& pool_;  // owns this inlet in its inlet list, so outlives it
+  std::shared_ptr<const void> memory_;
+  RingConsumer returns_;
+  UniqueFd peer_;
+  std::shared_ptr<ReturnCounters> counters_;
+  LentSet lent_;
+  State state_ = State::kActive;
+  bool orphan_ = false;
+  bool corrupt_ = false;
+};
+
+}  // namespace fbuf::detail

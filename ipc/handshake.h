@@ -1,0 +1,49 @@
+// The handshake: the validating decoders for what a peer sends on the
+// control socket (Hello, Welcome) and the checks of the fds a Welcome
+// carries. Private to the library.
+#pragma once
+
+#include <capnp/message.h>
+#include <kj/array.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fbuf/base/limits.h"
+#include "fbuf/pool.h"
+
+namespace fbuf::ipc {
+
+using detail::kMaxBuffers;
+using detail::kMaxClasses;
+using detail::kMaxRingCapacity;
+
+// What a receiver learns from a Welcome, after validation.
+struct WelcomeInfo {
+  std::string pool_name;
+  std::uint64_t pool_size = 0;
+  std::vector<SizeClass> classes;  // in buffer-index order
+  Policy policy = Policy::kVolatile;
+  std::uint32_t send_capacity = 0;
+  std::uint32_t return_capacity = 0;
+  std::uint64_t ring_bytes = 0;
+  std::uint32_t receiver_id = 0;
+};
+
+// Decode a peer's message. Each throws Error (kProtocol, kVersionMismatch,
+// with the offending values in what()) and never anything else, whatever
+// the bytes: they are the fuzzing targets for the handshake.
+std::uint32_t decode_hello(kj::ArrayPtr<const capnp::word> words);
+WelcomeInfo decode_welcome(kj::ArrayPtr<const capnp::word> words);
+
+// Build this side's messages.
+void build_hello(capnp::MessageBuilder& m, std::uint32_t pid);
+void build_welcome(capnp::MessageBuilder& m, const WelcomeInfo& info);
+void build_reject(capnp::MessageBuilder& m, const std::string& reason);
+
+// Checks that `fd` is a memfd of exactly `size` bytes sealed against
+// shrinking and growing. Throws Error(kProtocol) naming `what`.
+void check_memfd(int fd, std::uint64_t size, const char* what);
+
+}  // namespace fbuf::ipc

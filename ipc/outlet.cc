@@ -1,0 +1,110 @@
+#include "ipc/outlet.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <unistd.h>
+
+#include "fbuf/base/wake.h"
+#include "fbuf/buffers/pool_core.h"
+
+namespace fbuf::detail {
+
+void mark_sender_closed(ipc::ChannelHeader* h) noexcept {
+  // release: the receiver that observes the flag (acquire, in
+  // ReceiverCore::end_of_stream()) also observes every descriptor
+  // published before it.
+  h->sender_closed.store(1, std::memory_order_release);
+  wake_all(h->send.data_seq);
+}
+
+namespace {
+
+void mark_cut_off(ipc::ChannelHeader* h) noexcept {
+  // release: pairs with the receiver's acquire load of cut_off; what was
+  // published before stays receivable.
+  h->cut_off.store(1, std::memory_order_release);
+  mark_sender_closed(h);
+}
+
+}  // namespace
+
+LocalOutlet::LocalOutlet(std::shared_ptr<LocalChannel> ch) : ch_(std::move(ch)) {
+  out = RingProducer(&ch_->memory.header()->send, ch_->memory.send_slots(), ch_->memory.send_capacity());
+}
+
+std::uint32_t LocalOutlet::outstanding_locked() const noexcept {
+  // Queued in the ring; what the receiving thread holds is counted by the
+  // pool, not per receiver. acquire: pairs with the consumer's release.
+  const std::uint64_t head = out.indices()->head.load(std::memory_order_acquire);
+  const std::uint64_t tail = out.tail();
+  return head <= tail ? static_cast<std::uint32_t>(tail - head) : 0;
+}
+
+void LocalOutlet::cut_off_locked() noexcept {
+  if (cut_) return;
+  cut_ = true;
+  mark_cut_off(header());
+}
+
+void LocalOutlet::close_locked() noexcept { mark_sender_closed(header()); }
+
+RemoteOutlet::RemoteOutlet(PoolCore& pool, UniqueFd sock, ChannelMemory memory,
+                           std::shared_ptr<ReturnCounters> counters)
+    : pool_(pool), sock_(std::move(sock)), mem_(std::move(memory)), shadow_(mem_.send_capacity()) {
+  auto* h = mem_.header();
+  out = RingProducer(&h->send, mem_.send_slots(), mem_.send_capacity());
+  // The inlet holds a duplicate of the socket: after the Sender is gone it
+  // keeps the connection open (the receiver must not see a hang-up while
+  // it still returns buffers) and watches it.
+  UniqueFd peer(::fcntl(sock_.get(), F_DUPFD_CLOEXEC, 0));
+  inlet_ = std::make_shared<ReturnInlet>(pool_, mem_.keepalive(), &h->ret, mem_.return_slots(),
+                                         mem_.return_capacity(), std::move(peer), std::move(counters));
+  pool_.add_inlet_locked(inlet_);
+}
+
+void RemoteOutlet::write_locked(const Descriptor& d) noexcept {
+  shadow_[out.pending() & (mem_.send_capacity() - 1)] = d;
+  inlet_->lend_locked(d.index, d.generation);
+  out.write(d);
+}
+
+void RemoteOutlet::detach_locked() noexcept {
+  if (!inlet_->active_locked()) return;
+  // acquire: pairs with the receiver's release of head; read once into a
+  // local and checked before it selects anything.
+  const std::uint64_t head = out.indices()->head.load(std::memory_order_acquire);
+  const std::uint64_t tail = out.tail();
+  if (head > tail || tail - head > mem_.send_capacity()) {
+    // An impossible head: this receiver is corrupt, not detaching.
+    cut_off_locked();
+    return;
+  }
+  const std::uint32_t mask = mem_.send_capacity() - 1;
+  const std::uint64_t first = head & mask, count = tail - head;
+  const std::uint64_t part = std::min<std::uint64_t>(count, mem_.send_capacity() - first);
+  inlet_->detach_locked(std::span<const Descriptor>(shadow_.data() + first, part),
+                        std::span<const Descriptor>(shadow_.data(), count - part));
+  // A send blocked on this receiver's ring re-checks and drops it.
+  wake_all(out.indices()->space_seq);
+}
+
+void RemoteOutlet::hang_up_locked() noexcept {
+  inlet_->drain_locked(false);
+  inlet_->reclaim_all_locked();
+  wake_all(out.indices()->space_seq);
+}
+
+void RemoteOutlet::cut_off_locked() noexcept {
+  mark_cut_off(header());
+  inlet_->cut_off_locked();
+  wake_all(out.indices()->space_seq);
+}
+
+void RemoteOutlet::close_locked() noexcept {
+  mark_sender_closed(header());
+  inlet_->orphan_locked();
+}
+
+}  // namespace fbuf::detail

@@ -1,0 +1,146 @@
+#include "ipc/receiver_core.h"
+
+#include <mutex>
+
+#include "fbuf/base/deadline.h"
+#include "fbuf/base/spin.h"
+#include "fbuf/base/wake.h"
+#include "fbuf/buffers/pool_core.h"
+#include "fbuf/buffers/view_owner.h"
+
+namespace fbuf::detail {
+namespace {
+
+// How long receive() polls the ring before it sleeps on the futex. Short
+// enough to cost little when idle, long enough to catch a sender that is
+// a few microseconds behind without a syscall on either side.
+constexpr std::chrono::microseconds kSpin{20};
+// The longest a receiver sleeps before it checks whether the sender died
+// (a killed sender cannot wake it).
+constexpr std::chrono::milliseconds kMaxSleep{20};
+
+}  // namespace
+
+bool ReceiverCore::sender_said_closed() const noexcept {
+  // acquire: pairs with the owner's release store in mark_sender_closed()
+  // (ipc/outlet.cc): every descriptor published before is visible.
+  return header_->sender_closed.load(std::memory_order_acquire) != 0;
+}
+
+Result<View> ReceiverCore::end(Errc first) noexcept {
+  ended_ = true;
+  return first;
+}
+
+Result<View> ReceiverCore::try_receive() noexcept {
+  if (ended_) return Errc::kPeerGone;
+  Descriptor d;
+  for (;;) {
+    switch (in_.take(d)) {
+      case RingStatus::kOk:
+        in_.release();
+        received_.fetch_add(1, std::memory_order_relaxed);
+        return make_view(d);
+      case RingStatus::kCorrupt:
+        rejected_.fetch_add(1, std::memory_order_relaxed);
+        return end(Errc::kCorrupt);
+      case RingStatus::kEmpty:
+      case RingStatus::kFull:
+        break;
+    }
+    if (!peer_closed()) return Errc::kWouldBlock;
+    // Everything the sender published before it went is still in the
+    // ring: take it first (the loop), then end the stream.
+    if (in_.readable()) continue;
+    // acquire: pairs with the owner's release store of cut_off.
+    const bool cut = header_->cut_off.load(std::memory_order_acquire) != 0;
+    return end(cut ? Errc::kCutOff : Errc::kPeerGone);
+  }
+}
+
+Result<View> ReceiverCore::receive(std::chrono::nanoseconds timeout) noexcept {
+  const auto start = Clock::now();
+  const auto deadline = deadline_after(timeout);
+  const auto wouldblock = make_error_code(Errc::kWouldBlock);
+  for (unsigned i = 0;; ++i) {
+    if (in_.readable() || (i % 256) == 0) {
+      Result<View> r = try_receive();
+      if (r || r.error() != wouldblock) return r;
+      if (Clock::now() - start > kSpin) break;
+    }
+    cpu_relax();
+  }
+  for (;;) {
+    Result<View> r = try_receive();
+    if (r || r.error() != wouldblock) return r;
+    const auto left = time_left(deadline, sleep_slice(kMaxSleep));
+    if (left.count() == 0) return Errc::kTimedOut;
+    sleep_until(header_->send.consumer_waiters, header_->send.data_seq, left,
+                [&] { return in_.readable() || sender_said_closed(); });
+  }
+}
+
+ReceiverStats ReceiverCore::stats() const noexcept {
+  ReceiverStats s;
+  s.received = received_.load(std::memory_order_relaxed);
+  s.returned = returned_.load(std::memory_order_relaxed);
+  s.rejected_descriptors = rejected_.load(std::memory_order_relaxed);
+  // relaxed: a counter the owner bumps; no data is published through it.
+  s.dropped = header_->dropped.load(std::memory_order_relaxed);
+  return s;
+}
+
+namespace {
+
+// A receiver in the sender's own process: views read the pool directly and
+// go back to it directly.
+class LocalReceiver final : public ReceiverCore {
+ public:
+  LocalReceiver(std::shared_ptr<PoolCore> pool, std::shared_ptr<LocalChannel> channel)
+      : pool_(std::move(pool)), channel_(std::move(channel)) {
+    header_ = channel_->memory.header();
+    in_ = RingConsumer(&header_->send, channel_->memory.send_slots(), channel_->memory.send_capacity());
+  }
+  ~LocalReceiver() override { close(); }
+
+  void close() noexcept override {
+    {
+      std::lock_guard lock(pool_->mutex());
+      if (channel_->receiver_gone) return;
+      channel_->receiver_gone = true;
+      // The sender pushes only with the mutex held and checks
+      // receiver_gone first, so what is in the ring now is all there is.
+      Descriptor d;
+      while (in_.pop(d) == RingStatus::kOk) pool_->release_ref_locked(d.index, d.generation);
+    }
+    ring_doorbell(pool_->doorbell());
+  }
+
+ protected:
+  bool peer_closed() noexcept override { return sender_said_closed(); }
+
+  Result<View> make_view(const Descriptor& d) noexcept override {
+    // The sender is this process's own code, but the checks are cheap.
+    if (d.index >= pool_->buffer_count() || d.offset > pool_->buffer_capacity(d.index) ||
+        d.length > pool_->buffer_capacity(d.index) - d.offset) {
+      rejected_.fetch_add(1, std::memory_order_relaxed);
+      return Errc::kBadDescriptor;
+    }
+    return ViewAccess::make(std::shared_ptr<ViewOwner>(pool_, pool_.get()),
+                            pool_->reader_base() + pool_->buffer_offset(d.index) + d.offset, d.length, d.pool,
+                            d.index, d.generation);
+  }
+
+ private:
+  std::shared_ptr<PoolCore> pool_;
+  std::shared_ptr<LocalChannel> channel_;
+};
+
+}  // namespace
+
+std::shared_ptr<ReceiverCore> make_local_receiver(std::shared_ptr<PoolCore> pool,
+                                                  std::shared_ptr<LocalChannel> channel) {
+  return std::make_shared<LocalReceiver>(std::move(pool), std::move(channel));
+}
+
+}  // namespace fbuf::detail

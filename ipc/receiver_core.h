@@ -1,0 +1,68 @@
+// The receiving half of a channel, shared by receivers in the owner's
+// process (LocalReceiver, here) and in other processes (RemoteReceiver).
+// Private to the library.
+//
+// Invariants:
+//  - in_, ended_ and last_error_ are touched only by the one thread that
+//    receives; the counters are atomics read by stats() from any thread.
+//  - The stream ends exactly once: after the sender closed or died and the
+//    ring is drained (kPeerGone, or kCutOff once if the sender cut this
+//    receiver off), or at once when the ring is corrupt (kCorrupt once).
+//    Every later call returns kPeerGone: a corrupt channel never makes a
+//    receive loop spin.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+
+#include "fbuf/base/ring.h"
+#include "fbuf/receiver.h"
+#include "ipc/channel.h"
+
+namespace fbuf::detail {
+
+class PoolCore;
+
+class ReceiverCore {
+ public:
+  virtual ~ReceiverCore() = default;
+
+  Result<View> try_receive() noexcept;
+  Result<View> receive(std::chrono::nanoseconds timeout) noexcept;
+  ReceiverStats stats() const noexcept;
+  // The Receiver handle is gone: hand back everything not yet received and
+  // tell the sender to stop. Views already out stay valid.
+  virtual void close() noexcept = 0;
+
+ protected:
+  // True once the sender closed or died.
+  virtual bool peer_closed() noexcept = 0;
+  // Validates a descriptor (a private copy) and wraps it in a View.
+  virtual Result<View> make_view(const Descriptor& d) noexcept = 0;
+
+  // True if the owner said no more will come (closed or cut off).
+  bool sender_said_closed() const noexcept;
+
+  ipc::ChannelHeader* header_ = nullptr;
+  RingConsumer in_;
+  std::atomic<std::uint64_t> received_{0};
+  std::atomic<std::uint64_t> returned_{0};
+  std::atomic<std::uint64_t> rejected_{0};
+
+ private:
+  Result<View> end(Errc first) noexcept;
+
+  bool ended_ = false;
+};
+
+// The library's way to wrap a core in the public handle.
+struct ReceiverAccess {
+  static Receiver make(std::shared_ptr<ReceiverCore> core) noexcept { return Receiver(std::move(core)); }
+};
+
+std::shared_ptr<ReceiverCore> make_local_receiver(std::shared_ptr<PoolCore> pool,
+                                                  std::shared_ptr<LocalChannel> channel);
+
+}  // namespace fbuf::detail

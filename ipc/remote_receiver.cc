@@ -1,0 +1,164 @@
+#include "ipc/remote_receiver.h"
+
+#include <capnp/message.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <mutex>
+
+#include "fbuf/base/assert.h"
+#include "fbuf/buffers/doorbell.h"
+#include "fbuf/buffers/segv_report.h"
+#include "fbuf/buffers/view_owner.h"
+#include "ipc/control.h"
+#include "ipc/handshake.h"
+#include "ipc/validate.h"
+
+namespace fbuf::detail {
+namespace {
+
+// How often an idle receiver asks the kernel whether the control socket
+// hung up.
+constexpr std::chrono::milliseconds kHangupCheckEvery{5};
+
+// Everything read from the shared rings is validated against the geometry
+// learned (and checked) at the handshake, kept in private memory.
+class RemoteReceiver final : public ReceiverCore,
+                             public ViewOwner,
+                             public std::enable_shared_from_this<RemoteReceiver> {
+ public:
+  RemoteReceiver(UniqueFd sock, const ipc::WelcomeInfo& info, std::vector<UniqueFd> fds)
+      : sock_(std::move(sock)), info_(info) {
+    pool_fd_ = std::move(fds[0]);
+    UniqueFd ring_fd = std::move(fds[1]);
+    UniqueFd bell_fd = std::move(fds[2]);
+    ipc::check_memfd(pool_fd_.get(), info_.pool_size, "pool fd");
+    ipc::check_memfd(ring_fd.get(), info_.ring_bytes, "ring fd");
+    ipc::check_memfd(bell_fd.get(), page_size(), "doorbell fd");
+    pool_map_ = Mapping::map(pool_fd_.get(), info_.pool_size, PROT_READ, "pool '" + info_.pool_name + "'");
+    ring_ = ChannelMemory(Mapping::map(ring_fd.get(), info_.ring_bytes, PROT_READ | PROT_WRITE, "ring"),
+                          info_.send_capacity, info_.return_capacity);
+    bell_map_ = Mapping::map(bell_fd.get(), page_size(), PROT_READ | PROT_WRITE, "doorbell");
+
+    // Checked once, here; from now on only info_ (private) says how large
+    // the rings are.
+    header_ = ring_.header();
+    const std::uint64_t magic = header_->magic;
+    const std::uint32_t version = header_->version, send_cap = header_->send_capacity,
+                        ret_cap = header_->return_capacity;
+    if (magic != ipc::kChannelMagic || version != ipc::kProtocolVersion || send_cap != info_.send_capacity ||
+        ret_cap != info_.return_capacity)
+      throw_error(Errc::kProtocol, "ring header does not match the handshake");
+    install_segv_report();
+    segv_ = SegvRegistration(register_mapping(pool_map_.data(), pool_map_.size(), MappingKind::kReceived,
+                                              info_.policy, info_.pool_name.c_str(), info_.classes));
+    bell_ = reinterpret_cast<DoorbellHeader*>(bell_map_.data());
+    const std::uint64_t bell_magic = bell_->magic;
+    const std::uint32_t bell_version = bell_->version;
+    if (bell_magic != kDoorbellMagic || bell_version != kDoorbellVersion)
+      throw_error(Errc::kProtocol, "doorbell header does not match the handshake");
+    in_ = RingConsumer(&header_->send, ring_.send_slots(), info_.send_capacity);
+    returns_ = RingProducer(&header_->ret, ring_.return_slots(), info_.return_capacity);
+    geometry_ = ipc::PoolGeometry(info_.classes);
+  }
+
+  ~RemoteReceiver() override = default;
+
+  void close() noexcept override {
+    std::lock_guard lock(return_mu_);
+    if (closed_) return;
+    closed_ = true;
+    // Hand back whatever was sent and not yet received, then tell the
+    // sender to stop (it sees end-of-file on the control socket). Views
+    // still out are returned as they are dropped; when the last one goes,
+    // this object and its socket go, and the sender reclaims the rest.
+    Descriptor d;
+    while (in_.pop(d) == RingStatus::kOk) push_return_locked(d.pool, d.index, d.generation);
+    ring_doorbell(bell_);
+    ::shutdown(sock_.get(), SHUT_WR);
+  }
+
+  void release(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept override {
+    bool pushed;
+    {
+      std::lock_guard lock(return_mu_);
+      pushed = push_return_locked(pool, index, generation);
+    }
+    // publish() in the push issued the fence the doorbell needs.
+    if (pushed) ring_doorbell_fenced(bell_);
+  }
+
+ protected:
+  bool peer_closed() noexcept override {
+    if (sender_said_closed() || hung_up_) return true;
+    auto now = Clock::now();
+    if (now - last_check_ < kHangupCheckEvery) return false;
+    last_check_ = now;
+    pollfd p{sock_.get(), POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0) hung_up_ = true;
+    return hung_up_;
+  }
+
+  Result<View> make_view(const Descriptor& d) noexcept override {
+    std::optional<std::uint64_t> at = geometry_.locate(d);
+    if (!at) {
+      rejected_.fetch_add(1, std::memory_order_relaxed);
+      return Errc::kBadDescriptor;
+    }
+    return ViewAccess::make(std::shared_ptr<ViewOwner>(shared_from_this(), this), pool_map_.data() + *at,
+                            d.length, d.pool, d.index, d.generation);
+  }
+
+ private:
+  bool push_return_locked(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept {
+    // The return ring holds as many descriptors as the pool has buffers,
+    // and an honest sender lends each at most once at a time, so it is
+    // never full; a sender that lends more than it has loses the excess.
+    if (!returns_.push(Descriptor{pool, index, generation, 0, 0, 0, 0})) {
+      rejected_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    returned_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+
+  UniqueFd sock_;
+  ipc::WelcomeInfo info_;
+  UniqueFd pool_fd_;
+  Mapping pool_map_;
+  SegvRegistration segv_;
+  ChannelMemory ring_;
+  Mapping bell_map_;
+  DoorbellHeader* bell_ = nullptr;
+  ipc::PoolGeometry geometry_;
+
+  std::mutex return_mu_;
+  RingProducer returns_;  // guarded by return_mu_
+  bool closed_ = false;   // guarded by return_mu_
+
+  // Touched only by the receiving thread.
+  bool hung_up_ = false;
+  Clock::time_point last_check_{};
+};
+
+}  // namespace
+
+std::shared_ptr<ReceiverCore> connect_remote(std::string_view service, Clock::time_point deadline) {
+  auto left = [&] { return std::max<std::chrono::nanoseconds>(time_left(deadline, kForever), std::chrono::milliseconds(1)); };
+  UniqueFd sock = ipc::connect_service(service, left());
+  capnp::MallocMessageBuilder hello;
+  ipc::build_hello(hello, static_cast<std::uint32_t>(::getpid()));
+  const std::string what = "connect(service '" + std::string(service) + "')";
+  if (auto ec = ipc::send_message(sock.get(), hello, {}); ec) throw Error(ec, what + ": sending Hello");
+
+  ipc::Datagram dg;
+  if (auto ec = ipc::receive_message(sock.get(), dg, left()); ec) throw Error(ec, what + ": waiting for Welcome");
+  ipc::WelcomeInfo info = ipc::decode_welcome(dg.words);
+  if (dg.fds.size() != 3)
+    throw_error(Errc::kProtocol, what + ": Welcome carried " + std::to_string(dg.fds.size()) + " fds, expected 3");
+  return std::make_shared<RemoteReceiver>(std::move(sock), info, std::move(dg.fds));
+}
+
+}  // namespace fbuf::detail

@@ -77,11 +77,11 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
     throw_errno("F_ADD_SEALS(F_SEAL_FUTURE_WRITE) for " + what);
   ro_fd_ = reopen_read_only(fd_.get(), what);
   alias_ = Mapping::map(ro_fd_.get(), total_size_, PROT_READ, what + " read-only alias");
-  install_fault_handler();
-  map_fault_ = FaultRegistration(register_mapping(map_.data(), total_size_, MappingKind::kSender,
+  install_segv_report();
+  map_segv_ = SegvRegistration(register_mapping(map_.data(), total_size_, MappingKind::kSender,
+                                                options_.policy, options_.name.c_str(), options_.classes));
+  alias_segv_ = SegvRegistration(register_mapping(alias_.data(), total_size_, MappingKind::kAlias,
                                                   options_.policy, options_.name.c_str(), options_.classes));
-  alias_fault_ = FaultRegistration(register_mapping(alias_.data(), total_size_, MappingKind::kAlias,
-                                                    options_.policy, options_.name.c_str(), options_.classes));
 
   doorbell_fd_ = make_sealed_memfd("fbuf-doorbell:" + options_.name, page);
   doorbell_map_ = Mapping::map(doorbell_fd_.get(), page, PROT_READ | PROT_WRITE, what + " doorbell");

@@ -10,7 +10,7 @@
 #include <span>
 #include <vector>
 
-#include "fbuf/fault.h"
+#include "fbuf/buffers/segv_report.h"
 #include "fbuf/pool.h"
 #include "fbuf/sys.h"
 #include "ipc/layout.h"
@@ -136,8 +136,8 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   Mapping map_;
   Mapping master_;  // copy_on_write only: shared pages to restore from
   Mapping alias_;
-  FaultRegistration map_fault_;
-  FaultRegistration alias_fault_;
+  SegvRegistration map_segv_;
+  SegvRegistration alias_segv_;
   UniqueFd doorbell_fd_;
   Mapping doorbell_map_;
 

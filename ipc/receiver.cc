@@ -11,7 +11,7 @@
 #include <new>
 #include <thread>
 
-#include "fbuf/fault.h"
+#include "fbuf/buffers/segv_report.h"
 #include "fbuf/pool_core.h"
 #include "ipc/channel.h"
 #include "ipc/control.h"
@@ -169,9 +169,9 @@ class RemoteReceiver final : public ReceiverCore,
     if (header_->magic != ipc::kChannelMagic || header_->version != ipc::kProtocolVersion ||
         header_->send_capacity != info_.send_capacity || header_->return_capacity != info_.return_capacity)
       throw_error(Errc::kProtocol, "ring header does not match the handshake");
-    install_fault_handler();
-    fault_ = FaultRegistration(register_mapping(pool_map_.data(), pool_map_.size(), MappingKind::kReceived,
-                                                info_.policy, info_.pool_name.c_str(), info_.classes));
+    install_segv_report();
+    segv_ = SegvRegistration(register_mapping(pool_map_.data(), pool_map_.size(), MappingKind::kReceived,
+                                              info_.policy, info_.pool_name.c_str(), info_.classes));
     bell_ = reinterpret_cast<ipc::DoorbellHeader*>(bell_map_.data());
     if (bell_->magic != ipc::kDoorbellMagic || bell_->version != ipc::kProtocolVersion)
       throw_error(Errc::kProtocol, "doorbell header does not match the handshake");
@@ -246,7 +246,7 @@ class RemoteReceiver final : public ReceiverCore,
   ipc::WelcomeInfo info_;
   UniqueFd pool_fd_, ring_fd_, bell_fd_;
   Mapping pool_map_;
-  FaultRegistration fault_;
+  SegvRegistration segv_;
   ChannelMemory ring_;
   Mapping bell_map_;
   ipc::DoorbellHeader* bell_ = nullptr;

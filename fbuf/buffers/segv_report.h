@@ -21,7 +21,7 @@ enum class MappingKind : std::uint8_t {
 };
 
 // Installs the handler once per process (idempotent, thread-safe).
-void install_fault_handler();
+void install_segv_report();
 
 // Registers [base, base + size) for the handler, with the size classes that
 // split it into buffers. Returns a token for unregister_mapping(), or -1 if
@@ -36,13 +36,13 @@ void unregister_mapping(int token) noexcept;
 namespace fbuf::detail {
 
 // Owns one registration; unregisters on destruction.
-class FaultRegistration {
+class SegvRegistration {
  public:
-  FaultRegistration() noexcept = default;
-  explicit FaultRegistration(int token) noexcept : token_(token) {}
-  ~FaultRegistration() { unregister_mapping(token_); }
-  FaultRegistration(FaultRegistration&& o) noexcept : token_(o.token_) { o.token_ = -1; }
-  FaultRegistration& operator=(FaultRegistration&& o) noexcept {
+  SegvRegistration() noexcept = default;
+  explicit SegvRegistration(int token) noexcept : token_(token) {}
+  ~SegvRegistration() { unregister_mapping(token_); }
+  SegvRegistration(SegvRegistration&& o) noexcept : token_(o.token_) { o.token_ = -1; }
+  SegvRegistration& operator=(SegvRegistration&& o) noexcept {
     if (this != &o) {
       unregister_mapping(token_);
       token_ = o.token_;
@@ -50,8 +50,8 @@ class FaultRegistration {
     }
     return *this;
   }
-  FaultRegistration(const FaultRegistration&) = delete;
-  FaultRegistration& operator=(const FaultRegistration&) = delete;
+  SegvRegistration(const SegvRegistration&) = delete;
+  SegvRegistration& operator=(const SegvRegistration&) = delete;
 
  private:
   int token_ = -1;

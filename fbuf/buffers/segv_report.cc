@@ -1,4 +1,4 @@
-#include "fbuf/fault.h"
+#include "fbuf/buffers/segv_report.h"
 
 #include <signal.h>
 #include <sys/ucontext.h>
@@ -144,7 +144,7 @@ void on_segv(int sig, siginfo_t* info, void* context) {
 
 }  // namespace
 
-void install_fault_handler() {
+void install_segv_report() {
   std::call_once(g_installed, [] {
     struct sigaction sa {};
     sa.sa_sigaction = on_segv;

@@ -1,4 +1,4 @@
-// fbuf's SIGSEGV handler. A write to a buffer its sender no longer owns
+// fbuf's SIGSEGV reporter. A write to a buffer its sender no longer owns
 // (read_only policy) or to a received, read-only view faults; the handler
 // recognises addresses inside fbuf mappings, names the pool, the buffer, the
 // policy, the faulting address and instruction, and lets the process die by
@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "fbuf/pool.h"
@@ -25,11 +26,31 @@ void install_segv_report();
 
 // Registers [base, base + size) for the handler, with the size classes that
 // split it into buffers. Returns a token for unregister_mapping(), or -1 if
-// the (fixed-size) table is full, in which case faults there are reported
-// as plain SIGSEGV. Never called from the handler.
+// the (fixed-size) table is full, in which case writes there are not
+// reported. Any thread; never called from the handler.
 int register_mapping(const void* base, std::size_t size, MappingKind kind, Policy policy,
                      const char* pool_name, std::span<const SizeClass> classes) noexcept;
 void unregister_mapping(int token) noexcept;
+
+inline constexpr std::size_t kMaxPoolNameInReport = 64;  // with the terminating NUL
+
+// One registration as a single registration had it (never a mix of two),
+// and where in it an address falls.
+struct MappingHit {
+  std::uintptr_t begin = 0;
+  std::uintptr_t end = 0;
+  MappingKind kind = MappingKind::kSender;
+  Policy policy = Policy::kVolatile;
+  char pool_name[kMaxPoolNameInReport] = {};
+  std::uint64_t buffer_index = 0;
+  std::uint64_t class_size = 0;
+  std::uint64_t byte_in_buffer = 0;
+};
+
+// The registration covering addr, or nullopt. Lock-free and
+// async-signal-safe: this is the handler's lookup, callable from any thread
+// while others register and unregister.
+std::optional<MappingHit> find_mapping(const void* addr) noexcept;
 
 }  // namespace fbuf::detail
 

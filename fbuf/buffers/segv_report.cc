@@ -12,6 +12,9 @@
 //   seq check throws away, never undefined behaviour.
 // - g_previous: written once, by the sigaction() call that installs the
 //   handler (so before the handler can run); read-only afterwards.
+// - g_previous_spent: false until a previous handler installed with
+//   SA_RESETHAND has been called once; then true for good (written by the
+//   handler, any thread).
 #include "fbuf/buffers/segv_report.h"
 
 #include <signal.h>
@@ -147,6 +150,8 @@ bool read_slot(const Entry& e, std::uintptr_t addr, MappingHit* hit) noexcept {
 }
 
 struct sigaction g_previous;
+std::atomic<bool> g_previous_spent{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
 std::once_flag g_installed;
 
 // Async-signal-safe output: write(2) and hand-made number formatting.
@@ -187,23 +192,91 @@ const char* policy_name(Policy p) {
   return "?";
 }
 
-void chain(int sig, siginfo_t* info, void* context) {
-  if ((g_previous.sa_flags & SA_SIGINFO) != 0 && g_previous.sa_sigaction != nullptr) {
-    g_previous.sa_sigaction(sig, info, context);
+void reset_to_default(int sig) noexcept {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(sig, &dfl, nullptr);
+}
+
+// True for a write fault the kernel raised for an instruction. Only then
+// is si_addr an address: for kill() and raise() (si_code <= 0) the same
+// bytes hold the sender's pid and uid. On x86-64 the page-fault error code
+// says whether the access was a write (bit 1); a read or an instruction
+// fetch inside a pool is not fbuf's to report. Elsewhere every fault in a
+// pool counts as a write, the only access the pools refuse.
+bool is_write_fault(const siginfo_t* info, const void* context) noexcept {
+  if (info == nullptr || info->si_code <= 0) return false;
+#if defined(__x86_64__)
+  if (context != nullptr && (static_cast<const ucontext_t*>(context)->uc_mcontext.gregs[REG_ERR] & 2) == 0)
+    return false;
+#else
+  (void)context;
+#endif
+  return true;
+}
+
+// What the disposition before fbuf's would have done with this SIGSEGV,
+// done here, so that the process behaves as if fbuf's handler were not
+// installed. The kernel has already blocked SIGSEGV for this handler (no
+// SA_NODEFER) and will restore the interrupted code's mask from the
+// ucontext when it returns.
+void act_as_previous(int sig, siginfo_t* info, void* context) {
+  const struct sigaction& prev = g_previous;
+  // kill(), raise(), sigqueue() and the like set si_code <= 0: nothing
+  // faulted, so returning does not bring the signal back. A fault the
+  // kernel raised for an instruction (si_code > 0) comes back when the
+  // instruction runs again.
+  const bool asynchronous = info == nullptr || info->si_code <= 0;
+
+  void (*handler)(int) = prev.sa_handler;  // SIG_DFL and SIG_IGN, even with SA_SIGINFO
+  // SA_RESETHAND: the kernel would have reset the disposition to SIG_DFL
+  // when it delivered the first SIGSEGV to that handler, so exactly one
+  // delivery (across threads) gets it. relaxed: the exchange only has to be
+  // atomic; it publishes nothing else.
+  if (handler != SIG_DFL && handler != SIG_IGN && (prev.sa_flags & SA_RESETHAND) != 0 &&
+      g_previous_spent.exchange(true, std::memory_order_relaxed))
+    handler = SIG_DFL;
+
+  if (handler == SIG_IGN) {
+    if (asynchronous) return;  // ignored, as the kernel would have
+    // The kernel does not let a fault be ignored: it resets the disposition
+    // and kills. Returning re-runs the instruction, which does just that.
+    reset_to_default(sig);
     return;
   }
-  if (g_previous.sa_handler == SIG_DFL || g_previous.sa_handler == SIG_IGN) {
-    // Returning re-runs the faulting instruction, which now gets the
-    // default action: the process dies by SIGSEGV, core and all.
-    signal(sig, SIG_DFL);
+  if (handler == SIG_DFL) {
+    reset_to_default(sig);
+    // A fault comes back by itself when the instruction runs again, with
+    // the process's true siginfo and registers in the core. A signal that
+    // was sent does not: send it again. It stays pending while SIGSEGV is
+    // blocked here and kills as this handler returns.
+    if (asynchronous) raise(sig);
     return;
   }
-  g_previous.sa_handler(sig);
+
+  // A handler: call it under the mask the kernel would have set for it, the
+  // interrupted code's mask plus its sa_mask, plus SIGSEGV unless
+  // SA_NODEFER. Once it returns, this handler's own mask comes back until
+  // the kernel restores the interrupted code's from the ucontext (with any
+  // change the previous handler made there); a handler that siglongjmp()s
+  // out leaves with the mask it would have had without fbuf.
+  sigset_t mask;
+  if (context != nullptr) mask = static_cast<ucontext_t*>(context)->uc_sigmask;
+  else pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+  sigorset(&mask, &mask, &prev.sa_mask);
+  if ((prev.sa_flags & SA_NODEFER) == 0) sigaddset(&mask, sig);
+  sigset_t saved;
+  pthread_sigmask(SIG_SETMASK, &mask, &saved);
+  if ((prev.sa_flags & SA_SIGINFO) != 0) prev.sa_sigaction(sig, info, context);
+  else handler(sig);
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
 }
 
 void on_segv(int sig, siginfo_t* info, void* context) {
-  const auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
-  if (const std::optional<MappingHit> hit = find_mapping(info->si_addr)) {
+  const std::optional<MappingHit> hit = is_write_fault(info, context) ? find_mapping(info->si_addr) : std::nullopt;
+  if (hit) {
+    const auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
     const MappingHit& e = *hit;
     Line l;
     l.put("fbuf: write to a buffer this process may not write: pool '");
@@ -235,19 +308,32 @@ void on_segv(int sig, siginfo_t* info, void* context) {
         break;
     }
     l.flush();
-    signal(sig, SIG_DFL);
+    // Returning re-runs the write, which now gets the default action: the
+    // process dies by SIGSEGV, core and all.
+    reset_to_default(sig);
     return;
   }
-  chain(sig, info, context);
+  act_as_previous(sig, info, context);
 }
 
 }  // namespace
 
 void install_segv_report() {
   std::call_once(g_installed, [] {
+    // SA_RESTART as the previous disposition had it: a sent SIGSEGV that
+    // interrupts a system call restarts it or fails it with EINTR as it
+    // would have without fbuf (SIG_IGN and SIG_DFL never interrupt one).
+    // SA_ONSTACK always, so the report works on a thread that overflowed
+    // its stack; a previous handler without SA_ONSTACK then runs on the
+    // alternate stack too, the one difference act_as_previous() cannot
+    // undo (the kernel would have run it on the thread's own stack).
+    struct sigaction before {};
+    sigaction(SIGSEGV, nullptr, &before);
+    const bool calls_handler = before.sa_handler != SIG_DFL && before.sa_handler != SIG_IGN;
     struct sigaction sa {};
     sa.sa_sigaction = on_segv;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    if (!calls_handler || (before.sa_flags & SA_RESTART) != 0) sa.sa_flags |= SA_RESTART;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &g_previous);
   });

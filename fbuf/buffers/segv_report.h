@@ -1,9 +1,19 @@
 // fbuf's SIGSEGV reporter. A write to a buffer its sender no longer owns
 // (read_only policy) or to a received, read-only view faults; the handler
-// recognises addresses inside fbuf mappings, names the pool, the buffer, the
-// policy, the faulting address and instruction, and lets the process die by
-// SIGSEGV. Faults anywhere else go to the handler installed before fbuf's,
-// unchanged. Private to the library.
+// recognises writes inside registered fbuf mappings, names the pool, the
+// buffer, the policy, the faulting address and instruction, and lets the
+// process die by SIGSEGV.
+//
+// Every other SIGSEGV (a fault outside the pools, a read or execute fault,
+// kill() or raise()) is handled exactly as the disposition that was in force
+// before fbuf's would have handled it: that handler with its SA_SIGINFO,
+// SA_RESETHAND, SA_NODEFER and sa_mask, SIG_IGN or SIG_DFL. See
+// segv_report.cc for how, and for the one thing it cannot copy (SA_ONSTACK).
+//
+// An application that installs a SIGSEGV handler after fbuf replaces fbuf's:
+// its handler then sees every SIGSEGV, and fbuf reports pool writes only if
+// that handler passes them on to the disposition sigaction() returned to it.
+// fbuf never reinstalls its handler. Private to the library.
 #pragma once
 
 #include <cstddef>
@@ -21,7 +31,8 @@ enum class MappingKind : std::uint8_t {
   kAlias,     // the owner's read-only alias for in-process receivers
 };
 
-// Installs the handler once per process (idempotent, thread-safe).
+// Installs the handler once per process (idempotent, thread-safe). The
+// disposition it finds is the one every non-pool SIGSEGV gets.
 void install_segv_report();
 
 // Registers [base, base + size) for the handler, with the size classes that

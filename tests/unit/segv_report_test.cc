@@ -96,7 +96,8 @@ class SegvReport : public ::testing::Test {
     close(fds[1]);
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      using std::chrono::milliseconds;
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
       pollfd pfd{fds[0], POLLIN, 0};
       if (left.count() <= 0 || poll(&pfd, 1, static_cast<int>(left.count())) == 0) {
         o.timed_out = true;
@@ -350,10 +351,12 @@ TEST(SegvReportTable, ALookupNeverMixesTwoRegistrationsOfTheSameSlot) {
       for (unsigned k = 0; k < (hold >> 24) % 64; ++k) sink = sink + k;
     };
     while (!stop.load(std::memory_order_relaxed)) {
-      const int ta = detail::register_mapping(a, kRange, detail::MappingKind::kSender, Policy::kReadOnly, "torn-a", cls);
+      const int ta =
+          detail::register_mapping(a, kRange, detail::MappingKind::kSender, Policy::kReadOnly, "torn-a", cls);
       linger();
       detail::unregister_mapping(ta);
-      const int tb = detail::register_mapping(b, kRange, detail::MappingKind::kAlias, Policy::kVolatile, "torn-b", cls);
+      const int tb =
+          detail::register_mapping(b, kRange, detail::MappingKind::kAlias, Policy::kVolatile, "torn-b", cls);
       linger();
       detail::unregister_mapping(tb);
     }

@@ -18,6 +18,12 @@
 
 namespace fbuf::bench::peers {
 
+// Where a child process of peer_bench finds the descriptors of its cell
+// (the orchestrator puts them there): pipe ends, the socket, or the ring
+// region's memfd.
+inline constexpr int kDataFd = 4;
+inline constexpr int kReplyFd = 5;
+
 // How long one blocking operation may take before the benchmark calls the
 // cell a failure (a healthy run never waits anywhere near this long).
 inline constexpr std::chrono::seconds kOpTimeout{10};
@@ -69,6 +75,13 @@ class ConsumerEnd {
   std::string error_;
 };
 
+// The ends one process builds for a cell (one of them, or both for a thread
+// handoff).
+struct Ends {
+  std::unique_ptr<ProducerEnd> producer;
+  std::unique_ptr<ConsumerEnd> consumer;
+};
+
 // --- fbuf (fbuf_ends.cc) -------------------------------------------------
 
 // Across processes. The producer owns a pool (one size class, `depth`
@@ -84,11 +97,7 @@ std::unique_ptr<ConsumerEnd> make_fbuf_consumer(const EndConfig& c, const std::s
 
 // Thread handoff: both ends in this process, through Sender::connect_local()
 // (volatile pools). The two ends share nothing but the channels.
-struct LocalPair {
-  std::unique_ptr<ProducerEnd> producer;
-  std::unique_ptr<ConsumerEnd> consumer;
-};
-LocalPair make_fbuf_local_pair(const EndConfig& c);
+Ends make_fbuf_local_pair(const EndConfig& c);
 
 // --- pipe and Unix socket (stream_ends.cc) --------------------------------
 

@@ -152,7 +152,7 @@ std::unique_ptr<ConsumerEnd> make_fbuf_consumer(const EndConfig& c, const std::s
   return std::make_unique<FbufConsumer>(c, std::move(rx), std::move(reply_tx), true);
 }
 
-LocalPair make_fbuf_local_pair(const EndConfig& c) {
+Ends make_fbuf_local_pair(const EndConfig& c) {
   Sender tx(Pool(PoolOptions{.name = "peer_bench",
                              .classes = {{c.size, c.depth}},
                              .policy = fbuf::Policy::kVolatile}));
@@ -161,7 +161,7 @@ LocalPair make_fbuf_local_pair(const EndConfig& c) {
                                    .classes = {{kReplySize, kReplyBuffers}},
                                    .policy = fbuf::Policy::kVolatile}));
   Receiver replies = reply_tx.connect_local();
-  LocalPair pair;
+  Ends pair;
   pair.producer = std::make_unique<FbufProducer>(c, std::move(tx), std::move(replies));
   pair.consumer = std::make_unique<FbufConsumer>(c, std::move(rx), std::move(reply_tx), false);
   return pair;

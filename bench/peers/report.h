@@ -1,7 +1,6 @@
-// What a peer_bench run produced, and its three renderings: the Markdown
-// report (tables, rules, target verdicts), a CSV with every number, and an
-// SVG plot (log-log, per mode: buffers/s, GB/s and p50 one-way latency
-// against payload size, one line per transport).
+// What a peer_bench run produced, and its two renderings: the Markdown
+// report (tables, rules, target verdicts) and a CSV with every number, which
+// gnuplot turns into the plot (plot.gp).
 #pragma once
 
 #include <compare>
@@ -11,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_sys.h"
 #include "catalog.h"
 #include "message.h"
 #include "session.h"
@@ -58,6 +58,8 @@ struct RunInfo {
   int retries = 1;
   std::uint32_t depth = 0;  // --depth; 0: depth_for(size)
   bool ring_eager_reuse = false;  // --ring-reuse=eager
+  int pipe_size_requested = 0;  // --pipe-size (0: the kernel's default)
+  int sock_buf_requested = 0;   // --sock-buf (0: the kernel's default)
   int pipe_size = 0;      // what F_GETPIPE_SZ reported
   int sock_snd = 0;       // what SO_SNDBUF / SO_RCVBUF reported
   int sock_rcv = 0;
@@ -66,13 +68,10 @@ struct RunInfo {
   double wall_s = 0;
   double other_cpu_s = 0;
   std::string md_path, csv_path, svg_path;
+  std::string plot_error;  // why there is no plot ("" if there is)
 };
 
 std::string render_markdown(const RunInfo& run, const Results& results);
 std::string render_csv(const RunInfo& run, const Results& results);
-std::string render_svg(const RunInfo& run, const Results& results);
-
-// "64 B", "4 KiB", "16 MiB".
-std::string size_label(std::size_t size);
 
 }  // namespace fbuf::bench::peers

@@ -27,15 +27,17 @@ std::string errno_text(const char* what) {
          (errno == 0 ? std::string("end of file") : std::system_category().message(errno));
 }
 
-// Reads exactly `n` bytes. While nothing is there it retries non-blocking
-// reads for `spin` (counted from the last byte that arrived), then sleeps
-// in poll(). A socket is read with MSG_DONTWAIT (its descriptor stays
-// blocking for the writer sharing it); a pipe's read end is O_NONBLOCK.
+// Reads exactly `n` bytes. With a `spin`, while nothing is there it
+// retries non-blocking reads for `spin` (counted from the last byte that
+// arrived), then sleeps in poll(): a socket is read with MSG_DONTWAIT (its
+// descriptor stays blocking for the writer sharing it); a pipe's read end
+// is O_NONBLOCK. Without one it blocks in read() at once.
 bool read_exact(int fd, std::byte* p, std::size_t n, std::chrono::nanoseconds spin, bool socket,
                 std::string& error) {
   auto last_progress = Clock::now();
+  const int flags = spin.count() > 0 ? MSG_DONTWAIT : 0;
   while (n > 0) {
-    ssize_t r = socket ? ::recv(fd, p, n, MSG_DONTWAIT) : ::read(fd, p, n);
+    ssize_t r = socket ? ::recv(fd, p, n, flags) : ::read(fd, p, n);
     if (r > 0) {
       p += r;
       n -= static_cast<std::size_t>(r);
@@ -89,7 +91,7 @@ class StreamProducer final : public ProducerEnd {
  public:
   StreamProducer(const EndConfig& c, int data_fd, int reply_fd, bool socket)
       : c_(c), fds_(adopt(data_fd, reply_fd)), socket_(socket), buffer_(c.size) {
-    if (!socket_) set_nonblocking(fds_.reply_fd());
+    if (!socket_ && c.spin.count() > 0) set_nonblocking(fds_.reply_fd());
   }
 
   bool send(std::uint64_t seq, std::uint64_t flags) override {
@@ -124,7 +126,7 @@ class StreamConsumer final : public ConsumerEnd {
  public:
   StreamConsumer(const EndConfig& c, int data_fd, int reply_fd, bool socket)
       : c_(c), fds_(adopt(data_fd, reply_fd)), socket_(socket), buffer_(c.size) {
-    if (!socket_) set_nonblocking(fds_.data_fd());
+    if (!socket_ && c.spin.count() > 0) set_nonblocking(fds_.data_fd());
   }
 
   bool next(Consumed& out) override {

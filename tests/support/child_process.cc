@@ -51,7 +51,7 @@ std::string ExitStatus::describe() const {
 }
 
 Child::Child(std::string path, std::vector<std::string> args, std::vector<std::pair<int, int>> fds,
-             Output output)
+             Output output, int death_signal)
     : command_(path) {
   for (const std::string& a : args) command_ += " " + a;
   constexpr std::size_t kMaxFds = 8;
@@ -85,7 +85,7 @@ Child::Child(std::string path, std::vector<std::string> args, std::vector<std::p
   }
   if (pid_ == 0) {
     // A child whose parent died goes with it.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::prctl(PR_SET_PDEATHSIG, death_signal);
     if (::getppid() != parent) ::_exit(126);
     // Every source first moves above the targets, so that no dup2 clobbers
     // a source still to be moved; dup2 then clears O_CLOEXEC on the target.

@@ -5,6 +5,7 @@
 // caller asserts on.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -46,10 +47,11 @@ class Child {
   // process's descriptor `first` at number `second` (below 64) in the child,
   // without O_CLOEXEC; {fd, fd} keeps `fd` open under its own number. Every
   // other descriptor is closed in the child only if it is O_CLOEXEC, as
-  // everything fbuf opens is. Throws std::system_error when the fork or the
-  // output file fails; a failed exec shows as exit code 127.
+  // everything fbuf opens is. The child gets `death_signal` when this
+  // process dies. Throws std::system_error when the fork or the output file
+  // fails; a failed exec shows as exit code 127.
   Child(std::string path, std::vector<std::string> args, std::vector<std::pair<int, int>> fds = {},
-        Output output = Output::kCapture);
+        Output output = Output::kCapture, int death_signal = SIGKILL);
   ~Child();
   Child(Child&& other) noexcept;
   Child& operator=(Child&&) = delete;

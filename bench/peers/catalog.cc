@@ -69,6 +69,35 @@ std::optional<std::vector<Peer>> parse_peers(std::string_view list) {
 
 std::uint32_t depth_for(std::size_t) noexcept { return kDefaultDepth; }
 
+bool ProducerEnd::send(std::uint64_t seq, std::uint64_t flags) {
+  if (data_->send(seq, flags)) return true;
+  error_ = data_->error();
+  return false;
+}
+
+bool ProducerEnd::wait_reply(std::uint64_t seq) {
+  Consumed r;
+  if (!replies_->next(r)) {
+    error_ = "reply: " + replies_->error();
+    return false;
+  }
+  if (r.header.seq == seq && r.data_ok) return true;
+  error_ = "reply to " + std::to_string(r.header.seq) + ", expected " + std::to_string(seq);
+  return false;
+}
+
+bool ConsumerEnd::next(Consumed& out) {
+  if (data_->next(out)) return true;
+  error_ = data_->error();
+  return false;
+}
+
+bool ConsumerEnd::reply(std::uint64_t seq) {
+  if (replies_->send(seq, 0)) return true;
+  error_ = "reply: " + replies_->error();
+  return false;
+}
+
 Ends make_ends(Peer p, Side side, EndConfig c, const std::string& name) {
   const PeerInfo& i = info(p);
   if (i.blocking) c.spin = std::chrono::nanoseconds(0);

@@ -21,8 +21,6 @@ namespace bip = boost::interprocess;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 // Messages the reply queue holds: one reply is in flight at a time.
 constexpr unsigned kReplyDepth = 4;
 
@@ -34,14 +32,7 @@ boost::posix_time::ptime deadline() {
 // Sends with the wait policy of every end here: try for `spin`, then block
 // (bounded by kOpTimeout).
 bool send_spin(bip::message_queue& q, const void* p, std::size_t n, std::chrono::nanoseconds spin) {
-  if (spin.count() > 0) {
-    const auto start = Clock::now();
-    do {
-      if (q.try_send(p, n, 0)) return true;
-      cpu_relax();
-    } while (Clock::now() - start < spin);
-  }
-  return q.timed_send(p, n, 0, deadline());
+  return poll_for(spin, [&] { return q.try_send(p, n, 0); }) || q.timed_send(p, n, 0, deadline());
 }
 
 // Receives into `p` (which holds the queue's maximum message size).
@@ -49,16 +40,8 @@ bool receive_spin(bip::message_queue& q, void* p, std::size_t capacity, std::siz
                   std::chrono::nanoseconds spin) {
   bip::message_queue::size_type received = 0;
   unsigned priority = 0;
-  bool ok = false;
-  if (spin.count() > 0) {
-    const auto start = Clock::now();
-    do {
-      ok = q.try_receive(p, capacity, received, priority);
-      if (ok) break;
-      cpu_relax();
-    } while (Clock::now() - start < spin);
-  }
-  if (!ok) ok = q.timed_receive(p, capacity, received, priority, deadline());
+  const bool ok = poll_for(spin, [&] { return q.try_receive(p, capacity, received, priority); }) ||
+                  q.timed_receive(p, capacity, received, priority, deadline());
   got = received;
   return ok;
 }

@@ -81,26 +81,13 @@ using Seconds = std::chrono::duration<double>;
 constexpr int kControlFd = 3;
 constexpr int kResultFd = 6;
 
-constexpr std::size_t kKiB = 1024;
-constexpr std::size_t kMiB = 1024 * 1024;
-
 enum class Role { kOrchestrator, kProducer, kConsumer, kSolo };
 
-struct Options {
-  std::vector<Peer> peers;
-  std::vector<std::size_t> sizes = {64, 4 * kKiB, 64 * kKiB, kMiB, 16 * kMiB};
-  std::vector<Mode> modes = {Mode::kTransport, Mode::kTouch};
-  Plan plan;
-  bool quick = false;
-  int spin_us = 20;
-  int retries = 1;
-  std::uint32_t depth = 0;  // 0: depth_for(size)
-  bool ring_eager_reuse = false;
-  int pipe_size = static_cast<int>(kMiB);     // F_SETPIPE_SZ; 0: the kernel's default
-  int sock_buf = static_cast<int>(4 * kMiB);  // SO_SNDBUF and SO_RCVBUF; 0: the kernel's
+struct Options : Settings {
   std::string out_dir = PEER_BENCH_RESULTS_DIR;
   bool write_files = true;
   std::string roudi;
+  std::vector<std::string> args;  // the command line, which every child gets too
 
   // Children (hidden flags).
   Role role = Role::kOrchestrator;
@@ -192,6 +179,7 @@ Mode parse_mode(std::string_view s) {
 
 Options parse_args(int argc, char** argv) {
   Options o;
+  o.args.assign(argv + 1, argv + argc);
   o.peers = *parse_peers("all");
   bool repeats_set = false, window_set = false, warmup_set = false, latency_set = false, rtts_set = false;
   for (int i = 1; i < argc; ++i) {
@@ -592,6 +580,8 @@ class Orchestrator {
     cell = std::move(*best);
   }
 
+  // A child's command line: what it runs, then the orchestrator's own
+  // options (the plan, the spin, the depth, ...).
   std::vector<std::string> child_args(Peer p, Mode m, std::size_t size, const std::string& role, int cpu,
                                       const std::string& name) const {
     std::vector<std::string> a = {
@@ -602,15 +592,8 @@ class Orchestrator {
         "--cpu=" + std::to_string(cpu),
         "--cpu2=" + std::to_string(run_.cpus.size() >= 2 ? run_.cpus[1] : -1),
         "--name=" + name,
-        "--spin-us=" + std::to_string(o_.spin_us),
-        "--repeats=" + std::to_string(o_.plan.repeats),
-        "--window=" + std::to_string(o_.plan.window_s),
-        "--warmup=" + std::to_string(o_.plan.warmup_s),
-        "--latency-seconds=" + std::to_string(o_.plan.latency_s),
-        "--rtts=" + std::to_string(o_.plan.max_rtts),
-        "--depth=" + std::to_string(depth_of(o_, size)),
-        std::string("--ring-reuse=") + (o_.ring_eager_reuse ? "eager" : "lazy"),
     };
+    a.insert(a.end(), o_.args.begin(), o_.args.end());
     return a;
   }
 
@@ -720,7 +703,7 @@ class Orchestrator {
 
   void tune_pipe(int fd) {
     if (o_.pipe_size > 0 && ::fcntl(fd, F_SETPIPE_SZ, o_.pipe_size) < 0) throw_errno("F_SETPIPE_SZ");
-    run_.pipe_size = ::fcntl(fd, F_GETPIPE_SZ);
+    run_.pipe_size_got = ::fcntl(fd, F_GETPIPE_SZ);
   }
 
   void tune_socket(int fd) {
@@ -781,17 +764,7 @@ int orchestrator_main(const Options& o, int argc, char** argv) {
   run.machine = describe_machine();
   const std::vector<int> cpus = allowed_cpus();
   if (cpus.size() >= 2) run.cpus = {cpus[0], cpus[1]};
-  run.peers = o.peers;
-  run.modes = o.modes;
-  run.sizes = o.sizes;
-  run.plan = o.plan;
-  run.quick = o.quick;
-  run.spin_us = o.spin_us;
-  run.retries = o.retries;
-  run.depth = o.depth;
-  run.ring_eager_reuse = o.ring_eager_reuse;
-  run.pipe_size_requested = o.pipe_size;
-  run.sock_buf_requested = o.sock_buf;
+  static_cast<Settings&>(run) = o;
   run.iceoryx_status = "not selected (--only)";
 
   const std::string stamp = now_utc("%Y%m%dT%H%M%SZ");

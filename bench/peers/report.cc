@@ -448,12 +448,12 @@ std::string render_markdown(const RunInfo& run, const Results& results) {
   o += fmt("  - *unix socket*: `SOCK_STREAM` socketpair, SO_SNDBUF/SO_RCVBUF %d requested (0: the kernel's\n"
            "    default; it reported %d / %d); write() of `size` bytes, read() until `size` bytes; replies on\n"
            "    the same socket.\n",
-           run.sock_buf_requested, run.sock_snd, run.sock_rcv);
+           run.sock_buf, run.sock_snd, run.sock_rcv);
   o += fmt("  - *pipe*: pipe2(), F_SETPIPE_SZ %d requested (0: the kernel's default; it reported %d); replies\n"
            "    through a second pipe.\n"
            "  - *unix socket, blocking* and *pipe, blocking*: the same, with readers that block in read() at\n"
            "    once instead of polling first: what a plain pipe or socket costs, wake-ups included.\n",
-           run.pipe_size_requested, run.pipe_size);
+           run.pipe_size, run.pipe_size_got);
   o += "  - *ring floor*: fbuf's own SPSC ring (`ipc/ring.h`, `RingProducer`/`RingConsumer`) between the two\n"
        "    processes in one memfd both map read-write: a send ring and a return ring of 32-byte\n"
        "    descriptors and `depth` buffers, a private free list, and the same wait as fbuf (poll, then\n"

@@ -128,21 +128,16 @@ class Region {
 // False after kOpTimeout. Returns as soon as `ready` has returned true once.
 template <class Ready>
 bool wait_for(ipc::RingIndices* idx, std::chrono::nanoseconds spin, Ready ready) {
-  const auto start = Clock::now();
-  for (;;) {
-    if (ready()) return true;
-    const auto waited = Clock::now() - start;
-    if (waited < spin) {
-      cpu_relax();
-      continue;
-    }
-    if (waited > kOpTimeout) return false;
-    // The sleeping side is this ring's consumer: it sleeps on "tail moved".
-    // sleep_until() calls `ready` again before and after sleeping and
-    // returns what it said: `ready` may consume (pop), so it is never
-    // called once more after it said yes.
+  if (poll_for(spin, ready)) return true;
+  // The sleeping side is this ring's consumer: it sleeps on "tail moved".
+  // sleep_until() calls `ready` again before and after sleeping and
+  // returns what it said: `ready` may consume (pop), so it is never called
+  // once more after it said yes.
+  const auto deadline = Clock::now() + kOpTimeout;
+  while (Clock::now() < deadline) {
     if (ipc::sleep_until(idx->consumer_waiters, idx->data_seq, kMaxSleep, ready)) return true;
   }
+  return false;
 }
 
 // The sending side of a channel: produces into its own buffers, pushes

@@ -85,49 +85,6 @@ bool wait_until(Done done) {
   return true;
 }
 
-// A subscriber and the WaitSet a waiting thread sleeps in.
-class Inbox {
- public:
-  Inbox(const iox::capro::ServiceDescription& service, std::uint64_t queue)
-      : sub_(service, subscriber_options(queue)) {
-    if (ws_.attachState(sub_, iox::popo::SubscriberState::HAS_DATA).has_error()) {
-      throw std::runtime_error("iceoryx: cannot attach the subscriber to a WaitSet");
-    }
-  }
-
-  bool subscribed() const { return sub_.getSubscriptionState() == iox::SubscribeState::SUBSCRIBED; }
-
-  // The next chunk's payload: polls for `spin`, then sleeps in the WaitSet.
-  const void* take(std::chrono::nanoseconds spin, std::string& error) {
-    const auto start = Clock::now();
-    for (;;) {
-      auto r = sub_.take();
-      if (!r.has_error()) return r.value();
-      if (r.get_error() != iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE) {
-        error = "iceoryx take: too many chunks held";
-        return nullptr;
-      }
-      const auto waited = Clock::now() - start;
-      if (waited < spin) {
-        cpu_relax();
-        continue;
-      }
-      if (waited > kOpTimeout) {
-        error = "iceoryx take: timed out";
-        return nullptr;
-      }
-      ws_.timedWait(iox::units::Duration::fromMilliseconds(20));
-    }
-  }
-
-  void release(const void* payload) { sub_.release(payload); }
-
- private:
-  iox::popo::UntypedSubscriber sub_;
-  // Declared after the subscriber, so destroyed (detached) before it.
-  iox::popo::WaitSet<> ws_;
-};
-
 // Loans a chunk, produces into it and publishes it.
 class IoxOutlet final : public Outlet {
  public:
@@ -163,28 +120,48 @@ class IoxOutlet final : public Outlet {
   bool connected_;
 };
 
-// Takes a chunk, consumes it in place and releases it.
+// Takes a chunk, consumes it in place and releases it. A waiting
+// consumer polls take() for `spin`, then sleeps in a WaitSet.
 class IoxInlet final : public Inlet {
  public:
   IoxInlet(const iox::capro::ServiceDescription& topic, std::uint64_t queue, std::size_t size, Mode mode,
            std::chrono::nanoseconds spin)
-      : inbox_(topic, queue), size_(size), mode_(mode), spin_(spin) {
-    if (!wait_until([&] { return inbox_.subscribed(); })) {
+      : sub_(topic, subscriber_options(queue)), size_(size), mode_(mode), spin_(spin) {
+    if (ws_.attachState(sub_, iox::popo::SubscriberState::HAS_DATA).has_error()) {
+      throw std::runtime_error("iceoryx: cannot attach the subscriber to a WaitSet");
+    }
+    if (!wait_until([&] { return sub_.getSubscriptionState() == iox::SubscribeState::SUBSCRIBED; })) {
       throw std::runtime_error("iceoryx: not subscribed to a topic");
     }
   }
 
   bool next(Consumed& out) override {
-    const void* p = inbox_.take(spin_, error_);
-    if (p == nullptr) return false;
+    const void* p = nullptr;
+    bool failed = false;
+    auto ready = [&] {
+      auto r = sub_.take();
+      if (!r.has_error()) p = r.value();
+      failed = r.has_error() && r.get_error() != iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE;
+      return p != nullptr || failed;
+    };
+    const auto deadline = Clock::now() + kOpTimeout;
+    if (!poll_for(spin_, ready)) {
+      while (!ready() && Clock::now() < deadline) ws_.timedWait(iox::units::Duration::fromMilliseconds(20));
+    }
+    if (p == nullptr) {
+      error_ = failed ? "iceoryx take: too many chunks held" : "iceoryx take: timed out";
+      return false;
+    }
     out = consume(static_cast<const std::byte*>(p), size_, mode_);
     if (iox::mepoo::ChunkHeader::fromUserPayload(p)->userPayloadSize() != size_) out.data_ok = false;
-    inbox_.release(p);
+    sub_.release(p);
     return true;
   }
 
  private:
-  Inbox inbox_;
+  iox::popo::UntypedSubscriber sub_;
+  // Declared after the subscriber, so destroyed (detached) before it.
+  iox::popo::WaitSet<> ws_;
   std::size_t size_;
   Mode mode_;
   std::chrono::nanoseconds spin_;

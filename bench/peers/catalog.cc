@@ -67,8 +67,6 @@ std::optional<std::vector<Peer>> parse_peers(std::string_view list) {
   return out;
 }
 
-std::uint32_t depth_for(std::size_t) noexcept { return kDefaultDepth; }
-
 bool ProducerEnd::send(std::uint64_t seq, std::uint64_t flags) {
   if (data_->send(seq, flags)) return true;
   error_ = data_->error();

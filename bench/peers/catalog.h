@@ -66,7 +66,6 @@ std::optional<Peer> parse_peer(std::string_view key);
 // fbuf and the ring floor, queue slots for message_queue and the iceoryx
 // subscriber. 16 x 16 MiB = 256 MiB per pool at the largest size.
 inline constexpr std::uint32_t kDefaultDepth = 16;
-std::uint32_t depth_for(std::size_t size) noexcept;
 
 // Which ends of a transport one process builds: the producer's, the
 // consumer's, or both (the thread handoff, whose ends are two threads).

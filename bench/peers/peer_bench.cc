@@ -181,7 +181,12 @@ Options parse_args(int argc, char** argv) {
   Options o;
   o.args.assign(argv + 1, argv + argc);
   o.peers = *parse_peers("all");
-  bool repeats_set = false, window_set = false, warmup_set = false, latency_set = false, rtts_set = false;
+  o.quick = std::find(o.args.begin(), o.args.end(), "--quick") != o.args.end();
+  if (o.quick) {
+    // About a minute for everything: short windows, few batches (options
+    // given explicitly still win).
+    o.plan = Plan{.warmup_s = 0.02, .repeats = 3, .window_s = 0.04, .latency_s = 0.06, .max_rtts = 3000};
+  }
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     auto value = [&](std::string_view flag) -> std::optional<std::string_view> {
@@ -198,7 +203,6 @@ Options parse_args(int argc, char** argv) {
       print_help();
       std::exit(0);
     } else if (a == "--quick") {
-      o.quick = true;
     } else if (a == "--no-files") {
       o.write_files = false;
     } else if (auto v = value("--only")) {
@@ -219,19 +223,14 @@ Options parse_args(int argc, char** argv) {
     } else if (auto v4 = value("--repeats")) {
       o.plan.repeats = parse_int(*v4, 1);
       if (o.plan.repeats > kMaxRepeats) usage_error("--repeats is at most 16");
-      repeats_set = true;
     } else if (auto v5 = value("--window")) {
       o.plan.window_s = parse_seconds(*v5);
-      window_set = true;
     } else if (auto v6 = value("--warmup")) {
       o.plan.warmup_s = parse_seconds(*v6);
-      warmup_set = true;
     } else if (auto v7 = value("--latency-seconds")) {
       o.plan.latency_s = parse_seconds(*v7);
-      latency_set = true;
     } else if (auto v8 = value("--rtts")) {
       o.plan.max_rtts = static_cast<std::uint32_t>(parse_int(*v8, 10));
-      rtts_set = true;
     } else if (auto v9 = value("--spin-us")) {
       o.spin_us = parse_int(*v9, 0);
     } else if (auto v19 = value("--depth")) {
@@ -271,14 +270,6 @@ Options parse_args(int argc, char** argv) {
       usage_error("unknown argument '" + std::string(a) + "'");
     }
   }
-  if (o.quick) {
-    // About a minute for everything: short windows, few batches.
-    if (!repeats_set) o.plan.repeats = 3;
-    if (!window_set) o.plan.window_s = 0.04;
-    if (!warmup_set) o.plan.warmup_s = 0.02;
-    if (!latency_set) o.plan.latency_s = 0.06;
-    if (!rtts_set) o.plan.max_rtts = 3000;
-  }
   if (o.sizes.empty()) usage_error("no sizes");
   for (std::size_t s : o.sizes) {
     if (s < 64 || s % 64 != 0) usage_error("sizes must be multiples of 64 bytes");
@@ -289,13 +280,13 @@ Options parse_args(int argc, char** argv) {
   return o;
 }
 
-std::uint32_t depth_of(const Options& o, std::size_t size) { return o.depth != 0 ? o.depth : depth_for(size); }
+std::uint32_t depth_of(const Options& o) { return o.depth != 0 ? o.depth : kDefaultDepth; }
 
 EndConfig end_config(const Options& o) {
   EndConfig c;
   c.size = o.size;
   c.mode = o.mode;
-  c.depth = depth_of(o, o.size);
+  c.depth = depth_of(o);
   c.spin = std::chrono::microseconds(o.spin_us);
   c.ring_eager_reuse = o.ring_eager_reuse;
   return c;
@@ -535,7 +526,7 @@ class Orchestrator {
     sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
     for (std::size_t s : sizes) {
       const std::size_t chunk = (s + iceoryx_chunk_overhead(s) + 1024 + 63) / 64 * 64;
-      std::uint32_t count = 2 * depth_of(o_, s) + 16;
+      std::uint32_t count = 2 * depth_of(o_) + 16;
       if (s == kReplySize) count += 64;
       pools.push_back({chunk, count});
     }
@@ -646,7 +637,7 @@ class Orchestrator {
           EndConfig ec;
           ec.size = size;
           ec.mode = m;
-          ec.depth = depth_of(o_, size);
+          ec.depth = depth_of(o_);
           a = Fd(create_ring_region(ec));
           pfds.push_back({a.get(), kDataFd});
           cfds.push_back({a.get(), kDataFd});
@@ -654,7 +645,7 @@ class Orchestrator {
         }
         case Family::kMessageQueue:
           set_shm_cleanup(name);
-          queues = std::make_unique<MqQueues>(name, size, depth_of(o_, size));
+          queues = std::make_unique<MqQueues>(name, size, depth_of(o_));
           break;
         default:
           break;  // fbuf and iceoryx meet by name

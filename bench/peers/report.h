@@ -52,7 +52,7 @@ struct Settings {
   bool quick = false;
   int spin_us = 20;
   int retries = 1;
-  std::uint32_t depth = 0;        // --depth; 0: depth_for(size)
+  std::uint32_t depth = 0;        // --depth; 0: kDefaultDepth
   bool ring_eager_reuse = false;  // --ring-reuse=eager
   int pipe_size = 1 << 20;        // --pipe-size: F_SETPIPE_SZ; 0 keeps the kernel's default
   int sock_buf = 4 << 20;         // --sock-buf: SO_SNDBUF and SO_RCVBUF; 0 keeps the kernel's

@@ -4,9 +4,9 @@
 // passing a descriptor) and memcpy (what a copy costs), in one run: every
 // transport at every payload size in two modes (`transport`: the
 // transport's own cost; `touch`: end to end), throughput and ping-pong
-// latency. It writes a Markdown report (also to stdout), a CSV and (with gnuplot) an SVG
-// plot into results/, and prints each target of docs/results.md as met or
-// not met.
+// latency. It writes a Markdown report (also to stdout), a CSV and (with
+// gnuplot) an SVG plot into results/, and prints each target of
+// docs/results.md as met or not met.
 //
 // The process that is started is the orchestrator: it runs nothing
 // measured itself. For every cell it starts a fresh producer and consumer
@@ -21,18 +21,12 @@
 // For the iceoryx cells it starts RouDi (iox-roudi) with a config written
 // for the sizes measured, and stops it afterwards.
 //
-// Usage: peer_bench [--quick] [--only=fbuf,iceoryx,mq,streams,ring,memcpy,...]
-//          [--sizes=64,4K,64K,1M,16M] [--modes=transport,touch] [--out-dir=DIR] [--no-files]
-//          [--repeats=5] [--window=0.15] [--warmup=0.05] [--latency-seconds=0.3] [--rtts=20000]
-//          [--spin-us=20] [--depth=16] [--ring-reuse=lazy|eager] [--pipe-size=BYTES]
-//          [--sock-buf=BYTES] [--retries=1] [--roudi=PATH]
+// `peer_bench --help` lists the options.
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>

@@ -137,10 +137,10 @@ void streams_table(std::string& o, const RunInfo& run, const Results& results, M
   auto p99 = [](const Cell& c) { return c.r.p99_us; };
   o += "| size | transport | buffers/s | GB/s | one-way p50 (us) | p99 (us) | fbuf/pipe, blocking | "
        "fbuf/unix, blocking |\n|---:|---|---:|---:|---:|---:|---:|---:|\n";
+  std::vector<Peer> rows = {f};
+  rows.insert(rows.end(), others.begin(), others.end());
   for (std::size_t size : run.sizes) {
     const Cell* cf = find_ok(results, f, mode, size);
-    std::vector<Peer> rows = {f};
-    rows.insert(rows.end(), others.begin(), others.end());
     for (Peer p : rows) {
       const Cell* c = find_ok(results, p, mode, size);
       if (c == nullptr) {

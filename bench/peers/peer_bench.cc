@@ -732,7 +732,11 @@ std::string plot(const RunInfo& run) {
   try {
     Child g(gnuplot, {"-e", vars, PEER_BENCH_PLOT_SCRIPT});
     const ExitStatus st = g.wait(std::chrono::seconds(60));
-    if (!st.exited_with(0)) return "gnuplot " + st.describe() + ": " + g.output();
+    if (!st.exited_with(0)) {
+      std::string out = g.output().substr(0, 400);
+      std::replace(out.begin(), out.end(), '\n', ' ');
+      return "gnuplot " + st.describe() + ": " + out;
+    }
   } catch (const std::exception& e) {
     return std::string("gnuplot: ") + e.what();
   }

@@ -164,9 +164,9 @@ void streams_table(std::string& o, const RunInfo& run, const Results& results, M
     for (std::size_t i = 0; i < others.size(); ++i) o += "---:|";
     o += "\n";
     for (std::size_t size : run.sizes) {
-      o += "| " + size_label(size) + " |";
+      o += fmt("| %s |", size_label(size).c_str());
       for (Peer p : others) {
-        o += " " + ratio(find_ok(results, p, mode, size), find_ok(results, f, mode, size), v) + " |";
+        o += fmt(" %s |", ratio(find_ok(results, p, mode, size), find_ok(results, f, mode, size), v).c_str());
       }
       o += "\n";
     }

@@ -8,7 +8,8 @@
 #                         example tests; then the same under ASan+UBSan and
 #                         under TSan; then every fuzz target for a bounded time
 #   ./build.sh quick      only the first of those (one build, one ctest run)
-#   ./build.sh bench      the benchmarks (transport, policy, peers), tables into results/
+#   ./build.sh bench      the benchmarks (policy costs; fbuf against every peer
+#                         transport), tables into results/
 #   ./build.sh soak       the long soak run (CTest label `stress`)
 #
 # Build trees: build/ (RelWithDebInfo), build-asan/, build-tsan/, build-fuzz/.
@@ -91,9 +92,10 @@ case "$cmd" in
   bench)
     install_packages "${PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
     configure_and_build build-release -DCMAKE_BUILD_TYPE=Release -DFBUF_BUILD_TESTS=OFF
-    bash bench/run.sh build-release
-    build-release/bench/policy_bench
-    exec bash bench/peers/run.sh build-release
+    mkdir -p results
+    build-release/bench/policy_bench | tee "results/policy-$(date -u +%Y%m%dT%H%M%SZ).md"
+    # Every transport, both modes: results/peers-<UTC time>.{md,csv,svg}.
+    exec build-release/bench/peers/peer_bench
     ;;
   soak)
     install_packages "${PACKAGES[@]}"
@@ -101,7 +103,7 @@ case "$cmd" in
     ctest --test-dir build --output-on-failure -L stress
     ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

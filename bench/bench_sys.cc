@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -54,32 +55,6 @@ bool write_full(int fd, const void* data, std::size_t n) noexcept {
     }
     p += w;
     n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
-bool read_full(int fd, void* data, std::size_t n, std::chrono::nanoseconds spin) noexcept {
-  auto* p = static_cast<std::byte*>(data);
-  const auto spin_until = std::chrono::steady_clock::now() + spin;
-  while (n > 0) {
-    ssize_t r = ::read(fd, p, n);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        if (std::chrono::steady_clock::now() < spin_until) {
-          __builtin_ia32_pause();
-          continue;
-        }
-        if (wait_ready(fd, POLLIN)) continue;
-      }
-      return false;
-    }
-    if (r == 0) {
-      errno = 0;
-      return false;
-    }
-    p += r;
-    n -= static_cast<std::size_t>(r);
   }
   return true;
 }
@@ -129,6 +104,19 @@ void make_socketpair(int type, Fd& a, Fd& b) {
   if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("socketpair");
   a = Fd(fds[0]);
   b = Fd(fds[1]);
+}
+
+std::string find_program(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  for (std::size_t start = 0; start <= dirs.size();) {
+    std::size_t end = dirs.find(':', start);
+    if (end == std::string::npos) end = dirs.size();
+    const std::string dir = end > start ? dirs.substr(start, end - start) : ".";
+    if (::access((dir + "/" + name).c_str(), X_OK) == 0) return dir + "/" + name;
+    start = end + 1;
+  }
+  return {};
 }
 
 std::vector<int> allowed_cpus() {
@@ -251,12 +239,21 @@ double own_cpu_seconds() {
          seconds(children.ru_stime);
 }
 
-double run_delay_seconds() {
-  std::ifstream in("/proc/thread-self/schedstat");
-  unsigned long long on_cpu = 0, waiting = 0;
-  in >> on_cpu >> waiting;
-  if (!in) return 0;
-  return static_cast<double>(waiting) / 1e9;
+std::optional<std::size_t> parse_size(std::string_view s) {
+  std::size_t i = 0, n = 0;
+  for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) n = n * 10 + static_cast<std::size_t>(s[i] - '0');
+  const std::string_view unit = s.substr(i);
+  if (i == 0) return std::nullopt;
+  if (unit.empty() || unit == "B") return n;
+  if (unit == "K" || unit == "k" || unit == "KiB") return n << 10;
+  if (unit == "M" || unit == "m" || unit == "MiB") return n << 20;
+  return std::nullopt;
+}
+
+std::string size_label(std::size_t size) {
+  if (size >= (1u << 20) && size % (1u << 20) == 0) return std::to_string(size >> 20) + " MiB";
+  if (size >= 1024 && size % 1024 == 0) return std::to_string(size >> 10) + " KiB";
+  return std::to_string(size) + " B";
 }
 
 PageBuffer::PageBuffer(std::size_t size) : size_(size) {

@@ -1,12 +1,15 @@
-// Small POSIX helpers for the benchmarks: an owned file descriptor, whole
-// reads and writes, CPU pinning and a description of the machine. Everything
-// here is for the benchmark binaries only; the library has its own.
+// Small helpers the benchmarks share: an owned file descriptor, whole reads
+// and writes, CPU pinning, a description of the machine, payload sizes.
+// Everything here is for the benchmark binaries only; the library has its
+// own.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace fbuf::bench {
@@ -48,21 +51,19 @@ class Fd {
 // descriptor it waits in poll() when full). Returns false on an error or
 // when the peer is gone (EPIPE); errno tells which.
 bool write_full(int fd, const void* data, std::size_t n) noexcept;
-// Reads exactly `n` bytes. Returns false on an error or on end-of-file
-// before `n` bytes; errno is 0 for end-of-file. On an O_NONBLOCK
-// descriptor it retries for up to `spin` while nothing is there, then
-// waits in poll(); `spin` is measured from the call.
-bool read_full(int fd, void* data, std::size_t n,
-               std::chrono::nanoseconds spin = std::chrono::nanoseconds(0)) noexcept;
 // Sets O_NONBLOCK on `fd`. Throws on failure.
 void set_nonblocking(int fd);
-// As read_full, but gives up (returns false, errno ETIMEDOUT) if no byte
-// arrives for `timeout`. For control messages, not for the measured path.
+// Reads exactly `n` bytes; false on an error, on end-of-file (errno 0)
+// before `n` bytes, or (errno ETIMEDOUT) if no byte arrives for `timeout`.
+// For control messages, not for the measured path.
 bool read_full_timed(int fd, void* data, std::size_t n, std::chrono::milliseconds timeout) noexcept;
 
 // A pipe and a socketpair; both ends O_CLOEXEC. Throw on failure.
 void make_pipe(Fd& read_end, Fd& write_end);
 void make_socketpair(int type, Fd& a, Fd& b);
+
+// The first executable `name` on PATH; "" if there is none.
+std::string find_program(const std::string& name);
 
 // CPUs this process may run on, in ascending order.
 std::vector<int> allowed_cpus();
@@ -79,10 +80,11 @@ std::vector<std::string> describe_machine();
 double system_busy_seconds();
 // CPU time used by this process and its reaped children (getrusage).
 double own_cpu_seconds();
-// How long the calling thread has been runnable but waiting for a CPU
-// (the run_delay of /proc/thread-self/schedstat), in seconds; 0 if the
-// kernel does not report it.
-double run_delay_seconds();
+
+// "64", "4K", "64KiB", "1M", "16MiB" -> bytes; nullopt if malformed.
+std::optional<std::size_t> parse_size(std::string_view s);
+// 64 -> "64 B", 4096 -> "4 KiB", 16 << 20 -> "16 MiB".
+std::string size_label(std::size_t size);
 
 // Memory for a payload: page-aligned, every page touched once so that no
 // page fault lands in a measurement. Freed on destruction.

@@ -94,11 +94,6 @@ Cell run_memcpy(std::size_t size, bool quick) {
       size, quick);
 }
 
-std::string human(std::size_t n) {
-  if (n >= (1u << 20)) return std::to_string(n >> 20) + " MiB";
-  return std::to_string(n >> 10) + " KiB";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -140,7 +135,7 @@ int main(int argc, char** argv) {
     Cell copy = run_memcpy(size, quick);
     std::vector<Cell> cells;
     for (const auto& c : configs) cells.push_back(run_policy(c.policy, c.eager, size, quick));
-    std::printf("| %s | %.2f (±%.0f%%) | %.2f (±%.0f%%) |", human(size).c_str(), filled.ns_per_buffer / 1e3,
+    std::printf("| %s | %.2f (±%.0f%%) | %.2f (±%.0f%%) |", fbuf::bench::size_label(size).c_str(), filled.ns_per_buffer / 1e3,
                 filled.spread * 100, copy.ns_per_buffer / 1e3, copy.spread * 100);
     for (const auto& cell : cells) std::printf(" %.2f (±%.0f%%) |", cell.ns_per_buffer / 1e3, cell.spread * 100);
     // What a protection policy adds over volatile, against what one copy

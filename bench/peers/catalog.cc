@@ -1,21 +1,24 @@
 #include "catalog.h"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace fbuf::bench::peers {
 
 const std::vector<PeerInfo>& catalog() {
   static const std::vector<PeerInfo> all = {
-      {Peer::kFbufVolatile, "fbuf-volatile", "fbuf volatile", 0, true, 0},
-      {Peer::kFbufReadOnly, "fbuf-read_only", "fbuf read_only", 0, true, 1},
-      {Peer::kFbufCopyOnWrite, "fbuf-copy_on_write", "fbuf copy_on_write", 0, true, 2},
-      {Peer::kFbufThread, "fbuf-thread", "fbuf thread handoff", 0, false, -1},
-      {Peer::kIceoryx, "iceoryx", "iceoryx", 0, true, -1},
-      {Peer::kMessageQueue, "mq", "message_queue", 2, true, -1},
-      {Peer::kUnix, "unix", "unix socket", 2, true, -1},
-      {Peer::kPipe, "pipe", "pipe", 2, true, -1},
-      {Peer::kRing, "ring", "ring floor", 0, true, -1},
-      {Peer::kMemcpy, "memcpy", "memcpy", 1, false, -1},
+      {Peer::kFbufVolatile, Family::kFbuf, "fbuf-volatile", "fbuf volatile", 0, true, 0, false},
+      {Peer::kFbufReadOnly, Family::kFbuf, "fbuf-read_only", "fbuf read_only", 0, true, 1, false},
+      {Peer::kFbufCopyOnWrite, Family::kFbuf, "fbuf-copy_on_write", "fbuf copy_on_write", 0, true, 2, false},
+      {Peer::kFbufThread, Family::kFbufThread, "fbuf-thread", "fbuf thread handoff", 0, false, -1, false},
+      {Peer::kIceoryx, Family::kIceoryx, "iceoryx", "iceoryx", 0, true, -1, false},
+      {Peer::kMessageQueue, Family::kMessageQueue, "mq", "message_queue", 2, true, -1, false},
+      {Peer::kUnix, Family::kUnix, "unix", "unix socket", 2, true, -1, false},
+      {Peer::kPipe, Family::kPipe, "pipe", "pipe", 2, true, -1, false},
+      {Peer::kUnixBlock, Family::kUnix, "unix-block", "unix socket, blocking", 2, true, -1, true},
+      {Peer::kPipeBlock, Family::kPipe, "pipe-block", "pipe, blocking", 2, true, -1, true},
+      {Peer::kRing, Family::kRing, "ring", "ring floor", 0, true, -1, false},
+      {Peer::kMemcpy, Family::kMemcpy, "memcpy", "memcpy", 1, false, -1, false},
   };
   return all;
 }
@@ -47,6 +50,8 @@ std::optional<std::vector<Peer>> parse_peers(std::string_view list) {
       add(Peer::kFbufReadOnly);
       add(Peer::kFbufCopyOnWrite);
       add(Peer::kFbufThread);
+    } else if (item == "streams") {
+      for (Peer p : {Peer::kUnix, Peer::kPipe, Peer::kUnixBlock, Peer::kPipeBlock}) add(p);
     } else if (item == "all") {
       for (const PeerInfo& i : catalog()) add(i.peer);
     } else if (auto p = parse_peer(item)) {
@@ -62,6 +67,76 @@ std::optional<std::vector<Peer>> parse_peers(std::string_view list) {
   return out;
 }
 
-std::uint32_t depth_for(std::size_t) noexcept { return kDefaultDepth; }
+bool ProducerEnd::send(std::uint64_t seq, std::uint64_t flags) {
+  if (data_->send(seq, flags)) return true;
+  error_ = data_->error();
+  return false;
+}
+
+bool ProducerEnd::wait_reply(std::uint64_t seq) {
+  Consumed r;
+  if (!replies_->next(r)) {
+    error_ = "reply: " + replies_->error();
+    return false;
+  }
+  if (r.header.seq == seq && r.data_ok) return true;
+  error_ = "reply to " + std::to_string(r.header.seq) + ", expected " + std::to_string(seq);
+  return false;
+}
+
+bool ConsumerEnd::next(Consumed& out) {
+  if (data_->next(out)) return true;
+  error_ = data_->error();
+  return false;
+}
+
+bool ConsumerEnd::reply(std::uint64_t seq) {
+  if (replies_->send(seq, 0)) return true;
+  error_ = "reply: " + replies_->error();
+  return false;
+}
+
+Ends make_ends(Peer p, Side side, EndConfig c, const std::string& name) {
+  const PeerInfo& i = info(p);
+  if (i.blocking) c.spin = std::chrono::nanoseconds(0);
+  if ((side == Side::kBoth) != (i.family == Family::kFbufThread)) {
+    throw std::logic_error(std::string(i.key) + ": no such end");
+  }
+  const bool producer = side == Side::kProducer;
+  Ends e;
+  switch (i.family) {
+    case Family::kFbuf:
+      if (producer) e.producer = make_fbuf_producer(c, name, i.fbuf_policy);
+      else e.consumer = make_fbuf_consumer(c, name, i.fbuf_policy);
+      break;
+    case Family::kFbufThread:
+      e = make_fbuf_local_pair(c);
+      break;
+    case Family::kIceoryx:
+      iceoryx_init_runtime(name + (producer ? "-p" : "-c"));
+      if (producer) e.producer = make_iox_producer(c, name);
+      else e.consumer = make_iox_consumer(c, name);
+      break;
+    case Family::kMessageQueue:
+      if (producer) e.producer = make_mq_producer(c, name);
+      else e.consumer = make_mq_consumer(c, name);
+      break;
+    case Family::kUnix:
+    case Family::kPipe: {
+      const bool socket = i.family == Family::kUnix;
+      const int reply_fd = socket ? kDataFd : kReplyFd;
+      if (producer) e.producer = make_stream_producer(c, kDataFd, reply_fd, socket);
+      else e.consumer = make_stream_consumer(c, kDataFd, reply_fd, socket);
+      break;
+    }
+    case Family::kRing:
+      if (producer) e.producer = make_ring_producer(c, kDataFd);
+      else e.consumer = make_ring_consumer(c, kDataFd);
+      break;
+    case Family::kMemcpy:
+      throw std::logic_error("memcpy has no ends");
+  }
+  return e;
+}
 
 }  // namespace fbuf::bench::peers

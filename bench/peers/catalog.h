@@ -1,12 +1,16 @@
 // The transports peer_bench measures: their names on the command line and
-// in the output, and what each does to a message.
+// in the output, what each does to a message, and the factory that builds
+// their ends.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
+
+#include "ends.h"
 
 namespace fbuf::bench::peers {
 
@@ -19,12 +23,19 @@ enum class Peer : std::uint8_t {
   kMessageQueue,
   kUnix,
   kPipe,
+  kUnixBlock,
+  kPipeBlock,
   kRing,
   kMemcpy,
 };
 
+// What builds a transport's ends; the variants of one family differ only in
+// their settings.
+enum class Family : std::uint8_t { kFbuf, kFbufThread, kIceoryx, kMessageQueue, kUnix, kPipe, kRing, kMemcpy };
+
 struct PeerInfo {
   Peer peer;
+  Family family;
   const char* key;    // --only and CSV name
   const char* label;  // table and plot name
   // Copies of the payload the transport itself makes per message (0 for
@@ -35,14 +46,18 @@ struct PeerInfo {
   bool cross_process;
   // The fbuf::Policy value for the fbuf process transports, else -1.
   int fbuf_policy;
+  // Readers block in read() at once instead of polling for --spin-us first
+  // (pipe-block, unix-block: a plain pipe and socket).
+  bool blocking;
 };
 
 // Every transport, in the order of the tables (and of the run).
 const std::vector<PeerInfo>& catalog();
 const PeerInfo& info(Peer p);
 
-// "fbuf" (all four fbuf transports), "fbuf-volatile", "pipe", ... separated
-// by commas. nullopt on an unknown name.
+// "fbuf" (all four fbuf transports), "streams" (pipe and unix socket, polling
+// and blocking), "fbuf-volatile", "pipe", ... separated by commas. nullopt on
+// an unknown name.
 std::optional<std::vector<Peer>> parse_peers(std::string_view list);
 std::optional<Peer> parse_peer(std::string_view key);
 
@@ -51,6 +66,13 @@ std::optional<Peer> parse_peer(std::string_view key);
 // fbuf and the ring floor, queue slots for message_queue and the iceoryx
 // subscriber. 16 x 16 MiB = 256 MiB per pool at the largest size.
 inline constexpr std::uint32_t kDefaultDepth = 16;
-std::uint32_t depth_for(std::size_t size) noexcept;
+
+// Which ends of a transport one process builds: the producer's, the
+// consumer's, or both (the thread handoff, whose ends are two threads).
+enum class Side : std::uint8_t { kProducer, kConsumer, kBoth };
+// Builds the `side` end(s) of `p` for one cell. `name` is unique to the cell
+// (fbuf service, queue names, iceoryx instance); pipe, socket and ring
+// descriptors are at kDataFd and kReplyFd. Throws on failure.
+Ends make_ends(Peer p, Side side, EndConfig c, const std::string& name);
 
 }  // namespace fbuf::bench::peers

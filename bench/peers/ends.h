@@ -1,11 +1,14 @@
-// The two ends of every transport peer_bench measures, behind one interface,
-// and the factories that build them.
+// The two ends of every transport peer_bench measures, and the factories
+// that build them.
 //
 // A ProducerEnd lives in the producer process (or thread), a ConsumerEnd in
-// the consumer process (or thread). The session code (session.h) drives
-// both the same way for every transport, so every transport does the same
-// application work per message (message.h) and differs only in how the
-// message travels and how a waiting side waits.
+// the consumer process (or thread). Each is two directions of its
+// transport: the producer's data Outlet and reply Inlet, the consumer's
+// data Inlet and reply Outlet (a reply is a kReplySize message). The
+// session code (session.h) drives both the same way for every transport,
+// so every transport does the same application work per message
+// (message.h) and differs only in how the message travels and how a
+// waiting side waits.
 #pragma once
 
 #include <chrono>
@@ -17,6 +20,12 @@
 #include "message.h"
 
 namespace fbuf::bench::peers {
+
+// Where a child process of peer_bench finds the descriptors of its cell
+// (the orchestrator puts them there): pipe ends, the socket, or the ring
+// region's memfd.
+inline constexpr int kDataFd = 4;
+inline constexpr int kReplyFd = 5;
 
 // How long one blocking operation may take before the benchmark calls the
 // cell a failure (a healthy run never waits anywhere near this long).
@@ -40,33 +49,68 @@ struct EndConfig {
   bool ring_eager_reuse = false;
 };
 
-// The producer's end of one transport. Not thread-safe.
-class ProducerEnd {
+// One direction of a transport, as its sending side. Not thread-safe.
+class Outlet {
  public:
-  virtual ~ProducerEnd() = default;
+  virtual ~Outlet() = default;
   // Produces message `seq` (message.h) and sends it. False on failure.
   virtual bool send(std::uint64_t seq, std::uint64_t flags) = 0;
-  // Waits for the consumer's reply to message `seq` (ping-pong).
-  virtual bool wait_reply(std::uint64_t seq) = 0;
   const std::string& error() const noexcept { return error_; }
 
  protected:
   std::string error_;
 };
 
-// The consumer's end of one transport. Not thread-safe.
-class ConsumerEnd {
+// One direction of a transport, as its receiving side. Not thread-safe.
+class Inlet {
  public:
-  virtual ~ConsumerEnd() = default;
+  virtual ~Inlet() = default;
   // Receives the next message, consumes it (message.h) and gives the
   // memory back. False on failure.
   virtual bool next(Consumed& out) = 0;
-  // Replies to message `seq` with a kReplySize message.
-  virtual bool reply(std::uint64_t seq) = 0;
   const std::string& error() const noexcept { return error_; }
 
  protected:
   std::string error_;
+};
+
+// The producer's end: sends messages, waits for replies.
+class ProducerEnd {
+ public:
+  ProducerEnd(std::unique_ptr<Outlet> data, std::unique_ptr<Inlet> replies)
+      : data_(std::move(data)), replies_(std::move(replies)) {}
+  bool send(std::uint64_t seq, std::uint64_t flags);
+  // Waits for the consumer's reply to message `seq` (ping-pong).
+  bool wait_reply(std::uint64_t seq);
+  const std::string& error() const noexcept { return error_; }
+
+ private:
+  std::unique_ptr<Outlet> data_;
+  std::unique_ptr<Inlet> replies_;
+  std::string error_;
+};
+
+// The consumer's end: receives messages, replies to some.
+class ConsumerEnd {
+ public:
+  ConsumerEnd(std::unique_ptr<Inlet> data, std::unique_ptr<Outlet> replies)
+      : data_(std::move(data)), replies_(std::move(replies)) {}
+  bool next(Consumed& out);
+  // Replies to message `seq` with a kReplySize message.
+  bool reply(std::uint64_t seq);
+  const std::string& error() const noexcept { return error_; }
+
+ private:
+  std::unique_ptr<Inlet> data_;
+  std::unique_ptr<Outlet> replies_;
+  std::string error_;
+};
+
+// The ends one process builds for a cell (one of them, or both for a thread
+// handoff).
+struct Ends {
+  std::unique_ptr<ProducerEnd> producer;
+  std::unique_ptr<ConsumerEnd> consumer;
 };
 
 // --- fbuf (fbuf_ends.cc) -------------------------------------------------
@@ -84,17 +128,14 @@ std::unique_ptr<ConsumerEnd> make_fbuf_consumer(const EndConfig& c, const std::s
 
 // Thread handoff: both ends in this process, through Sender::connect_local()
 // (volatile pools). The two ends share nothing but the channels.
-struct LocalPair {
-  std::unique_ptr<ProducerEnd> producer;
-  std::unique_ptr<ConsumerEnd> consumer;
-};
-LocalPair make_fbuf_local_pair(const EndConfig& c);
+Ends make_fbuf_local_pair(const EndConfig& c);
 
 // --- pipe and Unix socket (stream_ends.cc) --------------------------------
 
 // `socket`: data and replies travel over one SOCK_STREAM socket (`data_fd`
-// == `reply_fd`); otherwise over two pipes. The descriptors are taken over
-// (closed by the end). Readers poll non-blocking for `spin`, then poll().
+// == `reply_fd`); otherwise over two pipes. The descriptors stay open until
+// the process exits. Readers poll non-blocking for `spin`, then poll(); with
+// no spin they block in read().
 std::unique_ptr<ProducerEnd> make_stream_producer(const EndConfig& c, int data_fd, int reply_fd,
                                                   bool socket);
 std::unique_ptr<ConsumerEnd> make_stream_consumer(const EndConfig& c, int data_fd, int reply_fd,
@@ -135,7 +176,7 @@ std::size_t iceoryx_chunk_overhead(std::size_t size) noexcept;
 // --- the bare descriptor ring floor (ring_ends.cc) -------------------------
 
 // A memfd holding two channels (data, reply), each a send ring and a
-// return ring of fbuf's ipc::Descriptor plus its buffers. Created by the
+// return ring of fbuf's detail::Descriptor plus its buffers. Created by the
 // orchestrator; both ends map it.
 int create_ring_region(const EndConfig& c);  // returns an owned fd
 std::unique_ptr<ProducerEnd> make_ring_producer(const EndConfig& c, int region_fd);

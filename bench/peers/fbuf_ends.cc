@@ -24,105 +24,67 @@ fbuf::Policy to_policy(int p) {
   }
 }
 
-std::string describe(const char* what, std::error_code ec) {
-  return std::string("fbuf ") + what + ": " + ec.message();
-}
-
 // A reply buffer holds one cache line; a few dozen cover every reply that
 // can be in flight (one at a time) plus the lazily returned ones.
 constexpr std::uint32_t kReplyBuffers = 64;
 
-class FbufProducer final : public ProducerEnd {
+// Allocates a buffer of `size` bytes, produces into it and sends it.
+class FbufOutlet final : public Outlet {
  public:
-  FbufProducer(const EndConfig& c, Sender tx, Receiver replies)
-      : c_(c), tx_(std::move(tx)), replies_(std::move(replies)) {}
+  // With `wait_for_receiver` the first send waits for the other side to
+  // connect (the producer connects to the reply channel right after the
+  // consumer connected to the data channel).
+  FbufOutlet(Sender tx, std::size_t size, Mode mode, bool wait_for_receiver)
+      : tx_(std::move(tx)), size_(size), mode_(mode), connected_(!wait_for_receiver) {}
 
   bool send(std::uint64_t seq, std::uint64_t flags) override {
-    Result<Buffer> b = tx_.allocate(c_.size, kOpTimeout);
-    if (!b) {
-      error_ = describe("allocate", b.error());
+    if (!connected_ && !(connected_ = tx_.wait_for_receivers(1, kOpTimeout))) {
+      error_ = "fbuf: the other side never connected";
       return false;
     }
-    produce(b->data(), c_.size, seq, flags, c_.mode);
-    if (std::error_code ec = tx_.send(std::move(*b), c_.size, kOpTimeout); ec) {
-      error_ = describe("send", ec);
-      return false;
-    }
-    return true;
-  }
-
-  bool wait_reply(std::uint64_t seq) override {
-    Result<View> v = replies_.receive(kOpTimeout);
-    if (!v) {
-      error_ = describe("receive(reply)", v.error());
-      return false;
-    }
-    Header h{};
-    if (v->size() < sizeof(h)) {
-      error_ = "fbuf: short reply";
-      return false;
-    }
-    std::memcpy(&h, v->data(), sizeof(h));
-    if (h.seq != seq) {
-      error_ = "fbuf: reply to " + std::to_string(h.seq) + ", expected " + std::to_string(seq);
-      return false;
-    }
+    Result<Buffer> b = tx_.allocate(size_, kOpTimeout);
+    if (!b) return fail("allocate", b.error());
+    produce(b->data(), size_, seq, flags, mode_);
+    if (std::error_code ec = tx_.send(std::move(*b), size_, kOpTimeout); ec) return fail("send", ec);
     return true;
   }
 
  private:
-  EndConfig c_;
+  bool fail(const char* what, std::error_code ec) {
+    error_ = std::string("fbuf ") + what + ": " + ec.message();
+    return false;
+  }
+
   Sender tx_;
-  Receiver replies_;
+  std::size_t size_;
+  Mode mode_;
+  bool connected_;
 };
 
-class FbufConsumer final : public ConsumerEnd {
+// Receives a View, consumes it and drops it (which returns the buffer).
+class FbufInlet final : public Inlet {
  public:
-  FbufConsumer(const EndConfig& c, Receiver rx, Sender reply_tx, bool wait_for_reply_receiver)
-      : c_(c), rx_(std::move(rx)), reply_tx_(std::move(reply_tx)),
-        reply_connected_(!wait_for_reply_receiver) {}
+  FbufInlet(Receiver rx, std::size_t size, Mode mode) : rx_(std::move(rx)), size_(size), mode_(mode) {}
 
   bool next(Consumed& out) override {
     Result<View> v = rx_.receive(kOpTimeout);
     if (!v) {
-      error_ = describe("receive", v.error());
+      error_ = "fbuf receive: " + v.error().message();
       return false;
     }
-    out = consume(v->data(), v->size(), c_.mode);
-    if (v->size() != c_.size) out.data_ok = false;
-    return true;  // the View returns the buffer to the producer here
-  }
-
-  bool reply(std::uint64_t seq) override {
-    if (!reply_connected_) {
-      // The producer connects to the reply channel right after this
-      // consumer connected to the data channel; the first reply waits
-      // for it.
-      if (!reply_tx_.wait_for_receivers(1, kOpTimeout)) {
-        error_ = "fbuf: the producer never connected to the reply channel";
-        return false;
-      }
-      reply_connected_ = true;
-    }
-    Result<Buffer> b = reply_tx_.allocate(kReplySize, kOpTimeout);
-    if (!b) {
-      error_ = describe("allocate(reply)", b.error());
+    if (v->size() < sizeof(Header)) {
+      error_ = "fbuf: short message";
       return false;
     }
-    const Header h{seq, 0};
-    std::memcpy(b->data(), &h, sizeof(h));
-    if (std::error_code ec = reply_tx_.send(std::move(*b), kReplySize, kOpTimeout); ec) {
-      error_ = describe("send(reply)", ec);
-      return false;
-    }
+    out = consume(v->data(), v->size(), mode_);
+    if (v->size() != size_) out.data_ok = false;
     return true;
   }
 
  private:
-  EndConfig c_;
   Receiver rx_;
-  Sender reply_tx_;
-  bool reply_connected_;
+  std::size_t size_;
+  Mode mode_;
 };
 
 }  // namespace
@@ -139,7 +101,8 @@ std::unique_ptr<ProducerEnd> make_fbuf_producer(const EndConfig& c, const std::s
     throw std::runtime_error("fbuf: no consumer connected to '" + service + "'");
   }
   Receiver replies = Receiver::connect(service + "-r", ReceiverOptions{.connect_timeout = kOpTimeout});
-  return std::make_unique<FbufProducer>(c, std::move(tx), std::move(replies));
+  return std::make_unique<ProducerEnd>(std::make_unique<FbufOutlet>(std::move(tx), c.size, c.mode, false),
+                                       std::make_unique<FbufInlet>(std::move(replies), kReplySize, Mode::kTransport));
 }
 
 std::unique_ptr<ConsumerEnd> make_fbuf_consumer(const EndConfig& c, const std::string& service,
@@ -149,10 +112,12 @@ std::unique_ptr<ConsumerEnd> make_fbuf_consumer(const EndConfig& c, const std::s
                               .policy = to_policy(policy)});
   Sender reply_tx(std::move(reply_pool), service + "-r");
   Receiver rx = Receiver::connect(service, ReceiverOptions{.connect_timeout = kOpTimeout});
-  return std::make_unique<FbufConsumer>(c, std::move(rx), std::move(reply_tx), true);
+  return std::make_unique<ConsumerEnd>(std::make_unique<FbufInlet>(std::move(rx), c.size, c.mode),
+                                       std::make_unique<FbufOutlet>(std::move(reply_tx), kReplySize,
+                                                                    Mode::kTransport, true));
 }
 
-LocalPair make_fbuf_local_pair(const EndConfig& c) {
+Ends make_fbuf_local_pair(const EndConfig& c) {
   Sender tx(Pool(PoolOptions{.name = "peer_bench",
                              .classes = {{c.size, c.depth}},
                              .policy = fbuf::Policy::kVolatile}));
@@ -161,9 +126,13 @@ LocalPair make_fbuf_local_pair(const EndConfig& c) {
                                    .classes = {{kReplySize, kReplyBuffers}},
                                    .policy = fbuf::Policy::kVolatile}));
   Receiver replies = reply_tx.connect_local();
-  LocalPair pair;
-  pair.producer = std::make_unique<FbufProducer>(c, std::move(tx), std::move(replies));
-  pair.consumer = std::make_unique<FbufConsumer>(c, std::move(rx), std::move(reply_tx), false);
+  Ends pair;
+  pair.producer = std::make_unique<ProducerEnd>(
+      std::make_unique<FbufOutlet>(std::move(tx), c.size, c.mode, false),
+      std::make_unique<FbufInlet>(std::move(replies), kReplySize, Mode::kTransport));
+  pair.consumer = std::make_unique<ConsumerEnd>(
+      std::make_unique<FbufInlet>(std::move(rx), c.size, c.mode),
+      std::make_unique<FbufOutlet>(std::move(reply_tx), kReplySize, Mode::kTransport, false));
   return pair;
 }
 

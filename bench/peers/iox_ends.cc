@@ -85,136 +85,86 @@ bool wait_until(Done done) {
   return true;
 }
 
-// A subscriber and the WaitSet a waiting thread sleeps in.
-class Inbox {
+// Loans a chunk, produces into it and publishes it.
+class IoxOutlet final : public Outlet {
  public:
-  Inbox(const iox::capro::ServiceDescription& service, std::uint64_t queue)
-      : sub_(service, subscriber_options(queue)) {
+  // With `wait_for_subscriber` the first send waits for the other side to
+  // subscribe (the producer subscribes to the reply topic after it saw the
+  // consumer subscribe to the data topic); otherwise the constructor does.
+  IoxOutlet(const iox::capro::ServiceDescription& topic, std::size_t size, Mode mode, bool wait_for_subscriber)
+      : pub_(topic, publisher_options()), size_(size), mode_(mode), connected_(!wait_for_subscriber) {
+    if (connected_ && !wait_until([&] { return pub_.hasSubscribers(); })) {
+      throw std::runtime_error("iceoryx: no subscriber for the data topic");
+    }
+  }
+
+  bool send(std::uint64_t seq, std::uint64_t flags) override {
+    if (!connected_ && !(connected_ = wait_until([&] { return pub_.hasSubscribers(); }))) {
+      error_ = "iceoryx: the other side never subscribed";
+      return false;
+    }
+    auto chunk = pub_.loan(static_cast<std::uint32_t>(size_), kAlignment);
+    if (chunk.has_error()) {
+      error_ = std::string("iceoryx loan: ") + to_string(chunk.get_error());
+      return false;
+    }
+    produce(static_cast<std::byte*>(chunk.value()), size_, seq, flags, mode_);
+    pub_.publish(chunk.value());
+    return true;
+  }
+
+ private:
+  iox::popo::UntypedPublisher pub_;
+  std::size_t size_;
+  Mode mode_;
+  bool connected_;
+};
+
+// Takes a chunk, consumes it in place and releases it. A waiting
+// consumer polls take() for `spin`, then sleeps in a WaitSet.
+class IoxInlet final : public Inlet {
+ public:
+  IoxInlet(const iox::capro::ServiceDescription& topic, std::uint64_t queue, std::size_t size, Mode mode,
+           std::chrono::nanoseconds spin)
+      : sub_(topic, subscriber_options(queue)), size_(size), mode_(mode), spin_(spin) {
     if (ws_.attachState(sub_, iox::popo::SubscriberState::HAS_DATA).has_error()) {
       throw std::runtime_error("iceoryx: cannot attach the subscriber to a WaitSet");
     }
-  }
-
-  bool subscribed() const { return sub_.getSubscriptionState() == iox::SubscribeState::SUBSCRIBED; }
-
-  // The next chunk's payload: polls for `spin`, then sleeps in the WaitSet.
-  const void* take(std::chrono::nanoseconds spin, std::string& error) {
-    const auto start = Clock::now();
-    for (;;) {
-      auto r = sub_.take();
-      if (!r.has_error()) return r.value();
-      if (r.get_error() != iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE) {
-        error = "iceoryx take: too many chunks held";
-        return nullptr;
-      }
-      const auto waited = Clock::now() - start;
-      if (waited < spin) {
-        cpu_relax();
-        continue;
-      }
-      if (waited > kOpTimeout) {
-        error = "iceoryx take: timed out";
-        return nullptr;
-      }
-      ws_.timedWait(iox::units::Duration::fromMilliseconds(20));
+    if (!wait_until([&] { return sub_.getSubscriptionState() == iox::SubscribeState::SUBSCRIBED; })) {
+      throw std::runtime_error("iceoryx: not subscribed to a topic");
     }
   }
 
-  void release(const void* payload) { sub_.release(payload); }
+  bool next(Consumed& out) override {
+    const void* p = nullptr;
+    bool failed = false;
+    auto ready = [&] {
+      auto r = sub_.take();
+      if (!r.has_error()) p = r.value();
+      failed = r.has_error() && r.get_error() != iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE;
+      return p != nullptr || failed;
+    };
+    const auto deadline = Clock::now() + kOpTimeout;
+    if (!poll_for(spin_, ready)) {
+      while (!ready() && Clock::now() < deadline) ws_.timedWait(iox::units::Duration::fromMilliseconds(20));
+    }
+    if (p == nullptr) {
+      error_ = failed ? "iceoryx take: too many chunks held" : "iceoryx take: timed out";
+      return false;
+    }
+    out = consume(static_cast<const std::byte*>(p), size_, mode_);
+    if (iox::mepoo::ChunkHeader::fromUserPayload(p)->userPayloadSize() != size_) out.data_ok = false;
+    sub_.release(p);
+    return true;
+  }
 
  private:
   iox::popo::UntypedSubscriber sub_;
   // Declared after the subscriber, so destroyed (detached) before it.
   iox::popo::WaitSet<> ws_;
-};
-
-class IoxProducer final : public ProducerEnd {
- public:
-  IoxProducer(const EndConfig& c, const std::string& instance)
-      : c_(c), pub_(topic(instance, "data"), publisher_options()),
-        replies_(topic(instance, "reply"), kReplyQueue) {
-    if (!wait_until([&] { return pub_.hasSubscribers(); })) {
-      throw std::runtime_error("iceoryx: no subscriber for the data topic");
-    }
-    if (!wait_until([&] { return replies_.subscribed(); })) {
-      throw std::runtime_error("iceoryx: not subscribed to the reply topic");
-    }
-  }
-
-  bool send(std::uint64_t seq, std::uint64_t flags) override {
-    auto chunk = pub_.loan(static_cast<std::uint32_t>(c_.size), kAlignment);
-    if (chunk.has_error()) {
-      error_ = std::string("iceoryx loan: ") + to_string(chunk.get_error());
-      return false;
-    }
-    void* p = chunk.value();
-    produce(static_cast<std::byte*>(p), c_.size, seq, flags, c_.mode);
-    pub_.publish(p);
-    return true;
-  }
-
-  bool wait_reply(std::uint64_t seq) override {
-    const void* p = replies_.take(c_.spin, error_);
-    if (p == nullptr) return false;
-    Header h{};
-    std::memcpy(&h, p, sizeof(h));
-    replies_.release(p);
-    if (h.seq != seq) {
-      error_ = "iceoryx: reply to " + std::to_string(h.seq) + ", expected " + std::to_string(seq);
-      return false;
-    }
-    return true;
-  }
-
- private:
-  EndConfig c_;
-  iox::popo::UntypedPublisher pub_;
-  Inbox replies_;
-};
-
-class IoxConsumer final : public ConsumerEnd {
- public:
-  IoxConsumer(const EndConfig& c, const std::string& instance)
-      : c_(c), inbox_(topic(instance, "data"), c.depth),
-        reply_pub_(topic(instance, "reply"), publisher_options()) {
-    if (!wait_until([&] { return inbox_.subscribed(); })) {
-      throw std::runtime_error("iceoryx: not subscribed to the data topic");
-    }
-  }
-
-  bool next(Consumed& out) override {
-    const void* p = inbox_.take(c_.spin, error_);
-    if (p == nullptr) return false;
-    out = consume(static_cast<const std::byte*>(p), c_.size, c_.mode);
-    if (iox::mepoo::ChunkHeader::fromUserPayload(p)->userPayloadSize() != c_.size) out.data_ok = false;
-    inbox_.release(p);
-    return true;
-  }
-
-  bool reply(std::uint64_t seq) override {
-    if (!reply_connected_) {
-      if (!wait_until([&] { return reply_pub_.hasSubscribers(); })) {
-        error_ = "iceoryx: the producer never subscribed to the reply topic";
-        return false;
-      }
-      reply_connected_ = true;
-    }
-    auto chunk = reply_pub_.loan(static_cast<std::uint32_t>(kReplySize), kAlignment);
-    if (chunk.has_error()) {
-      error_ = std::string("iceoryx loan(reply): ") + to_string(chunk.get_error());
-      return false;
-    }
-    const Header h{seq, 0};
-    std::memcpy(chunk.value(), &h, sizeof(h));
-    reply_pub_.publish(chunk.value());
-    return true;
-  }
-
- private:
-  EndConfig c_;
-  Inbox inbox_;
-  iox::popo::UntypedPublisher reply_pub_;
-  bool reply_connected_ = false;
+  std::size_t size_;
+  Mode mode_;
+  std::chrono::nanoseconds spin_;
 };
 
 }  // namespace
@@ -233,11 +183,16 @@ void iceoryx_init_runtime(const std::string& name) {
 }
 
 std::unique_ptr<ProducerEnd> make_iox_producer(const EndConfig& c, const std::string& instance) {
-  return std::make_unique<IoxProducer>(c, instance);
+  auto data = std::make_unique<IoxOutlet>(topic(instance, "data"), c.size, c.mode, false);
+  return std::make_unique<ProducerEnd>(
+      std::move(data), std::make_unique<IoxInlet>(topic(instance, "reply"), kReplyQueue, kReplySize, Mode::kTransport,
+                                                  c.spin));
 }
 
 std::unique_ptr<ConsumerEnd> make_iox_consumer(const EndConfig& c, const std::string& instance) {
-  return std::make_unique<IoxConsumer>(c, instance);
+  auto data = std::make_unique<IoxInlet>(topic(instance, "data"), c.depth, c.size, c.mode, c.spin);
+  auto replies = std::make_unique<IoxOutlet>(topic(instance, "reply"), kReplySize, Mode::kTransport, true);
+  return std::make_unique<ConsumerEnd>(std::move(data), std::move(replies));
 }
 
 std::size_t iceoryx_chunk_overhead(std::size_t size) noexcept {

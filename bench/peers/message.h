@@ -12,6 +12,7 @@
 //    them: the end-to-end cost of producing and consuming the data.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
@@ -53,5 +54,18 @@ Consumed consume(const std::byte* p, std::size_t size, Mode mode) noexcept;
 inline void clobber_memory() noexcept { asm volatile("" ::: "memory"); }
 
 inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
+
+// Calls `ready` until it returns true or `spin` has passed since the call
+// (the first half of every waiting side's policy: poll, then block).
+// Returns whether `ready` said yes.
+template <class Ready>
+bool poll_for(std::chrono::nanoseconds spin, Ready ready) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    if (ready()) return true;
+    if (std::chrono::steady_clock::now() - start >= spin) return false;
+    cpu_relax();
+  }
+}
 
 }  // namespace fbuf::bench::peers

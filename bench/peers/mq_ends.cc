@@ -21,8 +21,6 @@ namespace bip = boost::interprocess;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 // Messages the reply queue holds: one reply is in flight at a time.
 constexpr unsigned kReplyDepth = 4;
 
@@ -34,14 +32,7 @@ boost::posix_time::ptime deadline() {
 // Sends with the wait policy of every end here: try for `spin`, then block
 // (bounded by kOpTimeout).
 bool send_spin(bip::message_queue& q, const void* p, std::size_t n, std::chrono::nanoseconds spin) {
-  if (spin.count() > 0) {
-    const auto start = Clock::now();
-    do {
-      if (q.try_send(p, n, 0)) return true;
-      cpu_relax();
-    } while (Clock::now() - start < spin);
-  }
-  return q.timed_send(p, n, 0, deadline());
+  return poll_for(spin, [&] { return q.try_send(p, n, 0); }) || q.timed_send(p, n, 0, deadline());
 }
 
 // Receives into `p` (which holds the queue's maximum message size).
@@ -49,82 +40,47 @@ bool receive_spin(bip::message_queue& q, void* p, std::size_t capacity, std::siz
                   std::chrono::nanoseconds spin) {
   bip::message_queue::size_type received = 0;
   unsigned priority = 0;
-  bool ok = false;
-  if (spin.count() > 0) {
-    const auto start = Clock::now();
-    do {
-      ok = q.try_receive(p, capacity, received, priority);
-      if (ok) break;
-      cpu_relax();
-    } while (Clock::now() - start < spin);
-  }
-  if (!ok) ok = q.timed_receive(p, capacity, received, priority, deadline());
+  const bool ok = poll_for(spin, [&] { return q.try_receive(p, capacity, received, priority); }) ||
+                  q.timed_receive(p, capacity, received, priority, deadline());
   got = received;
   return ok;
 }
 
-class MqProducer final : public ProducerEnd {
+// Produces into a private buffer and sends (copies) it into the queue.
+class MqOutlet final : public Outlet {
  public:
-  MqProducer(const EndConfig& c, const std::string& name)
-      : c_(c),
-        data_(bip::open_only, (name + "-d").c_str()),
-        replies_(bip::open_only, (name + "-r").c_str()),
-        buffer_(c.size) {}
+  MqOutlet(const std::string& queue, std::size_t size, Mode mode, std::chrono::nanoseconds spin)
+      : q_(bip::open_only, queue.c_str()), size_(size), mode_(mode), spin_(spin), buffer_(size) {}
 
   bool send(std::uint64_t seq, std::uint64_t flags) override {
-    produce(buffer_.data(), c_.size, seq, flags, c_.mode);
+    produce(buffer_.data(), size_, seq, flags, mode_);
     try {
-      if (!send_spin(data_, buffer_.data(), c_.size, c_.spin)) {
-        error_ = "message_queue send: timed out";
-        return false;
-      }
+      if (send_spin(q_, buffer_.data(), size_, spin_)) return true;
+      error_ = "message_queue send: timed out";
     } catch (const std::exception& e) {
       error_ = std::string("message_queue send: ") + e.what();
-      return false;
     }
-    return true;
-  }
-
-  bool wait_reply(std::uint64_t seq) override {
-    std::byte r[kReplySize];
-    std::size_t got = 0;
-    try {
-      if (!receive_spin(replies_, r, sizeof(r), got, c_.spin)) {
-        error_ = "message_queue receive(reply): timed out";
-        return false;
-      }
-    } catch (const std::exception& e) {
-      error_ = std::string("message_queue receive(reply): ") + e.what();
-      return false;
-    }
-    Header h{};
-    std::memcpy(&h, r, sizeof(h));
-    if (got != kReplySize || h.seq != seq) {
-      error_ = "message_queue: bad reply";
-      return false;
-    }
-    return true;
+    return false;
   }
 
  private:
-  EndConfig c_;
-  bip::message_queue data_;
-  bip::message_queue replies_;
+  bip::message_queue q_;
+  std::size_t size_;
+  Mode mode_;
+  std::chrono::nanoseconds spin_;
   PageBuffer buffer_;
 };
 
-class MqConsumer final : public ConsumerEnd {
+// Receives (copies) a message into a private buffer and consumes it there.
+class MqInlet final : public Inlet {
  public:
-  MqConsumer(const EndConfig& c, const std::string& name)
-      : c_(c),
-        data_(bip::open_only, (name + "-d").c_str()),
-        replies_(bip::open_only, (name + "-r").c_str()),
-        buffer_(c.size) {}
+  MqInlet(const std::string& queue, std::size_t size, Mode mode, std::chrono::nanoseconds spin)
+      : q_(bip::open_only, queue.c_str()), size_(size), mode_(mode), spin_(spin), buffer_(size) {}
 
   bool next(Consumed& out) override {
     std::size_t got = 0;
     try {
-      if (!receive_spin(data_, buffer_.data(), c_.size, got, c_.spin)) {
+      if (!receive_spin(q_, buffer_.data(), size_, got, spin_)) {
         error_ = "message_queue receive: timed out";
         return false;
       }
@@ -132,31 +88,16 @@ class MqConsumer final : public ConsumerEnd {
       error_ = std::string("message_queue receive: ") + e.what();
       return false;
     }
-    out = consume(buffer_.data(), c_.size, c_.mode);
-    if (got != c_.size) out.data_ok = false;
-    return true;
-  }
-
-  bool reply(std::uint64_t seq) override {
-    std::byte r[kReplySize] = {};
-    const Header h{seq, 0};
-    std::memcpy(r, &h, sizeof(h));
-    try {
-      if (!send_spin(replies_, r, sizeof(r), c_.spin)) {
-        error_ = "message_queue send(reply): timed out";
-        return false;
-      }
-    } catch (const std::exception& e) {
-      error_ = std::string("message_queue send(reply): ") + e.what();
-      return false;
-    }
+    out = consume(buffer_.data(), size_, mode_);
+    if (got != size_) out.data_ok = false;
     return true;
   }
 
  private:
-  EndConfig c_;
-  bip::message_queue data_;
-  bip::message_queue replies_;
+  bip::message_queue q_;
+  std::size_t size_;
+  Mode mode_;
+  std::chrono::nanoseconds spin_;
   PageBuffer buffer_;
 };
 
@@ -177,11 +118,13 @@ MqQueues::~MqQueues() {
 }
 
 std::unique_ptr<ProducerEnd> make_mq_producer(const EndConfig& c, const std::string& name) {
-  return std::make_unique<MqProducer>(c, name);
+  return std::make_unique<ProducerEnd>(std::make_unique<MqOutlet>(name + "-d", c.size, c.mode, c.spin),
+                                       std::make_unique<MqInlet>(name + "-r", kReplySize, Mode::kTransport, c.spin));
 }
 
 std::unique_ptr<ConsumerEnd> make_mq_consumer(const EndConfig& c, const std::string& name) {
-  return std::make_unique<MqConsumer>(c, name);
+  return std::make_unique<ConsumerEnd>(std::make_unique<MqInlet>(name + "-d", c.size, c.mode, c.spin),
+                                       std::make_unique<MqOutlet>(name + "-r", kReplySize, Mode::kTransport, c.spin));
 }
 
 }  // namespace fbuf::bench::peers

@@ -4,9 +4,9 @@
 // passing a descriptor) and memcpy (what a copy costs), in one run: every
 // transport at every payload size in two modes (`transport`: the
 // transport's own cost; `touch`: end to end), throughput and ping-pong
-// latency. It writes a Markdown report (also to stdout), a CSV and an SVG
-// plot into results/, and prints each target of docs/results.md as met or
-// not met.
+// latency. It writes a Markdown report (also to stdout), a CSV and (with
+// gnuplot) an SVG plot into results/, and prints each target of
+// docs/results.md as met or not met.
 //
 // The process that is started is the orchestrator: it runs nothing
 // measured itself. For every cell it starts a fresh producer and consumer
@@ -21,17 +21,12 @@
 // For the iceoryx cells it starts RouDi (iox-roudi) with a config written
 // for the sizes measured, and stops it afterwards.
 //
-// Usage: peer_bench [--quick] [--only=fbuf,iceoryx,mq,unix,pipe,ring,memcpy,...]
-//          [--sizes=64,4K,64K,1M,16M] [--modes=transport,touch] [--out-dir=DIR] [--no-files]
-//          [--repeats=5] [--window=0.15] [--warmup=0.05] [--latency-seconds=0.3] [--rtts=20000]
-//          [--spin-us=20] [--depth=16] [--ring-reuse=lazy|eager] [--retries=1] [--roudi=PATH]
+// `peer_bench --help` lists the options.
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,6 +49,7 @@
 
 #include "bench_sys.h"
 #include "catalog.h"
+#include "child_process.h"
 #include "ends.h"
 #include "report.h"
 #include "roudi.h"
@@ -62,38 +58,30 @@
 #ifndef PEER_BENCH_RESULTS_DIR
 #define PEER_BENCH_RESULTS_DIR "results"
 #endif
+#ifndef PEER_BENCH_PLOT_SCRIPT
+#define PEER_BENCH_PLOT_SCRIPT "bench/peers/plot.gp"
+#endif
 
 namespace fbuf::bench::peers {
 namespace {
 
+using fbuf::testing::Child;
+using fbuf::testing::ExitStatus;
 using Clock = std::chrono::steady_clock;
 using Seconds = std::chrono::duration<double>;
 
+// The control socket and the result pipe of a cell; its data and reply
+// descriptors are at kDataFd and kReplyFd (ends.h).
 constexpr int kControlFd = 3;
-constexpr int kDataFd = 4;
-constexpr int kReplyFd = 5;
 constexpr int kResultFd = 6;
-
-constexpr std::size_t kKiB = 1024;
-constexpr std::size_t kMiB = 1024 * 1024;
-constexpr int kPipeSize = static_cast<int>(kMiB);
-constexpr int kSocketBuffer = static_cast<int>(4 * kMiB);
 
 enum class Role { kOrchestrator, kProducer, kConsumer, kSolo };
 
-struct Options {
-  std::vector<Peer> peers;
-  std::vector<std::size_t> sizes = {64, 4 * kKiB, 64 * kKiB, kMiB, 16 * kMiB};
-  std::vector<Mode> modes = {Mode::kTransport, Mode::kTouch};
-  Plan plan;
-  bool quick = false;
-  int spin_us = 20;
-  int retries = 1;
-  std::uint32_t depth = 0;  // 0: depth_for(size)
-  bool ring_eager_reuse = false;
+struct Options : Settings {
   std::string out_dir = PEER_BENCH_RESULTS_DIR;
   bool write_files = true;
   std::string roudi;
+  std::vector<std::string> args;  // the command line, which every child gets too
 
   // Children (hidden flags).
   Role role = Role::kOrchestrator;
@@ -120,7 +108,8 @@ void print_help() {
       "  --quick                 a ~1 minute smoke run (short cells; rough numbers)\n"
       "  --only=LIST             transports, comma-separated: fbuf (= the four below), fbuf-volatile,\n"
       "                          fbuf-read_only, fbuf-copy_on_write, fbuf-thread, iceoryx, mq, unix,\n"
-      "                          pipe, ring, memcpy, all (default)\n"
+      "                          pipe, unix-block, pipe-block (readers that block at once), streams\n"
+      "                          (= the four before), ring, memcpy, all (default)\n"
       "  --sizes=LIST            payload sizes, multiples of 64: 64,4K,64K,1M,16M (default)\n"
       "  --modes=LIST            transport,touch (default: both)\n"
       "  --out-dir=DIR           where peers-<UTC time>.{md,csv,svg} go (default %s)\n"
@@ -136,24 +125,17 @@ void print_help() {
       "                          one, using every buffer in turn (lazy, default: the cheapest), or\n"
       "                          before every allocation, reusing the warmest one first (eager, as\n"
       "                          fbuf's pool does)\n"
+      "  --pipe-size=BYTES       F_SETPIPE_SZ of the pipes (default 1 MiB; 0: the kernel's default)\n"
+      "  --sock-buf=BYTES        SO_SNDBUF and SO_RCVBUF of the sockets (default 4 MiB; 0: the kernel's)\n"
       "  --retries=N             re-runs of a cell other processes disturbed (default 1)\n"
       "  --roudi=PATH            the iox-roudi to start (default: iox-roudi on PATH)\n",
       PEER_BENCH_RESULTS_DIR);
 }
 
-std::size_t parse_size(std::string_view s) {
-  std::size_t i = 0;
-  std::size_t n = 0;
-  while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
-    n = n * 10 + static_cast<std::size_t>(s[i] - '0');
-    ++i;
-  }
-  if (i == 0) usage_error("bad size '" + std::string(s) + "'");
-  std::string_view unit = s.substr(i);
-  if (unit.empty() || unit == "B") return n;
-  if (unit == "K" || unit == "k" || unit == "KiB") return n * kKiB;
-  if (unit == "M" || unit == "m" || unit == "MiB") return n * kMiB;
-  usage_error("bad size unit in '" + std::string(s) + "'");
+std::size_t size_arg(std::string_view s) {
+  std::optional<std::size_t> n = parse_size(s);
+  if (!n) usage_error("bad size '" + std::string(s) + "'");
+  return *n;
 }
 
 std::vector<std::string_view> split(std::string_view s) {
@@ -191,8 +173,14 @@ Mode parse_mode(std::string_view s) {
 
 Options parse_args(int argc, char** argv) {
   Options o;
+  o.args.assign(argv + 1, argv + argc);
   o.peers = *parse_peers("all");
-  bool repeats_set = false, window_set = false, warmup_set = false, latency_set = false, rtts_set = false;
+  o.quick = std::find(o.args.begin(), o.args.end(), "--quick") != o.args.end();
+  if (o.quick) {
+    // About a minute for everything: short windows, few batches (options
+    // given explicitly still win).
+    o.plan = Plan{.warmup_s = 0.02, .repeats = 3, .window_s = 0.04, .latency_s = 0.06, .max_rtts = 3000};
+  }
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     auto value = [&](std::string_view flag) -> std::optional<std::string_view> {
@@ -209,7 +197,6 @@ Options parse_args(int argc, char** argv) {
       print_help();
       std::exit(0);
     } else if (a == "--quick") {
-      o.quick = true;
     } else if (a == "--no-files") {
       o.write_files = false;
     } else if (auto v = value("--only")) {
@@ -218,7 +205,7 @@ Options parse_args(int argc, char** argv) {
       o.peers = *p;
     } else if (auto v1 = value("--sizes")) {
       o.sizes.clear();
-      for (auto s : split(*v1)) o.sizes.push_back(parse_size(s));
+      for (auto s : split(*v1)) o.sizes.push_back(size_arg(s));
     } else if (auto v2 = value("--modes")) {
       o.modes.clear();
       for (auto s : split(*v2)) {
@@ -230,19 +217,14 @@ Options parse_args(int argc, char** argv) {
     } else if (auto v4 = value("--repeats")) {
       o.plan.repeats = parse_int(*v4, 1);
       if (o.plan.repeats > kMaxRepeats) usage_error("--repeats is at most 16");
-      repeats_set = true;
     } else if (auto v5 = value("--window")) {
       o.plan.window_s = parse_seconds(*v5);
-      window_set = true;
     } else if (auto v6 = value("--warmup")) {
       o.plan.warmup_s = parse_seconds(*v6);
-      warmup_set = true;
     } else if (auto v7 = value("--latency-seconds")) {
       o.plan.latency_s = parse_seconds(*v7);
-      latency_set = true;
     } else if (auto v8 = value("--rtts")) {
       o.plan.max_rtts = static_cast<std::uint32_t>(parse_int(*v8, 10));
-      rtts_set = true;
     } else if (auto v9 = value("--spin-us")) {
       o.spin_us = parse_int(*v9, 0);
     } else if (auto v19 = value("--depth")) {
@@ -251,6 +233,10 @@ Options parse_args(int argc, char** argv) {
     } else if (auto v20 = value("--ring-reuse")) {
       if (*v20 != "lazy" && *v20 != "eager") usage_error("--ring-reuse is lazy or eager");
       o.ring_eager_reuse = *v20 == "eager";
+    } else if (auto v21 = value("--pipe-size")) {
+      o.pipe_size = parse_int(*v21, 0);
+    } else if (auto v22 = value("--sock-buf")) {
+      o.sock_buf = parse_int(*v22, 0);
     } else if (auto v10 = value("--retries")) {
       o.retries = parse_int(*v10, 0);
     } else if (auto v11 = value("--roudi")) {
@@ -267,7 +253,7 @@ Options parse_args(int argc, char** argv) {
     } else if (auto v14 = value("--mode")) {
       o.mode = parse_mode(*v14);
     } else if (auto v15 = value("--size")) {
-      o.size = parse_size(*v15);
+      o.size = size_arg(*v15);
     } else if (auto v16 = value("--cpu")) {
       o.cpu = parse_int(*v16, -1);
     } else if (auto v17 = value("--cpu2")) {
@@ -277,14 +263,6 @@ Options parse_args(int argc, char** argv) {
     } else {
       usage_error("unknown argument '" + std::string(a) + "'");
     }
-  }
-  if (o.quick) {
-    // About a minute for everything: short windows, few batches.
-    if (!repeats_set) o.plan.repeats = 3;
-    if (!window_set) o.plan.window_s = 0.04;
-    if (!warmup_set) o.plan.warmup_s = 0.02;
-    if (!latency_set) o.plan.latency_s = 0.06;
-    if (!rtts_set) o.plan.max_rtts = 3000;
   }
   if (o.sizes.empty()) usage_error("no sizes");
   for (std::size_t s : o.sizes) {
@@ -296,13 +274,13 @@ Options parse_args(int argc, char** argv) {
   return o;
 }
 
-std::uint32_t depth_of(const Options& o, std::size_t size) { return o.depth != 0 ? o.depth : depth_for(size); }
+std::uint32_t depth_of(const Options& o) { return o.depth != 0 ? o.depth : kDefaultDepth; }
 
 EndConfig end_config(const Options& o) {
   EndConfig c;
   c.size = o.size;
   c.mode = o.mode;
-  c.depth = depth_of(o, o.size);
+  c.depth = depth_of(o);
   c.spin = std::chrono::microseconds(o.spin_us);
   c.ring_eager_reuse = o.ring_eager_reuse;
   return c;
@@ -327,31 +305,7 @@ int producer_main(const Options& o) {
   std::unique_ptr<ProducerEnd> end;
   try {
     if (o.cpu >= 0) pin_to_cpu(o.cpu);
-    switch (o.peer) {
-      case Peer::kFbufVolatile:
-      case Peer::kFbufReadOnly:
-      case Peer::kFbufCopyOnWrite:
-        end = make_fbuf_producer(c, o.name, info(o.peer).fbuf_policy);
-        break;
-      case Peer::kPipe:
-        end = make_stream_producer(c, kDataFd, kReplyFd, false);
-        break;
-      case Peer::kUnix:
-        end = make_stream_producer(c, kDataFd, kDataFd, true);
-        break;
-      case Peer::kMessageQueue:
-        end = make_mq_producer(c, o.name);
-        break;
-      case Peer::kIceoryx:
-        iceoryx_init_runtime(o.name + "-p");
-        end = make_iox_producer(c, o.name);
-        break;
-      case Peer::kRing:
-        end = make_ring_producer(c, kDataFd);
-        break;
-      default:
-        throw std::logic_error("not a two-process transport");
-    }
+    end = make_ends(o.peer, Side::kProducer, c, o.name).producer;
   } catch (const std::exception& e) {
     write_result(failed(std::string("producer setup: ") + e.what()));
     return 1;
@@ -366,31 +320,7 @@ int consumer_main(const Options& o) {
   std::unique_ptr<ConsumerEnd> end;
   try {
     if (o.cpu >= 0) pin_to_cpu(o.cpu);
-    switch (o.peer) {
-      case Peer::kFbufVolatile:
-      case Peer::kFbufReadOnly:
-      case Peer::kFbufCopyOnWrite:
-        end = make_fbuf_consumer(c, o.name, info(o.peer).fbuf_policy);
-        break;
-      case Peer::kPipe:
-        end = make_stream_consumer(c, kDataFd, kReplyFd, false);
-        break;
-      case Peer::kUnix:
-        end = make_stream_consumer(c, kDataFd, kDataFd, true);
-        break;
-      case Peer::kMessageQueue:
-        end = make_mq_consumer(c, o.name);
-        break;
-      case Peer::kIceoryx:
-        iceoryx_init_runtime(o.name + "-c");
-        end = make_iox_consumer(c, o.name);
-        break;
-      case Peer::kRing:
-        end = make_ring_consumer(c, kDataFd);
-        break;
-      default:
-        throw std::logic_error("not a two-process transport");
-    }
+    end = make_ends(o.peer, Side::kConsumer, c, o.name).consumer;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "peer_bench consumer (%s): setup: %s\n", info(o.peer).key, e.what());
     return 1;
@@ -408,7 +338,7 @@ int solo_main(const Options& o) {
     if (o.peer == Peer::kMemcpy) {
       r = run_memcpy(c, o.plan);
     } else if (o.peer == Peer::kFbufThread) {
-      LocalPair pair = make_fbuf_local_pair(c);
+      Ends pair = make_ends(o.peer, Side::kBoth, c, o.name);
       Fd producer_side, consumer_side;
       make_socketpair(SOCK_STREAM, producer_side, consumer_side);
       int consumer_status = 0;
@@ -441,65 +371,8 @@ int solo_main(const Options& o) {
 
 // --- the orchestrator -----------------------------------------------------------------
 
-// A started child. The destructor kills (by its pid) and reaps a child that
-// was not reaped, so a failed cell never leaves a process behind.
-class Child {
- public:
-  Child() = default;
-  explicit Child(pid_t pid) : pid_(pid) {}
-  ~Child() { kill_now(); }
-  Child(Child&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
-  Child& operator=(Child&& o) noexcept {
-    if (this != &o) {
-      kill_now();
-      pid_ = std::exchange(o.pid_, -1);
-    }
-    return *this;
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  // Waits up to `timeout` for the child to exit; "" if it exited with 0,
-  // else how it ended (it is killed if it had not ended).
-  std::string reap(std::chrono::milliseconds timeout) {
-    if (pid_ <= 0) return "";
-    const auto deadline = Clock::now() + timeout;
-    int status = 0;
-    for (;;) {
-      pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) break;
-      if (r < 0 && errno != EINTR) {
-        pid_ = -1;
-        return "waitpid failed";
-      }
-      if (Clock::now() > deadline) {
-        kill_now();
-        return "did not exit; killed";
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    pid_ = -1;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
-    if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-    if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
-    return "ended oddly";
-  }
-
- private:
-  void kill_now() noexcept {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-      pid_ = -1;
-    }
-  }
-
-  pid_t pid_ = -1;
-};
-
 // Starts this binary with `args`; `fds` maps descriptors of this process to
-// the fixed numbers the child expects. The child's stdout goes to stderr:
+// the fixed numbers the child expects. The child's output goes to stderr:
 // stdout is the report.
 Child spawn(const std::vector<std::string>& args, const std::vector<std::pair<int, int>>& fds) {
   // The binary's own path (not /proc/self/exe), so that children show up
@@ -509,35 +382,7 @@ Child spawn(const std::vector<std::string>& args, const std::vector<std::pair<in
     ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
     return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string("/proc/self/exe");
   }();
-  std::vector<std::string> argv_s = {"peer_bench"};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& s : argv_s) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  int moved[8];
-  if (fds.size() > 8) throw std::logic_error("too many fds");
-  std::fflush(stdout);
-  std::fflush(stderr);
-  pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork");
-  if (pid == 0) {
-    // Only async-signal-safe calls between fork and exec. Every source is
-    // first moved above the targets so that no dup2 clobbers a source still
-    // to be moved; dup2 then clears O_CLOEXEC on the targets.
-    std::size_t n = 0;
-    for (const auto& [fd, target] : fds) moved[n++] = ::fcntl(fd, F_DUPFD_CLOEXEC, 64);
-    n = 0;
-    for (const auto& [fd, target] : fds) {
-      if (moved[n] < 0 || ::dup2(moved[n], target) < 0) ::_exit(126);
-      ++n;
-    }
-    ::dup2(2, 1);
-    // A child never outlives the orchestrator, however it ends.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ::execv(self.c_str(), argv.data());
-    ::_exit(127);
-  }
-  return Child(pid);
+  return Child(self, args, fds, fbuf::testing::Output::kStderr);
 }
 
 std::string now_utc(const char* format) {
@@ -675,7 +520,7 @@ class Orchestrator {
     sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
     for (std::size_t s : sizes) {
       const std::size_t chunk = (s + iceoryx_chunk_overhead(s) + 1024 + 63) / 64 * 64;
-      std::uint32_t count = 2 * depth_of(o_, s) + 16;
+      std::uint32_t count = 2 * depth_of(o_) + 16;
       if (s == kReplySize) count += 64;
       pools.push_back({chunk, count});
     }
@@ -720,6 +565,8 @@ class Orchestrator {
     cell = std::move(*best);
   }
 
+  // A child's command line: what it runs, then the orchestrator's own
+  // options (the plan, the spin, the depth, ...).
   std::vector<std::string> child_args(Peer p, Mode m, std::size_t size, const std::string& role, int cpu,
                                       const std::string& name) const {
     std::vector<std::string> a = {
@@ -730,15 +577,8 @@ class Orchestrator {
         "--cpu=" + std::to_string(cpu),
         "--cpu2=" + std::to_string(run_.cpus.size() >= 2 ? run_.cpus[1] : -1),
         "--name=" + name,
-        "--spin-us=" + std::to_string(o_.spin_us),
-        "--repeats=" + std::to_string(o_.plan.repeats),
-        "--window=" + std::to_string(o_.plan.window_s),
-        "--warmup=" + std::to_string(o_.plan.warmup_s),
-        "--latency-seconds=" + std::to_string(o_.plan.latency_s),
-        "--rtts=" + std::to_string(o_.plan.max_rtts),
-        "--depth=" + std::to_string(depth_of(o_, size)),
-        std::string("--ring-reuse=") + (o_.ring_eager_reuse ? "eager" : "lazy"),
     };
+    a.insert(a.end(), o_.args.begin(), o_.args.end());
     return a;
   }
 
@@ -768,8 +608,8 @@ class Orchestrator {
       std::vector<std::pair<int, int>> cfds = {{control_c.get(), kControlFd}};
       Fd a, b, c, d;  // transport descriptors, closed here once both children have theirs
       std::unique_ptr<MqQueues> queues;
-      switch (p) {
-        case Peer::kPipe: {
+      switch (info(p).family) {
+        case Family::kPipe: {
           make_pipe(a, b);  // data: consumer reads a, producer writes b
           tune_pipe(b.get());
           make_pipe(c, d);  // replies: producer reads c, consumer writes d
@@ -779,7 +619,7 @@ class Orchestrator {
           cfds.push_back({d.get(), kReplyFd});
           break;
         }
-        case Peer::kUnix: {
+        case Family::kUnix: {
           make_socketpair(SOCK_STREAM, a, b);
           tune_socket(a.get());
           tune_socket(b.get());
@@ -787,19 +627,19 @@ class Orchestrator {
           cfds.push_back({b.get(), kDataFd});
           break;
         }
-        case Peer::kRing: {
+        case Family::kRing: {
           EndConfig ec;
           ec.size = size;
           ec.mode = m;
-          ec.depth = depth_of(o_, size);
+          ec.depth = depth_of(o_);
           a = Fd(create_ring_region(ec));
           pfds.push_back({a.get(), kDataFd});
           cfds.push_back({a.get(), kDataFd});
           break;
         }
-        case Peer::kMessageQueue:
+        case Family::kMessageQueue:
           set_shm_cleanup(name);
-          queues = std::make_unique<MqQueues>(name, size, depth_of(o_, size));
+          queues = std::make_unique<MqQueues>(name, size, depth_of(o_));
           break;
         default:
           break;  // fbuf and iceoryx meet by name
@@ -835,8 +675,8 @@ class Orchestrator {
     std::string problems;
     const char* names[] = {"producer", "consumer"};
     for (std::size_t i = 0; i < children.size(); ++i) {
-      std::string how = children[i]->reap(std::chrono::milliseconds(got ? 10000 : 100));
-      if (!how.empty()) problems += std::string(problems.empty() ? "" : "; ") + names[i] + " " + how;
+      const ExitStatus st = children[i]->wait(std::chrono::milliseconds(got ? 10000 : 100));
+      if (!st.exited_with(0)) problems += std::string(problems.empty() ? "" : "; ") + names[i] + " " + st.describe();
     }
     if (r.ok && !problems.empty()) r = failed(problems);
     if (!r.ok && !problems.empty() && std::strstr(r.error, "exited") == nullptr) {
@@ -847,14 +687,14 @@ class Orchestrator {
   }
 
   void tune_pipe(int fd) {
-    if (::fcntl(fd, F_SETPIPE_SZ, kPipeSize) < 0) throw_errno("F_SETPIPE_SZ");
-    run_.pipe_size = ::fcntl(fd, F_GETPIPE_SZ);
+    if (o_.pipe_size > 0 && ::fcntl(fd, F_SETPIPE_SZ, o_.pipe_size) < 0) throw_errno("F_SETPIPE_SZ");
+    run_.pipe_size_got = ::fcntl(fd, F_GETPIPE_SZ);
   }
 
   void tune_socket(int fd) {
-    int v = kSocketBuffer;
-    if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)) != 0) throw_errno("SO_SNDBUF");
-    if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) != 0) throw_errno("SO_RCVBUF");
+    int v = o_.sock_buf;
+    if (v > 0 && ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)) != 0) throw_errno("SO_SNDBUF");
+    if (v > 0 && ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) != 0) throw_errno("SO_RCVBUF");
     socklen_t len = sizeof(int);
     ::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &run_.sock_snd, &len);
     len = sizeof(int);
@@ -873,6 +713,36 @@ bool write_text(const std::string& path, const std::string& text) {
   return static_cast<bool>(out);
 }
 
+// Plots the run's CSV into its SVG with gnuplot (plot.gp). Returns "", or
+// why there is no plot.
+std::string plot(const RunInfo& run) {
+  const std::string gnuplot = find_program("gnuplot");
+  if (gnuplot.empty()) return "gnuplot is not on PATH (Debian package gnuplot-nox)";
+  // gnuplot's single-quoted strings escape a quote by doubling it.
+  auto quoted = [](std::string v) {
+    for (std::size_t i = 0; (i = v.find('\'', i)) != std::string::npos; i += 2) v.insert(i, 1, '\'');
+    return "'" + v + "'";
+  };
+  std::string modes, peers;
+  for (Mode m : run.modes) modes += std::string(modes.empty() ? "" : " ") + to_string(m);
+  for (Peer p : run.peers) peers += std::string(peers.empty() ? "" : " ") + info(p).key;
+  const std::string vars = "csv=" + quoted(run.csv_path) + "; svg=" + quoted(run.svg_path) +
+                           "; modes=" + quoted(modes) + "; peers=" + quoted(peers) +
+                           "; subtitle=" + quoted(run.started_utc + " - " + run.command);
+  try {
+    Child g(gnuplot, {"-e", vars, PEER_BENCH_PLOT_SCRIPT});
+    const ExitStatus st = g.wait(std::chrono::seconds(60));
+    if (!st.exited_with(0)) {
+      std::string out = g.output().substr(0, 400);
+      std::replace(out.begin(), out.end(), '\n', ' ');
+      return "gnuplot " + st.describe() + ": " + out;
+    }
+  } catch (const std::exception& e) {
+    return std::string("gnuplot: ") + e.what();
+  }
+  return "";
+}
+
 int orchestrator_main(const Options& o, int argc, char** argv) {
   ::signal(SIGINT, on_terminate);
   ::signal(SIGTERM, on_terminate);
@@ -883,15 +753,7 @@ int orchestrator_main(const Options& o, int argc, char** argv) {
   run.machine = describe_machine();
   const std::vector<int> cpus = allowed_cpus();
   if (cpus.size() >= 2) run.cpus = {cpus[0], cpus[1]};
-  run.peers = o.peers;
-  run.modes = o.modes;
-  run.sizes = o.sizes;
-  run.plan = o.plan;
-  run.quick = o.quick;
-  run.spin_us = o.spin_us;
-  run.retries = o.retries;
-  run.depth = o.depth;
-  run.ring_eager_reuse = o.ring_eager_reuse;
+  static_cast<Settings&>(run) = o;
   run.iceoryx_status = "not selected (--only)";
 
   const std::string stamp = now_utc("%Y%m%dT%H%M%SZ");
@@ -915,18 +777,24 @@ int orchestrator_main(const Options& o, int argc, char** argv) {
   run.wall_s = Seconds(Clock::now() - t0).count();
   run.other_cpu_s = system_busy_seconds() - busy0 - (own_cpu_seconds() - own0);
 
+  if (o.write_files) {
+    if (!write_text(run.csv_path, render_csv(run, results))) {
+      std::fprintf(stderr, "peer_bench: cannot write %s\n", run.csv_path.c_str());
+      return 1;
+    }
+    run.plot_error = plot(run);
+  }
   const std::string md = render_markdown(run, results);
   std::fputs(md.c_str(), stdout);
   std::fflush(stdout);
   if (o.write_files) {
-    bool ok = write_text(run.md_path, md) && write_text(run.csv_path, render_csv(run, results)) &&
-              write_text(run.svg_path, render_svg(run, results));
-    if (!ok) {
-      std::fprintf(stderr, "peer_bench: cannot write into %s\n", o.out_dir.c_str());
+    if (!write_text(run.md_path, md)) {
+      std::fprintf(stderr, "peer_bench: cannot write %s\n", run.md_path.c_str());
       return 1;
     }
-    std::fprintf(stderr, "peer_bench: wrote %s, %s and %s\n", run.md_path.c_str(), run.csv_path.c_str(),
-                 run.svg_path.c_str());
+    std::fprintf(stderr, "peer_bench: wrote %s and %s%s%s\n", run.md_path.c_str(), run.csv_path.c_str(),
+                 run.plot_error.empty() ? " and " : "; no plot: ",
+                 run.plot_error.empty() ? run.svg_path.c_str() : run.plot_error.c_str());
   }
   for (const auto& [key, c] : results) {
     if (c.ran && !c.ok()) return 1;

@@ -14,7 +14,6 @@ namespace fbuf::bench::peers {
 
 namespace {
 
-constexpr std::size_t kKiB = 1024;
 constexpr std::size_t kMiB = 1024 * 1024;
 
 std::string fmt(const char* format, ...) __attribute__((format(printf, 1, 2)));
@@ -117,6 +116,64 @@ void table(std::string& o, const RunInfo& run, const Results& results, Mode mode
   }
 }
 
+// fbuf volatile against the pipes and sockets, blocking and polling: the
+// ratio columns divide fbuf's buffers/s by the blocking pipe's and socket's;
+// the tables below divide each one's latency by fbuf's.
+void streams_table(std::string& o, const RunInfo& run, const Results& results, Mode mode) {
+  const Peer f = Peer::kFbufVolatile;
+  std::vector<Peer> others;
+  for (Peer p : {Peer::kPipeBlock, Peer::kUnixBlock, Peer::kPipe, Peer::kUnix}) {
+    if (has(run.peers, p)) others.push_back(p);
+  }
+  if (!has(run.peers, f) || others.empty()) {
+    o += "Needs fbuf volatile and at least one pipe or unix socket; not all of them ran.\n\n";
+    return;
+  }
+  auto ratio = [&](const Cell* a, const Cell* b, double (*v)(const Cell&)) {
+    return a != nullptr && b != nullptr && v(*b) > 0 ? times(v(*a) / v(*b)) : std::string("-");
+  };
+  auto rate = [](const Cell& c) { return c.rate(); };
+  auto p50 = [](const Cell& c) { return c.r.p50_us; };
+  auto p99 = [](const Cell& c) { return c.r.p99_us; };
+  o += "| size | transport | buffers/s | GB/s | one-way p50 (us) | p99 (us) | fbuf/pipe, blocking | "
+       "fbuf/unix, blocking |\n|---:|---|---:|---:|---:|---:|---:|---:|\n";
+  std::vector<Peer> rows = {f};
+  rows.insert(rows.end(), others.begin(), others.end());
+  for (std::size_t size : run.sizes) {
+    const Cell* cf = find_ok(results, f, mode, size);
+    for (Peer p : rows) {
+      const Cell* c = find_ok(results, p, mode, size);
+      if (c == nullptr) {
+        o += fmt("| %s | %s | FAILED or skipped | | | | | |\n", size_label(size).c_str(), info(p).label);
+        continue;
+      }
+      const bool is_f = p == f;
+      o += fmt("| %s | %s | %s%s | %s | %s | %s | %s | %s |\n", size_label(size).c_str(), info(p).label,
+               grouped(c->rate()).c_str(), c->disturbed ? " *" : "", gbps(gb_per_s(*c, size)).c_str(),
+               micros(c->r.p50_us).c_str(), micros(c->r.p99_us).c_str(),
+               is_f ? ratio(cf, find_ok(results, Peer::kPipeBlock, mode, size), rate).c_str() : "",
+               is_f ? ratio(cf, find_ok(results, Peer::kUnixBlock, mode, size), rate).c_str() : "");
+    }
+  }
+  for (auto [name, v] : {std::pair{"p50", +p50}, std::pair{"p99", +p99}}) {
+    o += fmt("\n%s one-way latency of each transport divided by fbuf volatile's (above 1 means fbuf is "
+             "faster):\n\n| size |",
+             name);
+    for (Peer p : others) o += fmt(" %s |", info(p).label);
+    o += "\n|---:|";
+    for (std::size_t i = 0; i < others.size(); ++i) o += "---:|";
+    o += "\n";
+    for (std::size_t size : run.sizes) {
+      o += fmt("| %s |", size_label(size).c_str());
+      for (Peer p : others) {
+        o += fmt(" %s |", ratio(find_ok(results, p, mode, size), find_ok(results, f, mode, size), v).c_str());
+      }
+      o += "\n";
+    }
+  }
+  o += "\n";
+}
+
 // --- targets ----------------------------------------------------------------------
 
 enum class State { kMet, kNotMet, kNotAvailable, kInfo };
@@ -178,23 +235,21 @@ Verdict per_size(const RunInfo& run, std::string id, std::string target, Peer wh
 
 std::vector<Verdict> targets(const RunInfo& run, const Results& results) {
   std::vector<Verdict> out;
-  auto rate = [&](Peer p, Mode m, std::size_t s) -> std::optional<double> {
+  using Metric = double (*)(const Cell&);
+  const Metric kRate = [](const Cell& c) { return c.rate(); };
+  const Metric kP50 = [](const Cell& c) { return c.r.p50_us; };
+  const Metric kP99 = [](const Cell& c) { return c.r.p99_us; };
+  // A metric of one cell; nullopt if the cell did not run or failed.
+  auto get = [&](Metric v, Peer p, Mode m, std::size_t s) -> std::optional<double> {
     const Cell* c = find_ok(results, p, m, s);
-    return c ? std::optional<double>(c->rate()) : std::nullopt;
+    return c ? std::optional<double>(v(*c)) : std::nullopt;
   };
-  auto p50 = [&](Peer p, Mode m, std::size_t s) -> std::optional<double> {
-    const Cell* c = find_ok(results, p, m, s);
-    return c ? std::optional<double>(c->r.p50_us) : std::nullopt;
-  };
-  auto p99 = [&](Peer p, Mode m, std::size_t s) -> std::optional<double> {
-    const Cell* c = find_ok(results, p, m, s);
-    return c ? std::optional<double>(c->r.p99_us) : std::nullopt;
-  };
+  auto rate = [&](Peer p, Mode m, std::size_t s) { return get(kRate, p, m, s); };
+  auto p50 = [&](Peer p, Mode m, std::size_t s) { return get(kP50, p, m, s); };
   auto quotient = [](std::optional<double> a, std::optional<double> b) -> std::optional<double> {
     if (!a || !b || !(*b > 0)) return std::nullopt;
     return *a / *b;
   };
-  auto at_least = [](double limit) { return [limit](double r) { return r >= limit; }; };
   auto at_most = [](double limit) { return [limit](double r) { return r <= limit; }; };
   const bool have_transport = std::find(run.modes.begin(), run.modes.end(), Mode::kTransport) != run.modes.end();
   const bool have_touch = std::find(run.modes.begin(), run.modes.end(), Mode::kTouch) != run.modes.end();
@@ -203,31 +258,29 @@ std::vector<Verdict> targets(const RunInfo& run, const Results& results) {
     if ((m == Mode::kTransport && !have_transport) || (m == Mode::kTouch && !have_touch)) continue;
     const std::string mode = to_string(m);
     const std::string n = m == Mode::kTransport ? "1" : "5";
-    for (Peer f : kFbufProcess) {
-      if (!has(run.peers, f)) continue;
-      out.push_back(per_size(
-          run, n + "a", mode + ": buffers/s >= 1.0x iceoryx at every size", f,
-          [&, f, m](std::size_t s) { return quotient(rate(f, m, s), rate(Peer::kIceoryx, m, s)); }, at_least(1.0),
-          true, "iceoryx did not run"));
-    }
-    for (Peer f : kFbufProcess) {
-      if (!has(run.peers, f)) continue;
-      out.push_back(per_size(
-          run, n + "b", mode + ": one-way p50 <= 1.0x iceoryx at every size (ratio fbuf/iceoryx)", f,
-          [&, f, m](std::size_t s) { return quotient(p50(f, m, s), p50(Peer::kIceoryx, m, s)); }, at_most(1.0),
-          false, "iceoryx did not run"));
-    }
-    for (Peer f : kFbufProcess) {
-      if (!has(run.peers, f)) continue;
-      Verdict v = per_size(
-          run, n + "c", mode + ": one-way p99 vs iceoryx (ratio fbuf/iceoryx; not a target)", f,
-          [&, f, m](std::size_t s) { return quotient(p99(f, m, s), p99(Peer::kIceoryx, m, s)); }, at_most(1.0),
-          false, "iceoryx did not run");
-      if (v.state != State::kNotAvailable) {
-        v.verdict = (v.state == State::kMet ? "<= 1.0x everywhere" : "above 1.0x somewhere");
-        v.state = State::kInfo;
+    // a, b, c: each fbuf process transport against iceoryx (c is shown, not a target).
+    struct VsIceoryx {
+      const char* id;
+      const char* what;
+      Metric v;
+    };
+    for (const VsIceoryx& t : {VsIceoryx{"a", ": buffers/s >= 1.0x iceoryx at every size", kRate},
+                               {"b", ": one-way p50 <= 1.0x iceoryx at every size (ratio fbuf/iceoryx)", kP50},
+                               {"c", ": one-way p99 vs iceoryx (ratio fbuf/iceoryx; not a target)", kP99}}) {
+      const bool higher_is_better = t.v == kRate;
+      for (Peer f : kFbufProcess) {
+        if (!has(run.peers, f)) continue;
+        Verdict v = per_size(
+            run, n + t.id, mode + t.what, f,
+            [&, f, m](std::size_t s) { return quotient(get(t.v, f, m, s), get(t.v, Peer::kIceoryx, m, s)); },
+            [&](double r) { return higher_is_better ? r >= 1.0 : r <= 1.0; }, higher_is_better,
+            "iceoryx did not run");
+        if (t.v == kP99 && v.state != State::kNotAvailable) {
+          v.verdict = (v.state == State::kMet ? "<= 1.0x everywhere" : "above 1.0x somewhere");
+          v.state = State::kInfo;
+        }
+        out.push_back(v);
       }
-      out.push_back(v);
     }
     if (m != Mode::kTransport) continue;
 
@@ -344,12 +397,6 @@ double Cell::rate_max() const noexcept {
   return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
 }
 
-std::string size_label(std::size_t size) {
-  if (size >= kMiB && size % kMiB == 0) return std::to_string(size / kMiB) + " MiB";
-  if (size >= kKiB && size % kKiB == 0) return std::to_string(size / kKiB) + " KiB";
-  return std::to_string(size) + " B";
-}
-
 std::string render_markdown(const RunInfo& run, const Results& results) {
   std::string o;
   o += "# peer_bench: fbuf vs iceoryx, Boost.Interprocess, pipes and Unix sockets\n\n";
@@ -394,16 +441,19 @@ std::string render_markdown(const RunInfo& run, const Results& results) {
        "    Every process registers a unique runtime name.\n";
   o += "  - *message_queue*: `boost::interprocess::message_queue` of `depth` messages of `size` bytes, created\n"
        "    per cell; send() copies the producer's buffer into the queue, receive() copies it out.\n";
-  o += fmt("  - *unix socket*: `SOCK_STREAM` socketpair, SO_SNDBUF/SO_RCVBUF 4 MiB requested (the kernel\n"
-           "    reported %d / %d); write() of `size` bytes, read() until `size` bytes; replies on the same socket.\n",
-           run.sock_snd, run.sock_rcv);
-  o += fmt("  - *pipe*: pipe2(), F_SETPIPE_SZ 1 MiB requested (the kernel reported %d); replies through a second\n"
-           "    pipe.\n",
-           run.pipe_size);
+  o += fmt("  - *unix socket*: `SOCK_STREAM` socketpair, SO_SNDBUF/SO_RCVBUF %d requested (0: the kernel's\n"
+           "    default; it reported %d / %d); write() of `size` bytes, read() until `size` bytes; replies on\n"
+           "    the same socket.\n",
+           run.sock_buf, run.sock_snd, run.sock_rcv);
+  o += fmt("  - *pipe*: pipe2(), F_SETPIPE_SZ %d requested (0: the kernel's default; it reported %d); replies\n"
+           "    through a second pipe.\n"
+           "  - *unix socket, blocking* and *pipe, blocking*: the same, with readers that block in read() at\n"
+           "    once instead of polling first: what a plain pipe or socket costs, wake-ups included.\n",
+           run.pipe_size, run.pipe_size_got);
   o += "  - *ring floor*: fbuf's own SPSC ring (`ipc/ring.h`, `RingProducer`/`RingConsumer`) between the two\n"
        "    processes in one memfd both map read-write: a send ring and a return ring of 32-byte\n"
        "    descriptors and `depth` buffers, a private free list, and the same wait as fbuf (poll, then\n"
-       "    `ipc::sleep_until` on the ring's futex). It is what fbuf is built on, without the pool's\n"
+       "    `detail::sleep_until` on the ring's futex). It is what fbuf is built on, without the pool's\n"
        "    bookkeeping and mutex, generations, validation of what the peer returns, lent-buffer tracking,\n"
        "    protection policies and the doorbell: the floor for passing a descriptor.\n";
   o += run.ring_eager_reuse
@@ -427,7 +477,8 @@ std::string render_markdown(const RunInfo& run, const Results& results) {
              depth, run.depth != 0 ? " (--depth)" : "", size_label(depth * largest).c_str(),
              size_label(largest).c_str());
   }
-  o += fmt("- **Waiting.** Every side that waits for a message or a reply polls for %d us, then sleeps in the\n"
+  o += fmt("- **Waiting.** Every side that waits for a message or a reply polls for %d us (the blocking pipe\n"
+           "  and socket: not at all), then sleeps in the\n"
            "  kernel: fbuf's receive() spins 20 us then sleeps on a futex (a library constant); the ring floor\n"
            "  does the same; iceoryx polls take() then sleeps in a WaitSet; message_queue polls try_receive()\n"
            "  then blocks in timed_receive(); pipe and unix poll a non-blocking read() then sleep in poll().\n"
@@ -461,6 +512,10 @@ std::string render_markdown(const RunInfo& run, const Results& results) {
                                    : "end to end (every cache line written and read)");
     table(o, run, results, m);
     o += "\n";
+  }
+  for (Mode m : run.modes) {
+    o += fmt("## Mode `%s`: fbuf against pipes and Unix sockets, blocking and polling\n\n", to_string(m));
+    streams_table(o, run, results, m);
   }
 
   o += "## Targets\n\n"
@@ -527,8 +582,9 @@ std::string render_markdown(const RunInfo& run, const Results& results) {
     o += "## RouDi configuration used\n\n```toml\n" + run.roudi_config + "```\n\n";
   }
   if (!run.md_path.empty()) {
-    o += "Files: `" + run.md_path + "` (this report), `" + run.csv_path + "` (every number), `" + run.svg_path +
-         "` (plot).\n";
+    o += "Files: `" + run.md_path + "` (this report), `" + run.csv_path + "` (every number), " +
+         (run.plot_error.empty() ? "`" + run.svg_path + "` (plot, by gnuplot from the CSV).\n"
+                                 : "no plot: " + run.plot_error + ".\n");
   }
   return o;
 }
@@ -567,181 +623,6 @@ std::string render_csv(const RunInfo& run, const Results& results) {
       }
     }
   }
-  return o;
-}
-
-// --- the plot --------------------------------------------------------------------------
-
-namespace {
-
-struct Style {
-  const char* color;
-  const char* dash;  // stroke-dasharray, "" for solid
-  double width;
-};
-
-Style style_of(Peer p) {
-  switch (p) {
-    case Peer::kFbufVolatile: return {"#1f77b4", "", 3.0};
-    case Peer::kFbufReadOnly: return {"#17becf", "", 2.0};
-    case Peer::kFbufCopyOnWrite: return {"#9467bd", "", 2.0};
-    case Peer::kFbufThread: return {"#2ca02c", "", 2.0};
-    case Peer::kIceoryx: return {"#ff7f0e", "", 2.5};
-    case Peer::kMessageQueue: return {"#8c564b", "", 1.8};
-    case Peer::kUnix: return {"#d62728", "", 1.8};
-    case Peer::kPipe: return {"#e377c2", "", 1.8};
-    case Peer::kRing: return {"#7f7f7f", "6,4", 1.8};
-    case Peer::kMemcpy: return {"#000000", "2,3", 1.8};
-  }
-  return {"#000000", "", 1.0};
-}
-
-// "1", "10", "100", "1k", ... "1M"; below 1: "0.1", "0.01", ...
-std::string decade_label(int e) {
-  if (e < 0) {
-    std::string s = "0.";
-    for (int i = -1; i > e; --i) s += '0';
-    return s + "1";
-  }
-  static const char* suffix[] = {"", "0", "00", "k", "0k", "00k", "M", "0M", "00M", "G"};
-  if (e < 10) {
-    std::string s = "1";
-    if (e < 3) return s + suffix[e];
-    return "1" + std::string(suffix[e]);
-  }
-  return fmt("1e%d", e);
-}
-
-std::string escape(const std::string& s) {
-  std::string o;
-  for (char ch : s) {
-    if (ch == '&') o += "&amp;";
-    else if (ch == '<') o += "&lt;";
-    else if (ch == '>') o += "&gt;";
-    else o += ch;
-  }
-  return o;
-}
-
-}  // namespace
-
-std::string render_svg(const RunInfo& run, const Results& results) {
-  const double pw = 360, ph = 250;             // plot area of one panel
-  const double ml = 62, mr = 18, mt = 34, mb = 46;  // panel margins
-  const double cw = ml + pw + mr, ch = mt + ph + mb;
-  const double legend_w = 210;
-  const double top = 44;
-  const auto ncols = 3.0;
-  const double width = ncols * cw + legend_w;
-  const double height = top + static_cast<double>(run.modes.size()) * ch + 10;
-
-  struct Metric {
-    const char* title;
-    std::function<std::optional<double>(const Cell&, std::size_t)> value;
-  };
-  const std::vector<Metric> metrics = {
-      {"buffers/s (median)", [](const Cell& c, std::size_t) { return std::optional<double>(c.rate()); }},
-      {"GB/s (payload bytes delivered)",
-       [](const Cell& c, std::size_t s) { return std::optional<double>(gb_per_s(c, s)); }},
-      {"one-way latency p50 (us)", [](const Cell& c, std::size_t) { return std::optional<double>(c.r.p50_us); }},
-  };
-
-  std::string o = fmt(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
-      "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-      width, height, width, height);
-  o += fmt("<text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">peer_bench: fbuf vs iceoryx, "
-           "message_queue, unix socket, pipe (log-log)</text>\n<text x=\"10\" y=\"36\" fill=\"#555\">%s</text>\n",
-           escape(run.started_utc + " - " + run.command).c_str());
-
-  if (run.sizes.empty()) return o + "</svg>\n";
-  const double xmin = std::log10(static_cast<double>(*std::min_element(run.sizes.begin(), run.sizes.end())));
-  double xmax = std::log10(static_cast<double>(*std::max_element(run.sizes.begin(), run.sizes.end())));
-  if (xmax <= xmin) xmax = xmin + 1;
-
-  for (std::size_t row = 0; row < run.modes.size(); ++row) {
-    const Mode mode = run.modes[row];
-    for (std::size_t col = 0; col < metrics.size(); ++col) {
-      const Metric& metric = metrics[col];
-      const double x0 = static_cast<double>(col) * cw + ml;
-      const double y0 = top + static_cast<double>(row) * ch + mt;
-      // The y range: whole decades around every value of this panel.
-      double lo = 1e300, hi = -1e300;
-      for (Peer p : run.peers) {
-        for (std::size_t s : run.sizes) {
-          const Cell* c = find_ok(results, p, mode, s);
-          if (c == nullptr) continue;
-          auto v = metric.value(*c, s);
-          if (!v || !(*v > 0)) continue;
-          lo = std::min(lo, std::log10(*v));
-          hi = std::max(hi, std::log10(*v));
-        }
-      }
-      o += fmt("<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" font-weight=\"bold\">%s: %s</text>\n", x0,
-               y0 - 10, to_string(mode), metric.title);
-      o += fmt("<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#999\"/>\n", x0,
-               y0, pw, ph);
-      if (lo > hi) {
-        o += fmt("<text x=\"%.0f\" y=\"%.0f\" fill=\"#999\">no data</text>\n", x0 + 10, y0 + 20);
-        continue;
-      }
-      const int elo = static_cast<int>(std::floor(lo));
-      int ehi = static_cast<int>(std::ceil(hi));
-      if (ehi <= elo) ehi = elo + 1;
-      auto X = [&](double size) { return x0 + (std::log10(size) - xmin) / (xmax - xmin) * pw; };
-      auto Y = [&](double v) {
-        return y0 + ph - (std::log10(v) - elo) / static_cast<double>(ehi - elo) * ph;
-      };
-      for (int e = elo; e <= ehi; ++e) {
-        const double y = Y(std::pow(10.0, e));
-        o += fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n", x0, y, x0 + pw, y);
-        o += fmt("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", x0 - 4, y + 4,
-                 decade_label(e).c_str());
-      }
-      for (std::size_t s : run.sizes) {
-        const double x = X(static_cast<double>(s));
-        o += fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n", x, y0, x, y0 + ph);
-        o += fmt("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", x, y0 + ph + 14,
-                 size_label(s).c_str());
-      }
-      o += fmt("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#555\">payload size</text>\n",
-               x0 + pw / 2, y0 + ph + 30);
-      for (Peer p : run.peers) {
-        const Style st = style_of(p);
-        std::string points;
-        std::string dots;
-        for (std::size_t s : run.sizes) {
-          const Cell* c = find_ok(results, p, mode, s);
-          if (c == nullptr) continue;
-          auto v = metric.value(*c, s);
-          if (!v || !(*v > 0)) continue;
-          const double x = X(static_cast<double>(s)), y = Y(*v);
-          points += fmt("%.1f,%.1f ", x, y);
-          dots += fmt("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", x, y, st.color);
-        }
-        if (points.empty()) continue;
-        o += fmt("<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\"%s points=\"%s\"/>\n", st.color,
-                 st.width, *st.dash ? fmt(" stroke-dasharray=\"%s\"", st.dash).c_str() : "", points.c_str());
-        o += dots;
-      }
-    }
-  }
-
-  // The legend.
-  const double lx = ncols * cw + 10;
-  double ly = top + mt;
-  o += fmt("<text x=\"%.0f\" y=\"%.0f\" font-weight=\"bold\">transports</text>\n", lx, ly - 12);
-  for (Peer p : run.peers) {
-    const Style st = style_of(p);
-    o += fmt("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"%.1f\"%s/>\n", lx,
-             ly, lx + 28, ly, st.color, st.width,
-             *st.dash ? fmt(" stroke-dasharray=\"%s\"", st.dash).c_str() : "");
-    o += fmt("<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", lx + 34, ly + 4, info(p).label);
-    ly += 18;
-  }
-  o += fmt("<text x=\"%.0f\" y=\"%.0f\" fill=\"#555\">missing point = cell skipped</text>\n", lx, ly + 8);
-  o += fmt("<text x=\"%.0f\" y=\"%.0f\" fill=\"#555\">or failed (see the report)</text>\n", lx, ly + 22);
-  o += "</svg>\n";
   return o;
 }
 

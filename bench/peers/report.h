@@ -1,7 +1,6 @@
-// What a peer_bench run produced, and its three renderings: the Markdown
-// report (tables, rules, target verdicts), a CSV with every number, and an
-// SVG plot (log-log, per mode: buffers/s, GB/s and p50 one-way latency
-// against payload size, one line per transport).
+// What a peer_bench run produced, and its two renderings: the Markdown
+// report (tables, rules, target verdicts) and a CSV with every number, which
+// gnuplot turns into the plot (plot.gp).
 #pragma once
 
 #include <compare>
@@ -11,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_sys.h"
 #include "catalog.h"
 #include "message.h"
 #include "session.h"
@@ -43,22 +43,28 @@ struct Cell {
 
 using Results = std::map<CellKey, Cell>;
 
-// Everything about the run that the report states next to the numbers.
-struct RunInfo {
-  std::string command;
-  std::string started_utc;
-  std::vector<std::string> machine;
-  std::vector<int> cpus;  // producer's, consumer's; empty if not pinned
+// What a run measures and how: peer_bench's options.
+struct Settings {
   std::vector<Peer> peers;
-  std::vector<Mode> modes;
-  std::vector<std::size_t> sizes;
+  std::vector<Mode> modes = {Mode::kTransport, Mode::kTouch};
+  std::vector<std::size_t> sizes = {64, 4 << 10, 64 << 10, 1 << 20, 16 << 20};
   Plan plan;
   bool quick = false;
   int spin_us = 20;
   int retries = 1;
-  std::uint32_t depth = 0;  // --depth; 0: depth_for(size)
+  std::uint32_t depth = 0;        // --depth; 0: kDefaultDepth
   bool ring_eager_reuse = false;  // --ring-reuse=eager
-  int pipe_size = 0;      // what F_GETPIPE_SZ reported
+  int pipe_size = 1 << 20;        // --pipe-size: F_SETPIPE_SZ; 0 keeps the kernel's default
+  int sock_buf = 4 << 20;         // --sock-buf: SO_SNDBUF and SO_RCVBUF; 0 keeps the kernel's
+};
+
+// Everything about the run that the report states next to the numbers.
+struct RunInfo : Settings {
+  std::string command;
+  std::string started_utc;
+  std::vector<std::string> machine;
+  std::vector<int> cpus;  // producer's, consumer's; empty if not pinned
+  int pipe_size_got = 0;  // what F_GETPIPE_SZ reported
   int sock_snd = 0;       // what SO_SNDBUF / SO_RCVBUF reported
   int sock_rcv = 0;
   std::string iceoryx_status;  // version, RouDi binary/pid/stop, or why skipped
@@ -66,13 +72,10 @@ struct RunInfo {
   double wall_s = 0;
   double other_cpu_s = 0;
   std::string md_path, csv_path, svg_path;
+  std::string plot_error;  // why there is no plot ("" if there is)
 };
 
 std::string render_markdown(const RunInfo& run, const Results& results);
 std::string render_csv(const RunInfo& run, const Results& results);
-std::string render_svg(const RunInfo& run, const Results& results);
-
-// "64 B", "4 KiB", "16 MiB".
-std::string size_label(std::size_t size);
 
 }  // namespace fbuf::bench::peers

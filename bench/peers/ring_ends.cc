@@ -1,12 +1,12 @@
-// The floor: fbuf's own descriptor ring (ipc/ring.h) between two processes,
+// The floor: fbuf's own descriptor ring (fbuf/base/ring.h) between two processes,
 // with nothing of fbuf's pool, validation or protection on top. A region
 // (one memfd, mapped read-write by both ends) holds two channels, data and
-// reply; each is a send ring and a return ring of 32-byte ipc::Descriptors
+// reply; each is a send ring and a return ring of 32-byte detail::Descriptors
 // plus the buffers the descriptors name. The sender keeps a private free
 // list, takes returns back when it runs out (or, with `ring_eager_reuse`,
 // before every allocation, as fbuf's pool does), and waits like fbuf: a
 // waiting side polls for `spin`, then sleeps on the ring's futex word
-// (ipc::sleep_until, the same wake-up protocol fbuf uses).
+// (detail::sleep_until, the same wake-up protocol fbuf uses).
 //
 // Invariants (on top of ring.h's):
 //  - Each ring has one producer process and one consumer process: the data
@@ -23,6 +23,7 @@
 #include <bit>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -30,14 +31,14 @@
 
 #include "bench_sys.h"
 #include "ends.h"
-#include "ipc/ring.h"
+#include "fbuf/base/ring.h"
 
 namespace fbuf::bench::peers {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-namespace ipc = fbuf::ipc;
+namespace detail = fbuf::detail;
 
 constexpr std::uint64_t kRegionMagic = 0x7065657272696e67ULL;  // "peerring"
 constexpr std::uint32_t kReplyBuffers = 8;
@@ -75,13 +76,13 @@ struct Layout {
       ch.capacity = std::bit_ceil(count);
       ch.stride = stride;
       ch.send = at;
-      at += sizeof(ipc::RingIndices);
+      at += sizeof(detail::RingIndices);
       ch.ret = at;
-      at += sizeof(ipc::RingIndices);
+      at += sizeof(detail::RingIndices);
       ch.send_slots = at;
-      at += ch.capacity * sizeof(ipc::Descriptor);
+      at += ch.capacity * sizeof(detail::Descriptor);
       ch.ret_slots = at;
-      at += ch.capacity * sizeof(ipc::Descriptor);
+      at += ch.capacity * sizeof(detail::Descriptor);
       at = round_up(at, kPage);
     };
     place(data, c.depth, round_up(c.size, kPage));
@@ -126,41 +127,52 @@ class Region {
 // Polls `ready` for `spin`, then sleeps on the futex pair until it holds.
 // False after kOpTimeout. Returns as soon as `ready` has returned true once.
 template <class Ready>
-bool wait_for(ipc::RingIndices* idx, std::chrono::nanoseconds spin, Ready ready) {
-  const auto start = Clock::now();
-  for (;;) {
-    if (ready()) return true;
-    const auto waited = Clock::now() - start;
-    if (waited < spin) {
-      cpu_relax();
-      continue;
-    }
-    if (waited > kOpTimeout) return false;
-    // The sleeping side is this ring's consumer: it sleeps on "tail moved".
-    // sleep_until() calls `ready` again before and after sleeping and
-    // returns what it said: `ready` may consume (pop), so it is never
-    // called once more after it said yes.
-    if (ipc::sleep_until(idx->consumer_waiters, idx->data_seq, kMaxSleep, ready)) return true;
+bool wait_for(detail::RingIndices* idx, std::chrono::nanoseconds spin, Ready ready) {
+  if (poll_for(spin, ready)) return true;
+  // The sleeping side is this ring's consumer: it sleeps on "tail moved".
+  // sleep_until() calls `ready` again before and after sleeping and
+  // returns what it said: `ready` may consume (pop), so it is never called
+  // once more after it said yes.
+  const auto deadline = Clock::now() + kOpTimeout;
+  while (Clock::now() < deadline) {
+    if (detail::sleep_until(idx->consumer_waiters, idx->data_seq, kMaxSleep, ready)) return true;
   }
+  return false;
 }
 
-// The sending side of a channel: pushes descriptors of its own buffers and
-// takes them back from the return ring.
-class Outbox {
+// The sending side of a channel: produces into its own buffers, pushes
+// their descriptors and takes them back from the return ring.
+class Outbox final : public Outlet {
  public:
-  Outbox(const Region& r, const Layout::Channel& ch, bool eager)
-      : ch_(ch),
+  Outbox(std::shared_ptr<const Region> r, const Layout::Channel& ch, std::size_t size, Mode mode,
+         std::chrono::nanoseconds spin, bool eager)
+      : region_(std::move(r)),
+        ch_(ch),
+        size_(size),
+        mode_(mode),
+        spin_(spin),
         eager_(eager),
-        ret_idx_(r.at<ipc::RingIndices>(ch.ret)),
-        out_(r.at<ipc::RingIndices>(ch.send), r.at<ipc::Descriptor>(ch.send_slots), ch.capacity),
-        returns_(ret_idx_, r.at<ipc::Descriptor>(ch.ret_slots), ch.capacity),
-        buffers_(r.at<std::byte>(ch.buffers)) {
+        ret_idx_(region_->at<detail::RingIndices>(ch.ret)),
+        out_(region_->at<detail::RingIndices>(ch.send), region_->at<detail::Descriptor>(ch.send_slots), ch.capacity),
+        returns_(ret_idx_, region_->at<detail::Descriptor>(ch.ret_slots), ch.capacity),
+        buffers_(region_->at<std::byte>(ch.buffers)) {
     // Handed out from the back: buffer 0 first.
     for (std::uint32_t i = ch.count; i > 0; --i) free_.push_back(i - 1);
   }
 
-  // A free buffer's index, or -1 (with `error`) after kOpTimeout.
-  std::int64_t acquire(std::chrono::nanoseconds spin, std::string& error) {
+  bool send(std::uint64_t seq, std::uint64_t flags) override {
+    std::int64_t i = acquire();
+    if (i < 0) return false;
+    const auto index = static_cast<std::uint32_t>(i);
+    produce(buffers_ + std::size_t{index} * ch_.stride, size_, seq, flags, mode_);
+    if (out_.push(detail::Descriptor{0, index, 0, 0, static_cast<std::uint32_t>(size_), 0, seq})) return true;
+    error_ = "ring: send ring full";
+    return false;
+  }
+
+ private:
+  // A free buffer's index, or -1 (with error_) after kOpTimeout.
+  std::int64_t acquire() {
     // Lazy: returns are taken back only when the free list is empty, so
     // every buffer is used in turn. Eager (what fbuf's pool does): taken
     // back whenever there are some, so the buffer the consumer released
@@ -169,14 +181,14 @@ class Outbox {
     // allocation.
     if (free_.empty() || (eager_ && returns_.readable())) drain();
     if (free_.empty()) {
-      if (!wait_for(ret_idx_, spin, [&] { return returns_.readable(); })) {
-        error = "ring: no buffer came back";
+      if (!wait_for(ret_idx_, spin_, [&] { return returns_.readable(); })) {
+        error_ = "ring: no buffer came back";
         return -1;
       }
       drain();
     }
     if (free_.empty()) {
-      error = "ring: corrupt return ring";
+      error_ = "ring: corrupt return ring";
       return -1;
     }
     std::uint32_t i = free_.back();
@@ -184,145 +196,73 @@ class Outbox {
     return i;
   }
 
-  std::byte* buffer(std::uint32_t index) const { return buffers_ + std::size_t{index} * ch_.stride; }
-
-  bool send(std::uint32_t index, std::size_t length, std::uint64_t seq) {
-    const ipc::Descriptor d{0, index, 0, 0, static_cast<std::uint32_t>(length), 0, seq};
-    return out_.push(d);
-  }
-
- private:
   void drain() {
-    ipc::Descriptor d;
-    while (returns_.pop(d) == ipc::RingStatus::kOk) {
+    detail::Descriptor d;
+    while (returns_.pop(d) == detail::RingStatus::kOk) {
       if (d.index < ch_.count) free_.push_back(d.index);
     }
   }
 
+  std::shared_ptr<const Region> region_;
   Layout::Channel ch_;
+  std::size_t size_;
+  Mode mode_;
+  std::chrono::nanoseconds spin_;
   bool eager_;
-  ipc::RingIndices* ret_idx_;
-  ipc::RingProducer out_;
-  ipc::RingConsumer returns_;
+  detail::RingIndices* ret_idx_;
+  detail::RingProducer out_;
+  detail::RingConsumer returns_;
   std::byte* buffers_;
   std::vector<std::uint32_t> free_;
 };
 
-// The receiving side of a channel.
-class Inbox {
+// The receiving side of a channel: pops a descriptor, checks it against the
+// channel's geometry, consumes the buffer in place and returns it.
+class Inbox final : public Inlet {
  public:
-  Inbox(const Region& r, const Layout::Channel& ch)
-      : ch_(ch),
-        in_idx_(r.at<ipc::RingIndices>(ch.send)),
-        in_(in_idx_, r.at<ipc::Descriptor>(ch.send_slots), ch.capacity),
-        returns_(r.at<ipc::RingIndices>(ch.ret), r.at<ipc::Descriptor>(ch.ret_slots), ch.capacity),
-        buffers_(r.at<std::byte>(ch.buffers)) {}
-
-  // The next descriptor, checked against the channel's geometry.
-  bool receive(ipc::Descriptor& d, std::chrono::nanoseconds spin, std::string& error) {
-    ipc::RingStatus st = ipc::RingStatus::kEmpty;
-    if (!wait_for(in_idx_, spin, [&] {
-          st = in_.pop(d);
-          return st != ipc::RingStatus::kEmpty;
-        })) {
-      error = "ring: nothing arrived";
-      return false;
-    }
-    if (st != ipc::RingStatus::kOk || d.index >= ch_.count || d.length > ch_.stride) {
-      error = "ring: bad descriptor";
-      return false;
-    }
-    return true;
-  }
-
-  const std::byte* buffer(std::uint32_t index) const {
-    return buffers_ + std::size_t{index} * ch_.stride;
-  }
-
-  bool give_back(std::uint32_t index) { return returns_.push(ipc::Descriptor{0, index, 0, 0, 0, 0, 0}); }
-
- private:
-  Layout::Channel ch_;
-  ipc::RingIndices* in_idx_;
-  ipc::RingConsumer in_;
-  ipc::RingProducer returns_;
-  const std::byte* buffers_;
-};
-
-class RingProducerEnd final : public ProducerEnd {
- public:
-  RingProducerEnd(const EndConfig& c, int fd)
-      : c_(c), region_(c, fd), data_(region_, region_.layout().data, c.ring_eager_reuse),
-        replies_(region_, region_.layout().reply) {}
-
-  bool send(std::uint64_t seq, std::uint64_t flags) override {
-    std::int64_t i = data_.acquire(c_.spin, error_);
-    if (i < 0) return false;
-    auto index = static_cast<std::uint32_t>(i);
-    produce(data_.buffer(index), c_.size, seq, flags, c_.mode);
-    if (!data_.send(index, c_.size, seq)) {
-      error_ = "ring: send ring full";
-      return false;
-    }
-    return true;
-  }
-
-  bool wait_reply(std::uint64_t seq) override {
-    ipc::Descriptor d;
-    if (!replies_.receive(d, c_.spin, error_)) return false;
-    Header h{};
-    std::memcpy(&h, replies_.buffer(d.index), sizeof(h));
-    replies_.give_back(d.index);
-    if (h.seq != seq) {
-      error_ = "ring: reply to " + std::to_string(h.seq) + ", expected " + std::to_string(seq);
-      return false;
-    }
-    return true;
-  }
-
- private:
-  EndConfig c_;
-  Region region_;
-  Outbox data_;
-  Inbox replies_;
-};
-
-class RingConsumerEnd final : public ConsumerEnd {
- public:
-  RingConsumerEnd(const EndConfig& c, int fd)
-      : c_(c), region_(c, fd), data_(region_, region_.layout().data),
-        replies_(region_, region_.layout().reply, c.ring_eager_reuse) {}
+  Inbox(std::shared_ptr<const Region> r, const Layout::Channel& ch, std::size_t size, Mode mode,
+        std::chrono::nanoseconds spin)
+      : region_(std::move(r)),
+        ch_(ch),
+        size_(size),
+        mode_(mode),
+        spin_(spin),
+        in_idx_(region_->at<detail::RingIndices>(ch.send)),
+        in_(in_idx_, region_->at<detail::Descriptor>(ch.send_slots), ch.capacity),
+        returns_(region_->at<detail::RingIndices>(ch.ret), region_->at<detail::Descriptor>(ch.ret_slots), ch.capacity),
+        buffers_(region_->at<std::byte>(ch.buffers)) {}
 
   bool next(Consumed& out) override {
-    ipc::Descriptor d;
-    if (!data_.receive(d, c_.spin, error_)) return false;
-    out = consume(data_.buffer(d.index), d.length, c_.mode);
-    if (d.length != c_.size) out.data_ok = false;
-    if (!data_.give_back(d.index)) {
-      error_ = "ring: return ring full";
+    detail::Descriptor d;
+    detail::RingStatus st = detail::RingStatus::kEmpty;
+    if (!wait_for(in_idx_, spin_, [&] {
+          st = in_.pop(d);
+          return st != detail::RingStatus::kEmpty;
+        })) {
+      error_ = "ring: nothing arrived";
       return false;
     }
-    return true;
-  }
-
-  bool reply(std::uint64_t seq) override {
-    std::int64_t i = replies_.acquire(c_.spin, error_);
-    if (i < 0) return false;
-    auto index = static_cast<std::uint32_t>(i);
-    const Header h{seq, 0};
-    std::memcpy(replies_.buffer(index), &h, sizeof(h));
-    if (!replies_.send(index, kReplySize, seq)) {
-      error_ = "ring: reply ring full";
+    if (st != detail::RingStatus::kOk || d.index >= ch_.count || d.length > ch_.stride || d.length < sizeof(Header)) {
+      error_ = "ring: bad descriptor";
       return false;
     }
-    return true;
+    out = consume(buffers_ + std::size_t{d.index} * ch_.stride, d.length, mode_);
+    if (d.length != size_) out.data_ok = false;
+    if (returns_.push(detail::Descriptor{0, d.index, 0, 0, 0, 0, 0})) return true;
+    error_ = "ring: return ring full";
+    return false;
   }
 
  private:
-  EndConfig c_;
-  Region region_;
-  Inbox data_;
-  Outbox replies_;
+  std::shared_ptr<const Region> region_;
+  Layout::Channel ch_;
+  std::size_t size_;
+  Mode mode_;
+  std::chrono::nanoseconds spin_;
+  detail::RingIndices* in_idx_;
+  detail::RingConsumer in_;
+  detail::RingProducer returns_;
+  const std::byte* buffers_;
 };
 
 }  // namespace
@@ -340,19 +280,25 @@ int create_ring_region(const EndConfig& c) {
   h->size = c.size;
   h->depth = c.depth;
   for (const Layout::Channel* ch : {&l.data, &l.reply}) {
-    new (base + ch->send) ipc::RingIndices{};
-    new (base + ch->ret) ipc::RingIndices{};
+    new (base + ch->send) detail::RingIndices{};
+    new (base + ch->ret) detail::RingIndices{};
   }
   ::munmap(p, l.bytes);
   return fd.release();
 }
 
 std::unique_ptr<ProducerEnd> make_ring_producer(const EndConfig& c, int region_fd) {
-  return std::make_unique<RingProducerEnd>(c, region_fd);
+  auto r = std::make_shared<const Region>(c, region_fd);
+  return std::make_unique<ProducerEnd>(
+      std::make_unique<Outbox>(r, r->layout().data, c.size, c.mode, c.spin, c.ring_eager_reuse),
+      std::make_unique<Inbox>(r, r->layout().reply, kReplySize, Mode::kTransport, c.spin));
 }
 
 std::unique_ptr<ConsumerEnd> make_ring_consumer(const EndConfig& c, int region_fd) {
-  return std::make_unique<RingConsumerEnd>(c, region_fd);
+  auto r = std::make_shared<const Region>(c, region_fd);
+  return std::make_unique<ConsumerEnd>(
+      std::make_unique<Inbox>(r, r->layout().data, c.size, c.mode, c.spin),
+      std::make_unique<Outbox>(r, r->layout().reply, kReplySize, Mode::kTransport, c.spin, c.ring_eager_reuse));
 }
 
 }  // namespace fbuf::bench::peers

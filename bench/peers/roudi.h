@@ -7,8 +7,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "child_process.h"
 
 namespace fbuf::bench::peers {
 
@@ -24,7 +27,7 @@ std::string find_roudi(const std::string& hint);
 class RouDi {
  public:
   // Writes the config into a fresh directory under /tmp and starts
-  // `binary`, its output going to a log file there. Returns once RouDi
+  // `binary`. Returns once RouDi
   // says it is ready for clients. Throws std::runtime_error with the log's
   // tail if it exits or is not ready within 10 s.
   RouDi(const std::string& binary, const std::vector<Mempool>& pools);
@@ -33,7 +36,7 @@ class RouDi {
   RouDi(const RouDi&) = delete;
   RouDi& operator=(const RouDi&) = delete;
 
-  pid_t pid() const noexcept { return pid_; }
+  pid_t pid() const noexcept { return child_ ? child_->pid() : -1; }
   const std::string& config_path() const noexcept { return config_path_; }
   const std::string& config_text() const noexcept { return config_; }
   // How the last stop went ("exited after SIGTERM in 12 ms", ...).
@@ -44,10 +47,9 @@ class RouDi {
   std::string log_tail() const;
   void remove_files() noexcept;
 
-  pid_t pid_ = -1;
+  std::optional<fbuf::testing::Child> child_;
   std::string dir_;
   std::string config_path_;
-  std::string log_path_;
   std::string config_;
 };
 

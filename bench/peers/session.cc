@@ -87,6 +87,35 @@ std::uint64_t clock_stride(std::uint64_t messages, double seconds) {
   return std::clamp<std::uint64_t>(static_cast<std::uint64_t>(rate * 20e-6), 1, 256);
 }
 
+// Runs the plan's throughput windows into `r`. `window(until)` sends
+// messages until the time `until` (and until the pipeline is empty again)
+// and returns how many.
+template <class Window>
+void run_windows(CellResult& r, const Plan& plan, Window window) {
+  for (int w = 0; w < plan.repeats && w < kMaxRepeats; ++w) {
+    const auto t0 = Clock::now();
+    r.window_messages[w] = window(t0 + Seconds(plan.window_s));
+    r.window_seconds[w] = Seconds(Clock::now() - t0).count();
+    r.windows = w + 1;
+  }
+}
+
+// Runs the plan's latency batches of `sample()` (one-way microseconds each)
+// and fills the latency fields of `r`.
+template <class Sample>
+void run_latency(CellResult& r, const Plan& plan, Sample sample) {
+  const int batches = std::clamp(plan.repeats, 1, kMaxRepeats);
+  const double batch_s = plan.latency_s / batches;
+  const std::uint32_t batch_max = std::max(plan.max_rtts / static_cast<std::uint32_t>(batches), plan.min_rtts);
+  std::vector<std::vector<double>> samples(static_cast<std::size_t>(batches));
+  for (auto& b : samples) {
+    b.reserve(batch_max);
+    const auto until = Clock::now() + Seconds(batch_s);
+    while (b.size() < batch_max && (b.size() < plan.min_rtts || Clock::now() < until)) b.push_back(sample());
+  }
+  summarise_latency(r, samples);
+}
+
 }  // namespace
 
 CellResult run_producer(ProducerEnd& end, int control_fd, const EndConfig& c, const Plan& plan) {
@@ -114,9 +143,7 @@ CellResult run_producer(ProducerEnd& end, int control_fd, const EndConfig& c, co
     // Throughput windows: each runs from its first send until the
     // consumer has reported its last message, so each starts and ends with
     // an empty pipeline.
-    for (int w = 0; w < plan.repeats && w < kMaxRepeats; ++w) {
-      const auto t0 = Clock::now();
-      const auto until = t0 + Seconds(plan.window_s);
+    run_windows(r, plan, [&](auto until) {
       std::uint64_t count = 0;
       for (;;) {
         ++count;
@@ -125,10 +152,8 @@ CellResult run_producer(ProducerEnd& end, int control_fd, const EndConfig& c, co
         if (last) break;
       }
       expect(control_fd, ReportKind::kAck);
-      r.window_messages[w] = count;
-      r.window_seconds[w] = Seconds(Clock::now() - t0).count();
-      r.windows = w + 1;
-    }
+      return count;
+    });
 
     // Ping-pong: one message out, a one-line reply back; one-way = RTT / 2.
     auto round_trip = [&]() -> double {
@@ -142,19 +167,7 @@ CellResult run_producer(ProducerEnd& end, int control_fd, const EndConfig& c, co
       const auto until = Clock::now() + Seconds(kWarmRttSeconds);
       for (std::uint32_t i = 0; i < kWarmRtts && (i < 3 || Clock::now() < until); ++i) round_trip();
     }
-    const int batches = std::clamp(plan.repeats, 1, kMaxRepeats);
-    const double batch_s = plan.latency_s / batches;
-    const std::uint32_t batch_max = std::max(plan.max_rtts / static_cast<std::uint32_t>(batches),
-                                             plan.min_rtts);
-    std::vector<std::vector<double>> samples(static_cast<std::size_t>(batches));
-    for (auto& b : samples) {
-      b.reserve(batch_max);
-      const auto until = Clock::now() + Seconds(batch_s);
-      while (b.size() < batch_max && (b.size() < plan.min_rtts || Clock::now() < until)) {
-        b.push_back(round_trip());
-      }
-    }
-    summarise_latency(r, samples);
+    run_latency(r, plan, round_trip);
 
     send(kFlagStop);
     const Report fin = expect(control_fd, ReportKind::kFinal);
@@ -225,38 +238,23 @@ CellResult run_memcpy(const EndConfig& c, const Plan& plan) {
       for (; Clock::now() < until; ++n) op();
       stride = clock_stride(n, Seconds(Clock::now() - t0).count());
     }
-    for (int w = 0; w < plan.repeats && w < kMaxRepeats; ++w) {
-      const auto t0 = Clock::now();
-      const auto until = t0 + Seconds(plan.window_s);
+    run_windows(r, plan, [&](auto until) {
       std::uint64_t count = 0;
-      for (;;) {
+      do {
         op();
         ++count;
-        if (count >= kMinWindowMessages && count % stride == 0 && Clock::now() >= until) break;
-      }
-      r.window_messages[w] = count;
-      r.window_seconds[w] = Seconds(Clock::now() - t0).count();
-      r.windows = w + 1;
-    }
+      } while (count < kMinWindowMessages || count % stride != 0 || Clock::now() < until);
+      return count;
+    });
 
     // One sample = the time of `k` back-to-back operations / k, so that the
     // clock's own cost (tens of ns) does not swamp a 64-byte copy.
     const auto k = static_cast<std::uint32_t>(std::clamp<std::size_t>(64 * 1024 / c.size, 1, 1024));
-    const int batches = std::clamp(plan.repeats, 1, kMaxRepeats);
-    const double batch_s = plan.latency_s / batches;
-    const std::uint32_t batch_max = std::max(plan.max_rtts / static_cast<std::uint32_t>(batches),
-                                             plan.min_rtts);
-    std::vector<std::vector<double>> samples(static_cast<std::size_t>(batches));
-    for (auto& b : samples) {
-      b.reserve(batch_max);
-      const auto until = Clock::now() + Seconds(batch_s);
-      while (b.size() < batch_max && (b.size() < plan.min_rtts || Clock::now() < until)) {
-        const auto t0 = Clock::now();
-        for (std::uint32_t i = 0; i < k; ++i) op();
-        b.push_back(Micros(Clock::now() - t0).count() / k);
-      }
-    }
-    summarise_latency(r, samples);
+    run_latency(r, plan, [&] {
+      const auto t0 = Clock::now();
+      for (std::uint32_t i = 0; i < k; ++i) op();
+      return Micros(Clock::now() - t0).count() / k;
+    });
     if (bad != 0) throw std::runtime_error(std::to_string(bad) + " copies did not match");
     r.messages = seq;
     r.ok = 1;

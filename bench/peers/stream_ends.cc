@@ -27,15 +27,17 @@ std::string errno_text(const char* what) {
          (errno == 0 ? std::string("end of file") : std::system_category().message(errno));
 }
 
-// Reads exactly `n` bytes. While nothing is there it retries non-blocking
-// reads for `spin` (counted from the last byte that arrived), then sleeps
-// in poll(). A socket is read with MSG_DONTWAIT (its descriptor stays
-// blocking for the writer sharing it); a pipe's read end is O_NONBLOCK.
+// Reads exactly `n` bytes. With a `spin`, while nothing is there it
+// retries non-blocking reads for `spin` (counted from the last byte that
+// arrived), then sleeps in poll(): a socket is read with MSG_DONTWAIT (its
+// descriptor stays blocking for the writer sharing it); a pipe's read end
+// is O_NONBLOCK. Without one it blocks in read() at once.
 bool read_exact(int fd, std::byte* p, std::size_t n, std::chrono::nanoseconds spin, bool socket,
                 std::string& error) {
   auto last_progress = Clock::now();
+  const int flags = spin.count() > 0 ? MSG_DONTWAIT : 0;
   while (n > 0) {
-    ssize_t r = socket ? ::recv(fd, p, n, MSG_DONTWAIT) : ::read(fd, p, n);
+    ssize_t r = socket ? ::recv(fd, p, n, flags) : ::read(fd, p, n);
     if (r > 0) {
       p += r;
       n -= static_cast<std::size_t>(r);
@@ -70,97 +72,62 @@ bool read_exact(int fd, std::byte* p, std::size_t n, std::chrono::nanoseconds sp
   return true;
 }
 
-// Adopts `data_fd` and `reply_fd` (one socket, or two pipe ends).
-struct Fds {
-  Fd data;
-  Fd reply;  // empty for a socket: replies share `data`
-  int data_fd() const { return data.get(); }
-  int reply_fd() const { return reply ? reply.get() : data.get(); }
-};
-
-Fds adopt(int data_fd, int reply_fd) {
-  Fds f;
-  f.data = Fd(data_fd);
-  if (reply_fd != data_fd) f.reply = Fd(reply_fd);
-  return f;
-}
-
-class StreamProducer final : public ProducerEnd {
+// Produces into a private buffer and write()s it whole.
+class StreamOutlet final : public Outlet {
  public:
-  StreamProducer(const EndConfig& c, int data_fd, int reply_fd, bool socket)
-      : c_(c), fds_(adopt(data_fd, reply_fd)), socket_(socket), buffer_(c.size) {
-    if (!socket_) set_nonblocking(fds_.reply_fd());
-  }
+  StreamOutlet(int fd, std::size_t size, Mode mode) : fd_(fd), size_(size), mode_(mode), buffer_(size) {}
 
   bool send(std::uint64_t seq, std::uint64_t flags) override {
-    produce(buffer_.data(), c_.size, seq, flags, c_.mode);
-    if (!write_full(fds_.data_fd(), buffer_.data(), c_.size)) {
-      error_ = errno_text("write");
-      return false;
-    }
-    return true;
-  }
-
-  bool wait_reply(std::uint64_t seq) override {
-    std::byte r[kReplySize];
-    if (!read_exact(fds_.reply_fd(), r, sizeof(r), c_.spin, socket_, error_)) return false;
-    Header h{};
-    std::memcpy(&h, r, sizeof(h));
-    if (h.seq != seq) {
-      error_ = "reply to " + std::to_string(h.seq) + ", expected " + std::to_string(seq);
-      return false;
-    }
-    return true;
+    produce(buffer_.data(), size_, seq, flags, mode_);
+    if (write_full(fd_, buffer_.data(), size_)) return true;
+    error_ = errno_text("write");
+    return false;
   }
 
  private:
-  EndConfig c_;
-  Fds fds_;
-  bool socket_;
+  int fd_;
+  std::size_t size_;
+  Mode mode_;
   PageBuffer buffer_;
 };
 
-class StreamConsumer final : public ConsumerEnd {
+// read()s a whole message into a private buffer and consumes it there.
+class StreamInlet final : public Inlet {
  public:
-  StreamConsumer(const EndConfig& c, int data_fd, int reply_fd, bool socket)
-      : c_(c), fds_(adopt(data_fd, reply_fd)), socket_(socket), buffer_(c.size) {
-    if (!socket_) set_nonblocking(fds_.data_fd());
+  StreamInlet(int fd, std::size_t size, Mode mode, std::chrono::nanoseconds spin, bool socket)
+      : fd_(fd), size_(size), mode_(mode), spin_(spin), socket_(socket), buffer_(size) {
+    if (!socket_ && spin_.count() > 0) set_nonblocking(fd_);
   }
 
   bool next(Consumed& out) override {
-    if (!read_exact(fds_.data_fd(), buffer_.data(), c_.size, c_.spin, socket_, error_)) return false;
-    out = consume(buffer_.data(), c_.size, c_.mode);
-    return true;
-  }
-
-  bool reply(std::uint64_t seq) override {
-    std::byte r[kReplySize] = {};
-    const Header h{seq, 0};
-    std::memcpy(r, &h, sizeof(h));
-    if (!write_full(fds_.reply_fd(), r, sizeof(r))) {
-      error_ = errno_text("write(reply)");
-      return false;
-    }
+    if (!read_exact(fd_, buffer_.data(), size_, spin_, socket_, error_)) return false;
+    out = consume(buffer_.data(), size_, mode_);
     return true;
   }
 
  private:
-  EndConfig c_;
-  Fds fds_;
+  int fd_;
+  std::size_t size_;
+  Mode mode_;
+  std::chrono::nanoseconds spin_;
   bool socket_;
   PageBuffer buffer_;
 };
 
 }  // namespace
 
+// The descriptors are the child's fixed ones; they close when it exits.
 std::unique_ptr<ProducerEnd> make_stream_producer(const EndConfig& c, int data_fd, int reply_fd,
                                                   bool socket) {
-  return std::make_unique<StreamProducer>(c, data_fd, reply_fd, socket);
+  return std::make_unique<ProducerEnd>(std::make_unique<StreamOutlet>(data_fd, c.size, c.mode),
+                                       std::make_unique<StreamInlet>(reply_fd, kReplySize, Mode::kTransport,
+                                                                     c.spin, socket));
 }
 
 std::unique_ptr<ConsumerEnd> make_stream_consumer(const EndConfig& c, int data_fd, int reply_fd,
                                                   bool socket) {
-  return std::make_unique<StreamConsumer>(c, data_fd, reply_fd, socket);
+  return std::make_unique<ConsumerEnd>(std::make_unique<StreamInlet>(data_fd, c.size, c.mode, c.spin, socket),
+                                       std::make_unique<StreamOutlet>(reply_fd, kReplySize, Mode::kTransport));
 }
 
 }  // namespace fbuf::bench::peers

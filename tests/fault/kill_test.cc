@@ -1,14 +1,16 @@
 // kill -9 of either side at random moments: nothing already sent is lost,
 // nothing lent to a dead receiver stays lent, and the survivor carries on.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <optional>
 #include <random>
 #include <thread>
 
-#include "child.h"
+#include "child_process.h"
 #include "fbuf/fbuf.h"
 #include "frame.h"
 
@@ -16,7 +18,7 @@ namespace fbuf {
 namespace {
 
 using namespace std::chrono_literals;
-using test::Child;
+using fbuf::testing::Child;
 
 std::string service_name(const char* what) {
   return std::string("fault/") + what + "/" + std::to_string(getpid());
@@ -63,11 +65,11 @@ TEST(KillReceiver, PoolReturnsToAllFreeAfterEachOfTwentyKills) {
     ASSERT_EQ(victim.line(), "ready");
     ASSERT_TRUE(tx.wait_for_receivers(2, 10s));
     stream(tx, seq, 1 + rng() % 400);
-    victim.kill9();
+    victim.kill(SIGKILL);
     // Keep sending while the sender has not yet noticed: the ring to the
     // dead receiver fills and send() must neither fail nor hang.
     stream(tx, seq, rng() % 200);
-    victim.wait();
+    victim.wait(10s);
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (tx.receiver_count() != 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
     ASSERT_EQ(tx.receiver_count(), 1u) << "round " << round;
@@ -80,7 +82,7 @@ TEST(KillReceiver, PoolReturnsToAllFreeAfterEachOfTwentyKills) {
   // saw every frame, in order, intact.
   sender.reset();
   EXPECT_EQ(steady.line(), "received " + std::to_string(seq) + " last " + std::to_string(seq - 1));
-  int status = steady.wait();
+  int status = steady.wait(60s).raw;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_TRUE(pool_all_free(pool));
 }
@@ -96,7 +98,8 @@ TEST(KillSender, ReceiverGetsEveryCompletedSendThenPeerGone) {
         mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, counter_fd, 0));
     ASSERT_NE(static_cast<void*>(completed), MAP_FAILED);
 
-    Child producer(FBUF_FAULT_PEER, {"produce", service, std::to_string(counter_fd)}, counter_fd);
+    Child producer(FBUF_FAULT_PEER, {"produce", service, std::to_string(counter_fd)},
+                   {{counter_fd, counter_fd}});
     ASSERT_TRUE(producer.started());
     Receiver rx = Receiver::connect(service, {.connect_timeout = 10s});
 
@@ -108,8 +111,8 @@ TEST(KillSender, ReceiverGetsEveryCompletedSendThenPeerGone) {
     std::uint64_t sent_before_kill = 0;
     for (;;) {
       if (!killed && std::chrono::steady_clock::now() >= kill_at) {
-        producer.kill9();
-        producer.wait();
+        producer.kill(SIGKILL);
+        producer.wait(10s);
         killed = true;
         // acquire: pairs with the producer's release store.
         sent_before_kill = completed->load(std::memory_order_acquire);
@@ -153,7 +156,7 @@ TEST(RestartedSender, ReceiversReconnectToTheNewOne) {
     // ~Sender: the receiver drains, sees kPeerGone and reconnects.
   }
   for (int round = 0; round < 3; ++round) EXPECT_EQ(rx.line(), "round " + std::to_string(round) + " received 500");
-  int status = rx.wait();
+  int status = rx.wait(60s).raw;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_EQ(total, 1500u);
   EXPECT_TRUE(pool_all_free(pool));

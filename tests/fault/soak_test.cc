@@ -3,6 +3,7 @@
 // Label `stress`: skipped by the default test run; `./build.sh soak` runs
 // it. FBUF_SOAK_MESSAGES overrides the count.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
 #include <memory>
@@ -10,7 +11,7 @@
 #include <string>
 #include <thread>
 
-#include "child.h"
+#include "child_process.h"
 #include "fbuf/fbuf.h"
 #include "frame.h"
 
@@ -25,10 +26,10 @@ TEST(Soak, TenMillionFramesToThreeReceiversArriveIntactAndInOrder) {
   Pool pool(PoolOptions{.name = "soak", .classes = {{4096, 64}, {65536, 16}, {1 << 20, 4}}});
   const std::string service = "soak/" + std::to_string(getpid());
   std::optional<Sender> tx(std::in_place, pool, service);
-  std::vector<std::unique_ptr<test::Child>> receivers;
+  std::vector<std::unique_ptr<fbuf::testing::Child>> receivers;
   for (int i = 0; i < 3; ++i) {
     // Each holds up to 4 views at a time, so returns arrive out of order.
-    receivers.push_back(std::make_unique<test::Child>(FBUF_FAULT_PEER,
+    receivers.push_back(std::make_unique<fbuf::testing::Child>(FBUF_FAULT_PEER,
                                                       std::vector<std::string>{"consume", service, "4"}));
     ASSERT_EQ(receivers.back()->line(), "ready");
   }
@@ -53,7 +54,7 @@ TEST(Soak, TenMillionFramesToThreeReceiversArriveIntactAndInOrder) {
   const std::string expected = "received " + std::to_string(count) + " last " + std::to_string(count - 1);
   for (auto& r : receivers) {
     EXPECT_EQ(r->line(std::chrono::minutes(10)), expected);
-    int status = r->wait();
+    int status = r->wait(60s).raw;
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

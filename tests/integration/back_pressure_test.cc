@@ -10,7 +10,7 @@
 
 #include "fbuf/fbuf.h"
 #include "pool_check.h"
-#include "subprocess.h"
+#include "child_process.h"
 
 namespace fbuf::testing {
 namespace {

@@ -11,7 +11,7 @@
 
 #include "fbuf/fbuf.h"
 #include "pool_check.h"
-#include "subprocess.h"
+#include "child_process.h"
 #include "test_frame.h"
 
 namespace fbuf::testing {

@@ -1,4 +1,4 @@
-#include "subprocess.h"
+#include "child_process.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -28,7 +29,7 @@ namespace {
 int make_output_file() {
   const char* dir = std::getenv("TMPDIR");
   std::string path = std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") +
-                     "/fbuf-it-output-XXXXXX";
+                     "/fbuf-child-output-XXXXXX";
   int fd = ::mkostemp(path.data(), O_CLOEXEC);
   if (fd < 0) throw_errno("mkostemp(" + path + ")");
   ::unlink(path.c_str());
@@ -49,12 +50,20 @@ std::string ExitStatus::describe() const {
   return out.str();
 }
 
-Child::Child(std::string path, std::vector<std::string> args) : command_(path) {
+Child::Child(std::string path, std::vector<std::string> args, std::vector<std::pair<int, int>> fds,
+             Output output, int death_signal)
+    : command_(path) {
   for (const std::string& a : args) command_ += " " + a;
+  constexpr std::size_t kMaxFds = 8;
+  constexpr int kAbove = 64;
+  if (fds.size() > kMaxFds) throw std::invalid_argument("Child: at most 8 descriptors");
+  for (const auto& [fd, target] : fds) {
+    if (fd < 0 || target < 0 || target >= kAbove) throw std::invalid_argument("Child: bad descriptor");
+  }
 
   // Everything the child needs is prepared before fork: between fork and
-  // exec only async-signal-safe calls are allowed, because the test process
-  // may have other threads (a Sender's listener, for one).
+  // exec only async-signal-safe calls are allowed, because the parent may
+  // have other threads (a Sender's listener, for one).
   std::vector<std::string> argv_storage;
   argv_storage.reserve(args.size() + 1);
   argv_storage.push_back(std::move(path));
@@ -63,23 +72,35 @@ Child::Child(std::string path, std::vector<std::string> args) : command_(path) {
   argv.reserve(argv_storage.size() + 1);
   for (std::string& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);
-  static constexpr char kExecFailed[] = "fbuf-it: execv failed\n";
+  static constexpr char kExecFailed[] = "fbuf-testkit: execv failed\n";
   const pid_t parent = ::getpid();
 
-  output_fd_ = make_output_file();
+  if (output == Output::kCapture) output_fd_ = make_output_file();
+  std::fflush(stdout);
+  std::fflush(stderr);
   pid_ = ::fork();
   if (pid_ < 0) {
-    ::close(output_fd_);
+    if (output_fd_ >= 0) ::close(output_fd_);
     throw_errno("fork(" + command_ + ")");
   }
   if (pid_ == 0) {
-    // A child whose test process died goes with it.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    // A child whose parent died goes with it.
+    ::prctl(PR_SET_PDEATHSIG, death_signal);
     if (::getppid() != parent) ::_exit(126);
-    ::dup2(output_fd_, STDOUT_FILENO);
-    ::dup2(output_fd_, STDERR_FILENO);
+    // Every source first moves above the targets, so that no dup2 clobbers
+    // a source still to be moved; dup2 then clears O_CLOEXEC on the target.
+    int moved[kMaxFds];
+    std::size_t n = 0;
+    for (const auto& [fd, target] : fds) moved[n++] = ::fcntl(fd, F_DUPFD_CLOEXEC, kAbove);
+    const int out = output_fd_ >= 0 ? ::fcntl(output_fd_, F_DUPFD_CLOEXEC, kAbove) : STDERR_FILENO;
+    if (out < 0 || ::dup2(out, STDOUT_FILENO) < 0 || ::dup2(out, STDERR_FILENO) < 0) ::_exit(126);
+    n = 0;
+    for (const auto& [fd, target] : fds) {
+      if (moved[n] < 0 || ::dup2(moved[n], target) < 0) ::_exit(126);
+      ++n;
+    }
     ::execv(argv[0], argv.data());
-    [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kExecFailed, sizeof kExecFailed - 1);
+    [[maybe_unused]] const ssize_t w = ::write(STDERR_FILENO, kExecFailed, sizeof kExecFailed - 1);
     ::_exit(127);
   }
 }
@@ -88,6 +109,7 @@ Child::Child(Child&& other) noexcept
     : command_(std::move(other.command_)),
       pid_(std::exchange(other.pid_, -1)),
       output_fd_(std::exchange(other.output_fd_, -1)),
+      line_pos_(other.line_pos_),
       status_(std::move(other.status_)) {}
 
 Child::~Child() {
@@ -108,6 +130,7 @@ void Child::reap(int status) noexcept {
   } else if (WIFSIGNALED(status)) {
     s.signal = WTERMSIG(status);
   }
+  s.raw = status;
   status_ = s;
 }
 
@@ -134,18 +157,40 @@ ExitStatus Child::wait(std::chrono::milliseconds timeout) {
   return *status_;
 }
 
+bool Child::poll_exit() {
+  if (status_) return true;
+  int status = 0;
+  if (::waitpid(pid_, &status, WNOHANG) != pid_) return false;
+  reap(status);
+  return true;
+}
+
 bool Child::wait_for_output(std::string_view text, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     if (output().find(text) != std::string::npos) return true;
-    if (status_) return false;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      reap(status);
-      return output().find(text) != std::string::npos;
-    }
+    if (poll_exit()) return output().find(text) != std::string::npos;
     if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+std::string Child::line(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    // Checked before the output is read: output printed before the exit is
+    // then still seen.
+    const bool ended = poll_exit();
+    const std::string out = output();
+    const std::size_t nl = out.find('\n', line_pos_);
+    if (nl != std::string::npos) {
+      std::string l = out.substr(line_pos_, nl - line_pos_);
+      line_pos_ = nl + 1;
+      return l;
+    }
+    if (ended) return "<eof>";
+    if (std::chrono::steady_clock::now() >= deadline) return "<timeout>";
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
 
@@ -155,6 +200,7 @@ void Child::kill(int sig) noexcept {
 
 std::string Child::output() const {
   std::string out;
+  if (output_fd_ < 0) return out;
   char chunk[8192];
   off_t offset = 0;
   for (;;) {

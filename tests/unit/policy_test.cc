@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,9 +14,9 @@
 #include <string>
 #include <thread>
 
+#include "child_process.h"
 #include "fbuf/fbuf.h"
 
-extern char** environ;
 
 namespace fbuf {
 namespace {
@@ -33,53 +32,31 @@ Pool make_pool(Policy policy, const char* name, std::uint32_t count = 1) {
 // A receiver process with a pipe to its stdin and one from its stdout.
 class ReceiverProcess {
  public:
-  explicit ReceiverProcess(const std::string& service) {
-    int in[2], out[2];
-    EXPECT_EQ(pipe2(in, O_CLOEXEC), 0);
-    EXPECT_EQ(pipe2(out, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    std::string svc = service;
-    char* argv[] = {g_self.data(), const_cast<char*>("--receiver"), svc.data(), nullptr};
-    EXPECT_EQ(posix_spawn(&pid_, g_self.c_str(), &fa, nullptr, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(in[0]);
-    close(out[1]);
-    to_ = fdopen(in[1], "w");
-    from_ = fdopen(out[0], "r");
+  // The receiver role of this binary, with a pipe on its stdin for the
+  // test's commands.
+  explicit ReceiverProcess(const std::string& service)
+      : stdin_(make_pipe()), child_(g_self, {"--receiver", service}, {{stdin_.first, 0}}) {
+    close(stdin_.first);
   }
   ~ReceiverProcess() {
-    if (to_ != nullptr) fclose(to_);
-    if (from_ != nullptr) fclose(from_);
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
+    if (stdin_.second >= 0) close(stdin_.second);
   }
-  std::string line() {
-    char buf[256] = {};
-    if (fgets(buf, sizeof buf, from_) == nullptr) return "<eof>";
-    std::string s(buf);
-    if (!s.empty() && s.back() == '\n') s.pop_back();
-    return s;
-  }
+  std::string line() { return child_.line(std::chrono::seconds(20)); }
   void say(const char* what) {
-    fprintf(to_, "%s\n", what);
-    fflush(to_);
+    std::string cmd = std::string(what) + "\n";
+    EXPECT_EQ(write(stdin_.second, cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
   }
-  int wait() {
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return status;
-  }
+  int wait() { return child_.wait(std::chrono::seconds(30)).raw; }
 
  private:
-  pid_t pid_ = -1;
-  FILE* to_ = nullptr;
-  FILE* from_ = nullptr;
+  static std::pair<int, int> make_pipe() {
+    int p[2] = {-1, -1};
+    EXPECT_EQ(pipe2(p, O_CLOEXEC), 0);
+    return {p[0], p[1]};
+  }
+
+  std::pair<int, int> stdin_;  // read end (given to the child), write end
+  testing::Child child_;
 };
 
 // The receiver role: reports the first byte of what it holds at each step.

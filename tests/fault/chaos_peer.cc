@@ -738,13 +738,14 @@ class Hostile {
     std::vector<fbuf::ipc::Descriptor> lent(tail - my_head_);
     for (std::size_t i = 0; i < lent.size(); ++i) std::memcpy(&lent[i], send_slot(my_head_ + i), sizeof lent[i]);
     ::shutdown(sock_.get(), SHUT_WR);
-    const auto flip_until = Clock::now() + std::chrono::milliseconds(2 + rng_() % 20);
+    const auto flip_until = Clock::now() + std::chrono::milliseconds(5 + rng_() % 30);
     const std::size_t n = lent.size();
+    std::vector<std::uint64_t> real(2 * n), other(2 * n);
     std::uint64_t spin = 0;
     while (Clock::now() < flip_until) {
-      put_send_head(my_head_);
+      // Every slot shows the other descriptor half of the time, so a
+      // change can land between any two reads the producer makes.
       for (std::size_t i = 0; i < n; ++i) {
-        std::byte* slot = send_slot(my_head_ + i);
         const fbuf::ipc::Descriptor& x = lent[i];
         fbuf::ipc::Descriptor y;
         switch ((spin + i) % 4) {
@@ -753,14 +754,17 @@ class Hostile {
           case 2: y = x; y.generation += 1; break;
           default: y = returned_.empty() ? lent[(i + n - 1) % n] : returned_[(i + spin) % returned_.size()];
         }
-        std::uint64_t wx[2], wy[2];
-        std::memcpy(wx, &x, sizeof wx);
-        std::memcpy(wy, &y, sizeof wy);
-        for (int rep = 0; rep < 2; ++rep) {
-          put64(slot, wy[0]);
-          put64(slot + 8, wy[1]);
-          put64(slot, wx[0]);
-          put64(slot + 8, wx[1]);
+        std::memcpy(&real[2 * i], &x, 16);
+        std::memcpy(&other[2 * i], &y, 16);
+      }
+      for (int rep = 0; rep < 16; ++rep) {
+        put_send_head(my_head_);
+        for (const auto* words : {&other, &real}) {
+          for (std::size_t i = 0; i < n; ++i) {
+            std::byte* slot = send_slot(my_head_ + i);
+            put64(slot, (*words)[2 * i]);
+            put64(slot + 8, (*words)[2 * i + 1]);
+          }
         }
       }
       ++spin;

@@ -711,7 +711,7 @@ class Hostile {
       ring_bell();
       const std::uint64_t t = send_tail();
       const std::uint64_t heads[] = {t + 1000, t + 1, t + sc_ + 1, std::uint64_t{1} << 63, ~std::uint64_t{0}};
-      put_send_head(heads[rng_() % std::size(heads)]);
+      for (int i = 0; i < 32; ++i) put_send_head(heads[rng_() % std::size(heads)]);
       std::this_thread::sleep_for(std::chrono::microseconds(50 + rng_() % 100));
       if (hung_up()) {
         disconnect();

@@ -362,7 +362,7 @@ class Hostile {
     if (n <= 0 || fds.size() != 3) return false;  // a Reject, or cut off
     // Before anything else: the capacities in the header, while the
     // producer may still be reading them.
-    if ((attacks_ & kCapacity) != 0 && !stall_role_ && rng_() % 2 == 0) {
+    if ((attacks_ & kCapacity) != 0 && !stall_role_ && rng_() % 4 != 0) {
       const std::uint32_t huge[] = {~0u, 1u << 31, 1u << 30, 1u << 24};
       const std::uint32_t c1 = huge[rng_() % 4], c2 = huge[rng_() % 4];
       if (::pwrite(fds[1].get(), &c1, 4, offsetof(fbuf::ipc::ChannelHeader, send_capacity)) == 4) count_op();

@@ -309,7 +309,7 @@ TEST(Chaos, HostilePeersRewritingSharedMemoryCostHonestReceiversNothing) {
 
 // Capacities rewritten the moment the ring fd arrives, and by scribbling.
 TEST(Chaos, RewrittenRingCapacitiesDoNotCrashTheProducer) {
-  run_chaos(config(8, 1'000'000, "capacity,scribble"), "chaos-capacity");
+  run_chaos(config(8, 1'000'000, "capacity,scribble,reconnect"), "chaos-capacity");
 }
 
 // A head ahead of the tail (or far behind it) from peers that otherwise

@@ -270,10 +270,11 @@ void run_chaos(const Config& cfg, const char* tag) {
         << "the longest wait between two frames";
   }
 
-  EXPECT_GE(total_ops, cfg.min_ops) << "too few hostile operations";
   EXPECT_GT(tally.welcomes, 0u) << "no hostile peer got through the handshake";
   EXPECT_TRUE(tally.abnormal.empty()) << "hostile peers failed on their own:\n" << tally.abnormal.front();
   if (!finished) return;
+  // (A producer that died early ended the hostile phase early too.)
+  EXPECT_GE(total_ops, cfg.min_ops) << "too few hostile operations";
 
   EXPECT_EQ(proc::field(pout, "error").value_or("?"), "none");
   ASSERT_TRUE(sent) << pout;

@@ -769,9 +769,10 @@ class Hostile {
       }
       ++spin;
     }
-    // Half-closed: keep writing for a while, then start over.
+    // Half-closed: keep writing for a while, then start over (the producer
+    // detaches a connection once).
     scribble(rng_() % 4096);
-    if (rng_() % 2 == 0) disconnect();
+    disconnect();
   }
 
   // Capacities in the header, mid-stream: the producer must never read

@@ -118,7 +118,12 @@ int produce(const char* service, long pace_us, long bound_ms, std::uint32_t ring
         break;
       }
     }
-    if (!buf) break;
+    if (!buf) {
+      // A frame the producer was still waiting for when it stopped counts
+      // too: a stall at the very end has no frame after it to show it.
+      max_frame_ms = std::max(max_frame_ms, ms_since(t0, Clock::now()));
+      break;
+    }
     tf_write(reinterpret_cast<unsigned char*>(buf->data()), seq, payload);
     bool done = false;
     while (!done && !g_stop) {
@@ -132,7 +137,10 @@ int produce(const char* service, long pace_us, long bound_ms, std::uint32_t ring
         break;
       }
     }
-    if (!done) break;  // stopped, or failed, with this frame unsent
+    if (!done) {  // stopped, or failed, with this frame unsent
+      max_frame_ms = std::max(max_frame_ms, ms_since(t0, Clock::now()));
+      break;
+    }
     ++sent;
     const auto t1 = Clock::now();
     max_frame_ms = std::max(max_frame_ms, ms_since(t0, t1));

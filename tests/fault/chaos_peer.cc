@@ -53,10 +53,12 @@
 #include <vector>
 
 #include "fbuf/fbuf.h"
-#include "fbuf/sys.h"
+#include "fbuf/base/fd.h"
+#include "fbuf/base/futex.h"
+#include "fbuf/buffers/doorbell.h"
 #include "ipc/control.h"
-#include "ipc/futex.h"
 #include "ipc/handshake.capnp.h"
+#include "ipc/handshake.h"
 #include "ipc/layout.h"
 #include "tests/integration/test_frame.h"
 
@@ -493,7 +495,7 @@ class Hostile {
     const std::size_t slots_end = H::bytes(sc_, rc_);
     for (std::size_t off = H::send_slots_offset(); off + 8 <= slots_end; off += 8)
       targets_.push_back({r + off, 8, Kind::kSlotWord});
-    using D = fbuf::ipc::DoorbellHeader;
+    using D = fbuf::detail::DoorbellHeader;
     std::byte* b = bell_.data();
     targets_.push_back({b + offsetof(D, magic), 8, Kind::kMagic});
     targets_.push_back({b + offsetof(D, version), 4, Kind::kMagic});
@@ -623,12 +625,12 @@ class Hostile {
   }
 
   void ring_bell() {
-    auto* bell = reinterpret_cast<fbuf::ipc::DoorbellHeader*>(bell_.data());
+    auto* bell = reinterpret_cast<fbuf::detail::DoorbellHeader*>(bell_.data());
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (bell->waiters.load(std::memory_order_acquire) != 0) {
       bell->seq.fetch_add(1, std::memory_order_relaxed);
       count_op();
-      fbuf::ipc::futex_wake_all(&bell->seq);
+      fbuf::detail::futex_wake_all(&bell->seq);
     }
   }
 

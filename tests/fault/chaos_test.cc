@@ -38,7 +38,7 @@
 #include <vector>
 
 // The one include of the child-process helper.
-#include "tests/integration/subprocess.h"
+#include "child_process.h"
 
 namespace fbuf {
 namespace {

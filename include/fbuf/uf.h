@@ -8,6 +8,22 @@
  *
  * Timeouts are in nanoseconds: 0 fails fast (UF_EAGAIN), a negative value
  * waits forever. No call here throws; every failure is a uf_error.
+ *
+ * Handles after their end. uf_pool_destroy, uf_channel_close and
+ * uf_deallocate end a handle, and so does a uf_write or uf_writev that
+ * returns UF_OK (it consumes its buffers). The last 4096 ended handles of
+ * each kind are kept, poisoned, so that using one again is caught, every
+ * time, from any thread:
+ *  - a call that returns uf_error returns UF_EINVAL (for instance a second
+ *    uf_write of a consumed buffer, uf_get on a closed channel);
+ *  - a call that returns nothing or a pointer or size (uf_pool_destroy,
+ *    uf_pool_counts, uf_channel_close, uf_deallocate, uf_data, uf_cdata,
+ *    uf_size) prints a message naming the call and the handle to stderr
+ *    and aborts, e.g. "fbuf: uf_deallocate: buffer handle 0x5581c0 was
+ *    already deallocated".
+ * A handle of the wrong kind is treated the same way. A handle ended longer
+ * ago has gone back to malloc: using it is undefined, as with free().
+ * Destroying, closing or deallocating NULL does nothing.
  */
 #ifndef FBUF_UF_H_
 #define FBUF_UF_H_
@@ -61,7 +77,8 @@ void uf_pool_destroy(uf_pool* pool);
 void uf_pool_counts(const uf_pool* pool, uint32_t* free_count, uint32_t* total);
 
 /* A sending end that listens under `service` for receivers in other
- * processes; `service` NULL makes an in-process-only channel. */
+ * processes; `service` NULL makes an in-process-only channel, and an
+ * empty `service` is UF_EINVAL. */
 uf_error uf_channel_listen(uf_pool* pool, const char* service, uf_channel** out);
 /* A receiving end connected to `service`. */
 uf_error uf_channel_connect(const char* service, int64_t timeout_ns, uf_channel** out);
@@ -72,14 +89,17 @@ void uf_channel_close(uf_channel* ch);
 
 uf_error uf_allocate(uf_pool* pool, size_t size, int64_t timeout_ns, uf_buf** out);
 uf_error uf_allocb(uf_channel* sender, size_t size, int64_t timeout_ns, uf_buf** out);
-/* On UF_OK `buf` is consumed; on any error the caller still owns it. */
+/* On UF_OK `buf` is consumed (the handle has ended: a second uf_write of
+ * it returns UF_EINVAL, a uf_deallocate of it aborts); on any error the
+ * caller still owns it. */
 uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_ns);
 /* A batch, all or nothing: on UF_OK every buffer is consumed; on any error
  * the caller still owns all of them. At most 64 buffers, and no more than
  * the channel's ring holds. Contiguous buffers are protected with one call. */
 uf_error uf_writev(uf_channel* sender, uf_buf* const* bufs, const size_t* lens, size_t n, int64_t timeout_ns);
 uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out);
-/* Returns an unsent buffer to its pool, or a received one to its owner. */
+/* Returns an unsent buffer to its pool, or a received one to its owner.
+ * Aborts with a message for a buffer already deallocated or consumed. */
 void uf_deallocate(uf_buf* buf);
 
 /* Writable bytes of an owned buffer; NULL for a received view. */

@@ -76,6 +76,53 @@ void uf_pool_destroy(uf_pool* pool);
 /* Buffers free to allocate and buffers in all. Either pointer may be NULL. */
 void uf_pool_counts(const uf_pool* pool, uint32_t* free_count, uint32_t* total);
 
+/* Counters, as the C++ API reports them. Each struct starts with its size:
+ * the caller sets `size` to sizeof the struct it was compiled with (older,
+ * shorter versions keep working; fields fbuf does not know read 0). A size
+ * smaller than this first version, a NULL pointer or a channel of the
+ * wrong end returns UF_EINVAL. Like POSIX stat, each struct shares its name
+ * with its function: write `struct uf_pool_stats s = {.size = sizeof s};`. */
+struct uf_pool_stats {
+  size_t size;
+  uint32_t total;              /* buffers in the pool */
+  uint32_t free;               /* ready to allocate */
+  uint32_t allocated;          /* held by the owner, not yet sent */
+  uint32_t in_flight;          /* sent, awaiting return from some receiver */
+  uint64_t rejected_returns;   /* forged, duplicate or foreign returns */
+};
+struct uf_sender_stats {
+  size_t size;
+  uint64_t sent;               /* buffers published (once per write) */
+  uint64_t delivered;          /* descriptors pushed (once per receiver) */
+  uint64_t returned;           /* valid returns */
+  uint64_t rejected_returns;
+  uint64_t rejected_handshakes;
+  uint64_t receivers_connected;
+  uint64_t receivers_lost;     /* hung up or died; their buffers reclaimed */
+  uint64_t dropped;            /* buffers skipped for slow receivers */
+  uint64_t receivers_cut_off;  /* receivers cut off by the slow-consumer policy */
+};
+struct uf_receiver_stats {
+  size_t size;
+  uint64_t received;
+  uint64_t returned;
+  uint64_t rejected_descriptors; /* failed validation; skipped */
+  uint64_t dropped;              /* buffers the sender skipped for this receiver */
+};
+#if defined(__cplusplus) && defined(__GNUC__)
+/* Legal C++ (as `struct stat` and stat()); only -Wshadow objects. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#endif
+uf_error uf_pool_stats(const uf_pool* pool, struct uf_pool_stats* out);
+/* `sender` is a sending end (uf_channel_listen). */
+uf_error uf_sender_stats(const uf_channel* sender, struct uf_sender_stats* out);
+/* `receiver` is a receiving end (uf_channel_connect, uf_channel_connect_local). */
+uf_error uf_receiver_stats(const uf_channel* receiver, struct uf_receiver_stats* out);
+#if defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
 /* A sending end that listens under `service` for receivers in other
  * processes; `service` NULL makes an in-process-only channel, and an
  * empty `service` is UF_EINVAL. */

@@ -179,6 +179,12 @@ TEST(UfApi, CallsOnAClosedChannelAreInvalid) {
   EXPECT_EQ(uf_channel_connect_local(tx, &ch), UF_EINVAL);
   EXPECT_EQ(uf_channel_wait_receivers(tx, 0, 0), UF_EINVAL);
   EXPECT_EQ(uf_get(rx, 0, &none), UF_EINVAL);
+  struct uf_sender_stats ss = {};
+  ss.size = sizeof ss;
+  EXPECT_EQ(uf_sender_stats(tx, &ss), UF_EINVAL);
+  struct uf_receiver_stats rs = {};
+  rs.size = sizeof rs;
+  EXPECT_EQ(uf_receiver_stats(rx, &rs), UF_EINVAL);
   EXPECT_EQ(none, nullptr);
   EXPECT_EQ(ch, nullptr);
   std::memset(uf_data(b), 1, 1);  // the failed writes left it ours
@@ -194,6 +200,9 @@ TEST(UfApi, CallsOnADestroyedPoolAreInvalid) {
   uf_channel* ch = nullptr;
   EXPECT_EQ(uf_allocate(pool, 1, 0, &b), UF_EINVAL);
   EXPECT_EQ(uf_channel_listen(pool, nullptr, &ch), UF_EINVAL);
+  struct uf_pool_stats ps = {};
+  ps.size = sizeof ps;
+  EXPECT_EQ(uf_pool_stats(pool, &ps), UF_EINVAL);
 }
 
 TEST(UfApi, NullHandlesAreNoOpsToEnd) {
@@ -296,6 +305,93 @@ TEST(UfApi, HandlesEndSafelyFromManyThreads) {
   uf_pool_counts(pool, &free_count, &total);
   EXPECT_EQ(free_count, total);
   uf_pool_destroy(pool);
+}
+
+TEST(UfStats, ReportWhatTheCxxApiReports) {
+  Fixture f;
+  uf_buf *a = nullptr, *b = nullptr, *held = nullptr;
+  ASSERT_EQ(uf_allocate(f.pool, 1, 0, &a), UF_OK);
+  ASSERT_EQ(uf_allocate(f.pool, 1, 0, &b), UF_OK);
+  ASSERT_EQ(uf_allocate(f.pool, 1, 0, &held), UF_OK);
+  ASSERT_EQ(uf_write(f.tx, a, 1, 0), UF_OK);
+  ASSERT_EQ(uf_write(f.tx, b, 1, 0), UF_OK);
+  uf_buf* got = nullptr;
+  ASSERT_EQ(uf_get(f.rx, 0, &got), UF_OK);
+  uf_deallocate(got);  // one back, one still in the ring
+
+  struct uf_pool_stats ps = {};
+  ps.size = sizeof ps;
+  ASSERT_EQ(uf_pool_stats(f.pool, &ps), UF_OK);
+  EXPECT_EQ(ps.size, sizeof ps);
+  EXPECT_EQ(ps.total, 4u);
+  EXPECT_EQ(ps.free, 2u);
+  EXPECT_EQ(ps.allocated, 1u);
+  EXPECT_EQ(ps.in_flight, 1u);
+  EXPECT_EQ(ps.rejected_returns, 0u);
+
+  struct uf_sender_stats ss = {};
+  ss.size = sizeof ss;
+  ASSERT_EQ(uf_sender_stats(f.tx, &ss), UF_OK);
+  EXPECT_EQ(ss.sent, 2u);
+  EXPECT_EQ(ss.delivered, 2u);
+  EXPECT_EQ(ss.receivers_connected, 1u);
+  EXPECT_EQ(ss.receivers_lost, 0u);
+  EXPECT_EQ(ss.dropped, 0u);
+  EXPECT_EQ(ss.receivers_cut_off, 0u);
+
+  struct uf_receiver_stats rs = {};
+  rs.size = sizeof rs;
+  ASSERT_EQ(uf_receiver_stats(f.rx, &rs), UF_OK);
+  EXPECT_EQ(rs.received, 1u);  // (`returned` counts returns through a ring: remote receivers only)
+  EXPECT_EQ(rs.rejected_descriptors, 0u);
+  EXPECT_EQ(rs.dropped, 0u);
+  uf_deallocate(held);
+}
+
+TEST(UfStats, RejectWrongEndsNullAndShortStructs) {
+  Fixture f;
+  struct uf_pool_stats ps = {};
+  struct uf_sender_stats ss = {};
+  struct uf_receiver_stats rs = {};
+  ps.size = sizeof ps;
+  ss.size = sizeof ss;
+  rs.size = sizeof rs;
+  EXPECT_EQ(uf_sender_stats(f.rx, &ss), UF_EINVAL);    // a receiving end
+  EXPECT_EQ(uf_receiver_stats(f.tx, &rs), UF_EINVAL);  // a sending end
+  EXPECT_EQ(uf_pool_stats(nullptr, &ps), UF_EINVAL);
+  EXPECT_EQ(uf_sender_stats(nullptr, &ss), UF_EINVAL);
+  EXPECT_EQ(uf_receiver_stats(nullptr, &rs), UF_EINVAL);
+  EXPECT_EQ(uf_pool_stats(f.pool, nullptr), UF_EINVAL);
+  EXPECT_EQ(uf_sender_stats(f.tx, nullptr), UF_EINVAL);
+  EXPECT_EQ(uf_receiver_stats(f.rx, nullptr), UF_EINVAL);
+  ps.size = 0;
+  EXPECT_EQ(uf_pool_stats(f.pool, &ps), UF_EINVAL);
+  ss.size = sizeof ss - 1;
+  EXPECT_EQ(uf_sender_stats(f.tx, &ss), UF_EINVAL);
+  rs.size = sizeof(size_t);
+  EXPECT_EQ(uf_receiver_stats(f.rx, &rs), UF_EINVAL);
+}
+
+// A caller compiled against a later, longer struct: what this version does
+// not know reads 0, and nothing past the caller's size is written.
+TEST(UfStats, ALongerStructGetsItsUnknownFieldsZeroed) {
+  Fixture f;
+  struct Later {
+    struct uf_pool_stats known;
+    uint64_t unknown[2];
+  };
+  struct {
+    Later s;
+    uint64_t past;
+  } m;
+  std::memset(&m, 0xab, sizeof m);
+  m.s.known.size = sizeof(Later);
+  ASSERT_EQ(uf_pool_stats(f.pool, &m.s.known), UF_OK);
+  EXPECT_EQ(m.s.known.size, sizeof(Later));
+  EXPECT_EQ(m.s.known.total, 4u);
+  EXPECT_EQ(m.s.unknown[0], 0u);
+  EXPECT_EQ(m.s.unknown[1], 0u);
+  EXPECT_EQ(m.past, 0xababababababababu);
 }
 
 }  // namespace

@@ -116,17 +116,11 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   if (slots_[index].guarded) {
     // Cached fbufs: a returned buffer keeps its protection until it is
     // handed out again. Restoring one buffer inside a protected run splits
-    // a mapping and can fail (ENOMEM at vm.max_map_count): then this
-    // buffer goes to the bottom of the list so the others are tried, and
-    // the next one is tried once.
-    int err = restore_locked(index);
-    if (err != 0 && list.size() > 1) {
-      list.pop_back();
-      list.insert(list.begin(), index);
+    // a mapping and can fail (ENOMEM at vm.max_map_count).
+    if (int err = restore_locked(index); err != 0) {
+      if (!take_another_locked(list)) return std::error_code(err, std::system_category());
       index = list.back();
-      err = slots_[index].guarded ? restore_locked(index) : 0;
     }
-    if (err != 0) return std::error_code(err, std::system_category());
   }
   list.pop_back();
   {
@@ -167,6 +161,25 @@ Result<Buffer> PoolCore::allocate(std::size_t size, std::chrono::nanoseconds tim
                      });
     if (again || again.error() != make_error_code(Errc::kWouldBlock)) return again;
   }
+}
+
+bool PoolCore::take_another_locked(std::vector<std::uint32_t>& list) noexcept {
+  // The buffer on top could not be restored: it goes to the bottom, so this
+  // class does not keep failing on it while others are free, and it is
+  // tried again once the others have been handed out.
+  std::rotate(list.begin(), list.end() - 1, list.end());
+  // A free buffer that needs no restore costs no syscall and cannot fail.
+  auto ready = std::find_if(list.rbegin(), list.rend(), [&](std::uint32_t i) { return !slots_[i].guarded; });
+  if (ready != list.rend()) {
+    std::iter_swap(ready, list.rbegin());
+    return true;
+  }
+  // All guarded: one more try, with the next one, bounds the syscalls a
+  // failing allocation makes. If it fails too it goes to the bottom as well.
+  if (list.size() < 2) return false;
+  if (restore_locked(list.back()) == 0) return true;
+  std::rotate(list.begin(), list.end() - 1, list.end());
+  return false;
 }
 
 int PoolCore::restore_locked(std::uint32_t index) noexcept {
@@ -238,15 +251,25 @@ std::error_code PoolCore::guard_locked(std::span<const std::uint32_t> indices) n
     for (std::uint32_t index : sorted) slots_[index].guarded = true;
     return {};
   }
-  // Roll back run by run. Restoring exactly a range this call changed
-  // merges mappings rather than splitting them; should it fail anyway,
-  // the slot says so (guarded), so the state matches the mapping and the
-  // caller's next send or the next allocation retries.
+  // Roll back run by run, the failed one included. Restoring exactly a
+  // range this call changed merges mappings rather than splitting them;
+  // should it fail anyway, each buffer of the run is tried alone, and the
+  // slot of one that still fails says guarded, so the state matches the
+  // mapping (a restore that failed may have changed part of its range:
+  // guarded is the safe answer) and the next allocation restores it. A
+  // successful restore also clears `guarded` left by an earlier rollback
+  // that failed.
   for (std::size_t i = 0; i < done;) {
     std::size_t j = run_end(i);
     auto [offset, length] = range(i, j);
-    if (protection_.restore(offset, length) != 0)
-      for (std::size_t k = i; k < j; ++k) slots_[sorted[k]].guarded = true;
+    if (protection_.restore(offset, length) == 0) {
+      for (std::size_t k = i; k < j; ++k) slots_[sorted[k]].guarded = false;
+    } else {
+      for (std::size_t k = i; k < j; ++k) {
+        Slot& s = slots_[sorted[k]];
+        s.guarded = protection_.restore(s.offset, s.capacity) != 0;
+      }
+    }
     i = j;
   }
   return std::error_code(err, std::system_category());
@@ -254,10 +277,12 @@ std::error_code PoolCore::guard_locked(std::span<const std::uint32_t> indices) n
 
 void PoolCore::free_locked(std::uint32_t index) noexcept {
   Slot& s = slots_[index];
-  if (s.guarded && options_.eager_restore && protection_.restore(s.offset, s.capacity) == 0) s.guarded = false;
   s.state = State::kFree;
   s.refs = 0;
   free_[s.size_class].push_back(index);
+  // Eager restore is best effort: a buffer that cannot be restored now
+  // stays guarded and is restored (or passed over) when it is allocated.
+  if (s.guarded && options_.eager_restore) restore_locked(index);
 }
 
 void PoolCore::mark_sent_locked(Buffer& b, std::uint32_t receivers) noexcept {

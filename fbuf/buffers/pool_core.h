@@ -8,10 +8,12 @@
 //    `refs` > 0 receivers hold it (refs is 0 in every other state).
 //  - `generation` changes at every allocation and is never 0, so a return
 //    that names an older generation (or a zeroed slot) never matches.
-//  - `guarded` is true exactly when the sender's mapping of the buffer is
-//    protected or private (Protection::protect succeeded and no restore
-//    has since succeeded). A buffer is handed out by try_allocate only
-//    after it is unguarded.
+//  - `guarded` is true whenever any page of the sender's mapping of the
+//    buffer may be protected or private: after a successful protect, and
+//    after a protect or restore that failed part-way (the range may have
+//    changed in part). It is false only after a restore of the whole
+//    buffer succeeded. A buffer is handed out by try_allocate only after
+//    it is unguarded; one whose restore fails is passed over.
 //  - Returns from other processes reach the pool only through its inlets
 //    (returns.h), each validated against that receiver's LentSet first, so
 //    `refs` drops at most once per receiver per lend.
@@ -81,7 +83,10 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // --- Called with mutex() held. ---
   // Ends the sender's write access to these allocated buffers as the
   // policy says (nothing for volatile), changing contiguous runs with one
-  // call each. All or nothing: on failure no buffer is changed.
+  // call each. All or nothing: on failure every run changed is restored,
+  // so the buffers are writable again, except (rarely) one whose restore
+  // also fails: that one stays guarded, and read-only or private, until
+  // it is sent or freed and allocated again.
   std::error_code guard_locked(std::span<const std::uint32_t> indices) noexcept;
   // `b` goes out to `receivers` receivers; the Buffer handle is emptied
   // without returning the buffer.
@@ -118,8 +123,12 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   Result<Buffer> try_allocate_locked(std::size_t size) noexcept;
   void free_locked(std::uint32_t index) noexcept;
   // Gives the sender its write access to a free, guarded buffer back.
-  // Returns 0 or an errno, with the slot unchanged on failure.
+  // Returns 0 or an errno, with the slot still guarded on failure.
   int restore_locked(std::uint32_t index) noexcept;
+  // The top of `list` (a class's free list) is guarded and could not be
+  // restored: moves it to the bottom and puts a buffer ready to hand out
+  // on top. False, with no buffer ready, if none could be made ready.
+  bool take_another_locked(std::vector<std::uint32_t>& list) noexcept;
 
   PoolOptions options_;  // classes sorted by size, sizes rounded to pages
   std::size_t total_size_ = 0;

@@ -6,6 +6,26 @@
 
 namespace fbuf::detail {
 
+std::atomic<ProtectionFaults::Hook> ProtectionFaults::hook{nullptr};
+
+namespace {
+
+// Asks the test hook, if any, whether this call fails. Returns 0 to go on
+// with the whole range, or the errno to fail with once the first `changed`
+// bytes (as the hook left them, at most `length`) have been changed.
+inline int injected(ProtectionFaults::Op op, std::size_t offset, std::size_t length,
+                    std::size_t& changed) noexcept {
+  ProtectionFaults::Hook h = ProtectionFaults::hook.load(std::memory_order_relaxed);
+  if (h == nullptr) [[likely]]
+    return 0;
+  changed = length;
+  const int err = h(op, offset, changed);
+  if (changed > length) changed = length;
+  return err;
+}
+
+}  // namespace
+
 Protection::Protection(Policy policy, int memfd, std::byte* base, std::size_t size, const std::string& what)
     : policy_(policy), fd_(memfd), base_(base) {
   if (policy_ == Policy::kCopyOnWrite)
@@ -13,6 +33,24 @@ Protection::Protection(Policy policy, int memfd, std::byte* base, std::size_t si
 }
 
 int Protection::protect(std::size_t offset, std::size_t length) noexcept {
+  std::size_t changed = 0;
+  if (int err = injected(ProtectionFaults::Op::kProtect, offset, length, changed); err != 0) [[unlikely]] {
+    if (changed != 0) apply_protect(offset, changed);
+    return err;
+  }
+  return apply_protect(offset, length);
+}
+
+int Protection::restore(std::size_t offset, std::size_t length) noexcept {
+  std::size_t changed = 0;
+  if (int err = injected(ProtectionFaults::Op::kRestore, offset, length, changed); err != 0) [[unlikely]] {
+    if (changed != 0) apply_restore(offset, changed);
+    return err;
+  }
+  return apply_restore(offset, length);
+}
+
+int Protection::apply_protect(std::size_t offset, std::size_t length) noexcept {
   std::byte* at = base_ + offset;
   switch (policy_) {
     case Policy::kVolatile:
@@ -32,7 +70,7 @@ int Protection::protect(std::size_t offset, std::size_t length) noexcept {
   return EINVAL;
 }
 
-int Protection::restore(std::size_t offset, std::size_t length) noexcept {
+int Protection::apply_restore(std::size_t offset, std::size_t length) noexcept {
   std::byte* at = base_ + offset;
   switch (policy_) {
     case Policy::kVolatile:

@@ -5,6 +5,7 @@
 // Private to the library.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <string>
 
@@ -12,6 +13,24 @@
 #include "fbuf/pool.h"
 
 namespace fbuf::detail {
+
+// Failure injection for tests of the pool's protection failure paths
+// (tests/unit/protection_test.cc); never set in production. When a hook
+// is set, every protect() and restore() asks it first: a non-zero errno
+// makes the call fail with it, after applying the real operation to the
+// first `length` bytes only (the hook may shorten `length`, to 0 for a
+// call that changes nothing), the way mprotect can fail half-way through
+// a range of several mappings. Unset, it costs one load and one
+// predictable branch per call.
+struct ProtectionFaults {
+  enum class Op { kProtect, kRestore };
+  using Hook = int (*)(Op op, std::size_t offset, std::size_t& length) noexcept;
+  // relaxed: the hook is a function pointer with no data behind it; tests
+  // set it before the calls it is meant for, in the same thread or with
+  // their own synchronisation.
+  static void set(Hook h) noexcept { hook.store(h, std::memory_order_relaxed); }
+  static std::atomic<Hook> hook;
+};
 
 class Protection {
  public:
@@ -31,10 +50,14 @@ class Protection {
   // part (the caller restores it).
   int protect(std::size_t offset, std::size_t length) noexcept;
   // Shared and writable again. Returns 0 or an errno (ENOMEM when a split
-  // would exceed vm.max_map_count).
+  // would exceed vm.max_map_count); on failure the range may be restored
+  // in part, so the caller must treat all of it as still protected.
   int restore(std::size_t offset, std::size_t length) noexcept;
 
  private:
+  int apply_protect(std::size_t offset, std::size_t length) noexcept;
+  int apply_restore(std::size_t offset, std::size_t length) noexcept;
+
   Policy policy_ = Policy::kVolatile;
   int fd_ = -1;  // the pool's memfd, owned by the pool
   std::byte* base_ = nullptr;

@@ -8,6 +8,22 @@
  *
  * Timeouts are in nanoseconds: 0 fails fast (UF_EAGAIN), a negative value
  * waits forever. No call here throws; every failure is a uf_error.
+ *
+ * Handles after their end. uf_pool_destroy, uf_channel_close and
+ * uf_deallocate end a handle, and so does a uf_write or uf_writev that
+ * returns UF_OK (it consumes its buffers). The last 4096 ended handles of
+ * each kind are kept, poisoned, so that using one again is caught, every
+ * time, from any thread:
+ *  - a call that returns uf_error returns UF_EINVAL (for instance a second
+ *    uf_write of a consumed buffer, uf_get on a closed channel);
+ *  - a call that returns nothing or a pointer or size (uf_pool_destroy,
+ *    uf_pool_counts, uf_channel_close, uf_deallocate, uf_data, uf_cdata,
+ *    uf_size) prints a message naming the call and the handle to stderr
+ *    and aborts, e.g. "fbuf: uf_deallocate: buffer handle 0x5581c0 was
+ *    already deallocated".
+ * A handle of the wrong kind is treated the same way. A handle ended longer
+ * ago has gone back to malloc: using it is undefined, as with free().
+ * Destroying, closing or deallocating NULL does nothing.
  */
 #ifndef FBUF_UF_H_
 #define FBUF_UF_H_
@@ -60,8 +76,56 @@ void uf_pool_destroy(uf_pool* pool);
 /* Buffers free to allocate and buffers in all. Either pointer may be NULL. */
 void uf_pool_counts(const uf_pool* pool, uint32_t* free_count, uint32_t* total);
 
+/* Counters, as the C++ API reports them. Each struct starts with its size:
+ * the caller sets `size` to sizeof the struct it was compiled with (older,
+ * shorter versions keep working; fields fbuf does not know read 0). A size
+ * smaller than this first version, a NULL pointer or a channel of the
+ * wrong end returns UF_EINVAL. Like POSIX stat, each struct shares its name
+ * with its function: write `struct uf_pool_stats s = {.size = sizeof s};`. */
+struct uf_pool_stats {
+  size_t size;
+  uint32_t total;              /* buffers in the pool */
+  uint32_t free;               /* ready to allocate */
+  uint32_t allocated;          /* held by the owner, not yet sent */
+  uint32_t in_flight;          /* sent, awaiting return from some receiver */
+  uint64_t rejected_returns;   /* forged, duplicate or foreign returns */
+};
+struct uf_sender_stats {
+  size_t size;
+  uint64_t sent;               /* buffers published (once per write) */
+  uint64_t delivered;          /* descriptors pushed (once per receiver) */
+  uint64_t returned;           /* valid returns */
+  uint64_t rejected_returns;
+  uint64_t rejected_handshakes;
+  uint64_t receivers_connected;
+  uint64_t receivers_lost;     /* hung up or died; their buffers reclaimed */
+  uint64_t dropped;            /* buffers skipped for slow receivers */
+  uint64_t receivers_cut_off;  /* receivers cut off by the slow-consumer policy */
+};
+struct uf_receiver_stats {
+  size_t size;
+  uint64_t received;
+  uint64_t returned;
+  uint64_t rejected_descriptors; /* failed validation; skipped */
+  uint64_t dropped;              /* buffers the sender skipped for this receiver */
+};
+#if defined(__cplusplus) && defined(__GNUC__)
+/* Legal C++ (as `struct stat` and stat()); only -Wshadow objects. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#endif
+uf_error uf_pool_stats(const uf_pool* pool, struct uf_pool_stats* out);
+/* `sender` is a sending end (uf_channel_listen). */
+uf_error uf_sender_stats(const uf_channel* sender, struct uf_sender_stats* out);
+/* `receiver` is a receiving end (uf_channel_connect, uf_channel_connect_local). */
+uf_error uf_receiver_stats(const uf_channel* receiver, struct uf_receiver_stats* out);
+#if defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
 /* A sending end that listens under `service` for receivers in other
- * processes; `service` NULL makes an in-process-only channel. */
+ * processes; `service` NULL makes an in-process-only channel, and an
+ * empty `service` is UF_EINVAL. */
 uf_error uf_channel_listen(uf_pool* pool, const char* service, uf_channel** out);
 /* A receiving end connected to `service`. */
 uf_error uf_channel_connect(const char* service, int64_t timeout_ns, uf_channel** out);
@@ -72,14 +136,17 @@ void uf_channel_close(uf_channel* ch);
 
 uf_error uf_allocate(uf_pool* pool, size_t size, int64_t timeout_ns, uf_buf** out);
 uf_error uf_allocb(uf_channel* sender, size_t size, int64_t timeout_ns, uf_buf** out);
-/* On UF_OK `buf` is consumed; on any error the caller still owns it. */
+/* On UF_OK `buf` is consumed (the handle has ended: a second uf_write of
+ * it returns UF_EINVAL, a uf_deallocate of it aborts); on any error the
+ * caller still owns it. */
 uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_ns);
 /* A batch, all or nothing: on UF_OK every buffer is consumed; on any error
  * the caller still owns all of them. At most 64 buffers, and no more than
  * the channel's ring holds. Contiguous buffers are protected with one call. */
 uf_error uf_writev(uf_channel* sender, uf_buf* const* bufs, const size_t* lens, size_t n, int64_t timeout_ns);
 uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out);
-/* Returns an unsent buffer to its pool, or a received one to its owner. */
+/* Returns an unsent buffer to its pool, or a received one to its owner.
+ * Aborts with a message for a buffer already deallocated or consumed. */
 void uf_deallocate(uf_buf* buf);
 
 /* Writable bytes of an owned buffer; NULL for a received view. */

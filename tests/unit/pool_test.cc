@@ -21,6 +21,28 @@ Pool small_pool(std::uint32_t n4k = 4, std::uint32_t n64k = 2) {
   return Pool(PoolOptions{.name = "pool-test", .classes = {{65536, n64k}, {4096, n4k}}});
 }
 
+TEST(Pool, AMovedFromPoolSaysClosedAndTheNewOneWorks) {
+  Pool a = small_pool();
+  Pool b = std::move(a);
+  EXPECT_EQ(a.try_allocate(1).error(), make_error_code(Errc::kClosed));  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(a.allocate(1, 1ms).error(), make_error_code(Errc::kClosed));
+  EXPECT_EQ(a.stats().total, 0u);
+  auto buf = b.try_allocate(1);
+  ASSERT_TRUE(buf);
+  EXPECT_EQ(b.stats().allocated, 1u);
+  Pool c = small_pool();
+  c = std::move(b);  // the assigned-from one is empty too
+  EXPECT_EQ(b.try_allocate(1).error(), make_error_code(Errc::kClosed));  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(c.stats().allocated, 1u);
+}
+
+TEST(PoolDeathTest, OptionsOfAMovedFromPoolAbortsWithAMessage) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  Pool a = small_pool();
+  Pool b = std::move(a);
+  EXPECT_DEATH(a.options(), "options\\(\\) of a moved-from Pool");  // NOLINT(bugprone-use-after-move)
+}
+
 TEST(Pool, RoundsSizesToPagesAndSortsClasses) {
   Pool pool(PoolOptions{.name = "geometry", .classes = {{10000, 1}, {100, 2}}});
   const auto& c = pool.options().classes;

@@ -129,6 +129,16 @@ TEST(Doorbell, AnAllocateWaiterWakesWhenAReceiverHoldingBuffersIsKilled) {
     }
   }
   ::close(ready[1]);
+  // Killed and reaped however the test ends.
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      if (pid > 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } reap{pid};
   Pool pool(PoolOptions{.name = "wake-killed", .classes = {{4096, 2}}});
   Sender tx(pool, service);
   ASSERT_TRUE(tx.wait_for_receivers(1, 10s));
@@ -141,6 +151,7 @@ TEST(Doorbell, AnAllocateWaiterWakesWhenAReceiverHoldingBuffersIsKilled) {
   const auto event = Clock::now();
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
+  reap.pid = -1;
   const auto late = w.latency_after(event);
   EXPECT_TRUE(w.ok());
   EXPECT_LT(late, kWakeBound);

@@ -598,6 +598,46 @@ TEST(ControlPlane, AProducerOutOfFdsDoesNotSpinOnPendingConnections) {
   ::close(ready[0]);
 }
 
+// --- 7. A handshake the sender cannot complete is refused in words. ---
+
+// The producer has exactly one fd to spare: enough to accept a receiver,
+// not enough to make its channel, so setting the receiver up fails after
+// the connection was taken. The Reject must go out on that connection,
+// which the control thread still owns, so the receiver learns why at once
+// instead of seeing it closed without a word.
+TEST(ControlPlane, AReceiverTheProducerCannotSetUpIsToldWhyOnItsOwnConnection) {
+  const std::string service = service_name("no-fds");
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  ChildProcess producer([&] {
+    Pool pool(PoolOptions{.name = "no-fds", .classes = {{4096, 4}}});
+    Sender tx(pool, service);
+    rlimit lim{64, 64};
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 2;
+    int last = -1;
+    for (int fd; (fd = ::fcntl(0, F_DUPFD_CLOEXEC, 0)) >= 0;) last = fd;
+    if (errno != EMFILE || last < 0) return 2;
+    ::close(last);  // one to spare
+    if (::write(ready[1], "r", 1) != 1) return 2;
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(producer.started());
+  ::close(ready[1]);
+  ASSERT_TRUE(wait_byte(ready[0]));
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const auto start = Clock::now();
+    try {
+      Receiver rx = Receiver::connect(service, {.connect_timeout = 2s});
+      ADD_FAILURE() << "connected to a producer without fds to spare";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), make_error_code(Errc::kProtocol)) << e.what();
+      EXPECT_NE(std::string(e.what()).find("rejected"), std::string::npos) << e.what();
+    }
+    EXPECT_LT(Clock::now() - start, 1s) << "attempt " << attempt;
+  }
+  ::close(ready[0]);
+}
+
 // A service that never accepts, its backlog full: connect keeps its timeout.
 TEST(ControlPlane, ConnectKeepsItsTimeoutWhenTheBacklogIsFull) {
   const std::string service = service_name("backlog");

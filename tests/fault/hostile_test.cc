@@ -505,6 +505,7 @@ TEST(ControlPlane, IdleConnectionsFromStrangersAndFromOneUserCannotLockOutARecei
   };
   children.push_back(idle_child(true, 70));
   children.push_back(idle_child(true, 70));
+  children.push_back(idle_child(false, 70));  // one process of this user, many connections
   for (int i = 0; i < 20; ++i) children.push_back(idle_child(false, 4));
   Pool pool(PoolOptions{.name = "idle", .classes = {{4096, 4}}});
   Sender tx(pool, service);

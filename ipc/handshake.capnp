@@ -19,6 +19,13 @@ $Cxx.namespace("fbuf::ipc::proto");
 struct Hello {
   version @0 :UInt32;
   pid @1 :UInt32;
+  # What the receiver asks for itself when it falls behind (fbuf::
+  # SlowReceiverPolicy, SenderOptions). The sender takes each only where it
+  # is more lenient to its other receivers than its own options; zero asks
+  # for nothing, so a Hello without these fields means the same.
+  slowPolicy @2 :UInt8;       # 0 block, 1 fail fast, 2 skip, 3 cut off
+  receiverBudget @3 :UInt32;  # buffers held or queued; 0: the sender's
+  holdTimeoutNs @4 :UInt64;   # 0: the sender's; at most 2^63 - 1
 }
 
 struct SizeClass {

@@ -27,7 +27,7 @@ capnp::ReaderOptions reader_options() {
 
 }  // namespace
 
-std::uint32_t decode_hello(kj::ArrayPtr<const capnp::word> words) {
+HelloInfo decode_hello(kj::ArrayPtr<const capnp::word> words) {
   try {
     capnp::FlatArrayMessageReader reader(words, reader_options());
     auto m = reader.getRoot<proto::ControlMessage>();
@@ -36,7 +36,18 @@ std::uint32_t decode_hello(kj::ArrayPtr<const capnp::word> words) {
     if (h.getVersion() != kProtocolVersion)
       detail::throw_error(Errc::kVersionMismatch, "Hello version " + std::to_string(h.getVersion()) +
                                                       ", this side speaks " + std::to_string(kProtocolVersion));
-    return h.getPid();
+    HelloInfo info;
+    info.pid = h.getPid();
+    // Each read once into a local, checked, then used.
+    const std::uint8_t policy = h.getSlowPolicy();
+    if (policy > static_cast<std::uint8_t>(SlowReceiverPolicy::kCutOff))
+      protocol_error("unknown slow-receiver policy " + std::to_string(policy));
+    info.slow_policy = static_cast<SlowReceiverPolicy>(policy);
+    info.receiver_budget = h.getReceiverBudget();
+    const std::uint64_t hold = h.getHoldTimeoutNs();
+    if (hold > static_cast<std::uint64_t>(INT64_MAX)) protocol_error("hold timeout " + std::to_string(hold) + " ns");
+    info.hold_timeout_ns = hold;
+    return info;
   } catch (const kj::Exception& e) {
     protocol_error(std::string("malformed Hello: ") + e.getDescription().cStr());
   }
@@ -102,10 +113,13 @@ WelcomeInfo decode_welcome(kj::ArrayPtr<const capnp::word> words) {
   }
 }
 
-void build_hello(capnp::MessageBuilder& m, std::uint32_t pid) {
+void build_hello(capnp::MessageBuilder& m, const HelloInfo& info) {
   auto h = m.initRoot<proto::ControlMessage>().initHello();
   h.setVersion(kProtocolVersion);
-  h.setPid(pid);
+  h.setPid(info.pid);
+  h.setSlowPolicy(static_cast<std::uint8_t>(info.slow_policy));
+  h.setReceiverBudget(info.receiver_budget);
+  h.setHoldTimeoutNs(info.hold_timeout_ns);
 }
 
 void build_welcome(capnp::MessageBuilder& m, const WelcomeInfo& info) {

@@ -12,12 +12,22 @@
 
 #include "fbuf/base/limits.h"
 #include "fbuf/pool.h"
+#include "fbuf/sender.h"
 
 namespace fbuf::ipc {
 
 using detail::kMaxBuffers;
 using detail::kMaxClasses;
 using detail::kMaxRingCapacity;
+
+// What a sender learns from a Hello, after validation.
+struct HelloInfo {
+  std::uint32_t pid = 0;
+  // What the receiver asks for itself (zero: nothing).
+  SlowReceiverPolicy slow_policy = SlowReceiverPolicy::kBlock;
+  std::uint32_t receiver_budget = 0;
+  std::uint64_t hold_timeout_ns = 0;  // at most INT64_MAX
+};
 
 // What a receiver learns from a Welcome, after validation.
 struct WelcomeInfo {
@@ -34,11 +44,11 @@ struct WelcomeInfo {
 // Decode a peer's message. Each throws Error (kProtocol, kVersionMismatch,
 // with the offending values in what()) and never anything else, whatever
 // the bytes: they are the fuzzing targets for the handshake.
-std::uint32_t decode_hello(kj::ArrayPtr<const capnp::word> words);
+HelloInfo decode_hello(kj::ArrayPtr<const capnp::word> words);
 WelcomeInfo decode_welcome(kj::ArrayPtr<const capnp::word> words);
 
 // Build this side's messages.
-void build_hello(capnp::MessageBuilder& m, std::uint32_t pid);
+void build_hello(capnp::MessageBuilder& m, const HelloInfo& info);
 void build_welcome(capnp::MessageBuilder& m, const WelcomeInfo& info);
 void build_reject(capnp::MessageBuilder& m, const std::string& reason);
 

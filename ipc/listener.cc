@@ -75,6 +75,9 @@ void Listener::loop() noexcept {
   for (;;) {
     int timeout_ms = pending_.empty() ? -1 : 1000;
     if (accept_paused_) timeout_ms = static_cast<int>(kAcceptPause.count());
+    // Receivers under a hold timeout are checked while sends are idle too.
+    const int hold_ms = sender_.hold_check_ms();
+    if (hold_ms > 0 && (timeout_ms < 0 || hold_ms < timeout_ms)) timeout_ms = hold_ms;
     int n = ::epoll_wait(epoll_fd_.get(), events, 16, timeout_ms);
     if (n < 0 && errno != EINTR) return;
     for (int i = 0; i < n; ++i) {
@@ -95,6 +98,7 @@ void Listener::loop() noexcept {
       if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, listen_fd_.get(), &ev) == 0) accept_paused_ = false;
     }
     expire_pending();
+    if (hold_ms > 0) sender_.check_holds();
   }
 }
 
@@ -190,11 +194,11 @@ void Listener::on_pending(int fd, std::uint32_t events) noexcept {
       reject(sock.get(), "unreadable Hello: " + ec.message());
       return;
     }
-    ipc::decode_hello(dg.words);
+    const ipc::HelloInfo hello = ipc::decode_hello(dg.words);
     if (!dg.fds.empty()) throw_error(Errc::kProtocol, "Hello carried fds");
     sender_.check_room(remotes_.size());
     const int raw = sock.get();
-    std::shared_ptr<RemoteOutlet> outlet = sender_.add_remote(sock);  // consumes `sock` on success
+    std::shared_ptr<RemoteOutlet> outlet = sender_.add_remote(sock, hello);  // consumes `sock` on success
     remotes_.emplace(raw, std::move(outlet));
   } catch (const std::exception& e) {
     if (sock) reject(sock.get(), e.what());

@@ -30,8 +30,28 @@ void mark_cut_off(ipc::ChannelHeader* h) noexcept {
 
 }  // namespace
 
-LocalOutlet::LocalOutlet(std::shared_ptr<LocalChannel> ch) : ch_(std::move(ch)) {
+void Outlet::count_dropped_locked(std::uint64_t n) noexcept {
+  dropped_ += n;
+  // relaxed: a statistic for the receiver, written only here; the next
+  // publish() of this ring (release) makes it visible together with the
+  // descriptors that follow the gap.
+  header()->dropped.store(dropped_, std::memory_order_relaxed);
+}
+
+LocalOutlet::LocalOutlet(std::shared_ptr<LocalChannel> ch, const ReceiverTerms& t) : ch_(std::move(ch)) {
+  terms = t;
   out = RingProducer(&ch_->memory.header()->send, ch_->memory.send_slots(), ch_->memory.send_capacity());
+  if (terms.hold_timeout.count() != 0) sent_at_.assign(ch_->memory.send_capacity(), Clock::time_point{});
+}
+
+Clock::time_point LocalOutlet::oldest_lend_locked() const noexcept {
+  if (sent_at_.empty()) return Clock::time_point::max();
+  // acquire: pairs with the consumer's release of head; the oldest
+  // position still queued is the head.
+  const std::uint64_t head = out.indices()->head.load(std::memory_order_acquire);
+  const std::uint64_t tail = out.tail();
+  if (head >= tail || tail - head > out.capacity()) return Clock::time_point::max();
+  return sent_at_[head & (out.capacity() - 1)];
 }
 
 std::uint32_t LocalOutlet::outstanding_locked() const noexcept {
@@ -51,8 +71,9 @@ void LocalOutlet::cut_off_locked() noexcept {
 void LocalOutlet::close_locked() noexcept { mark_sender_closed(header()); }
 
 RemoteOutlet::RemoteOutlet(PoolCore& pool, UniqueFd sock, ChannelMemory memory,
-                           std::shared_ptr<ReturnCounters> counters)
+                           std::shared_ptr<ReturnCounters> counters, const ReceiverTerms& t)
     : pool_(pool), sock_(std::move(sock)), mem_(std::move(memory)), shadow_(mem_.send_capacity()) {
+  terms = t;
   auto* h = mem_.header();
   out = RingProducer(&h->send, mem_.send_slots(), mem_.send_capacity());
   // The inlet holds a duplicate of the socket: after the Sender is gone it
@@ -61,12 +82,13 @@ RemoteOutlet::RemoteOutlet(PoolCore& pool, UniqueFd sock, ChannelMemory memory,
   UniqueFd peer(::fcntl(sock_.get(), F_DUPFD_CLOEXEC, 0));
   inlet_ = std::make_shared<ReturnInlet>(pool_, mem_.keepalive(), &h->ret, mem_.return_slots(),
                                          mem_.return_capacity(), std::move(peer), std::move(counters));
+  if (terms.hold_timeout.count() != 0) inlet_->track_lend_times_locked();
   pool_.add_inlet_locked(inlet_);
 }
 
-void RemoteOutlet::write_locked(const Descriptor& d) noexcept {
+void RemoteOutlet::write_locked(const Descriptor& d, Clock::time_point now) noexcept {
   shadow_[out.pending() & (mem_.send_capacity() - 1)] = d;
-  inlet_->lend_locked(d.index, d.generation);
+  inlet_->lend_locked(d.index, d.generation, now);
   out.write(d);
 }
 

@@ -11,20 +11,39 @@
 //    the owner's own tail, never from the shared slots.
 //  - Geometry (capacities) comes from the owner's private ChannelMemory;
 //    the shared header is never read for it.
+//  - `terms` are fixed before the outlet is shared; `skip` and the dropped
+//    count are the send path's, under the pool's lock. The owner publishes
+//    its dropped count to the header's `dropped` word and never reads that
+//    word back.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "fbuf/base/deadline.h"
 #include "fbuf/base/fd.h"
 #include "fbuf/base/ring.h"
 #include "fbuf/buffers/returns.h"
+#include "fbuf/sender.h"
 #include "ipc/channel.h"
 
 namespace fbuf::detail {
 
 class PoolCore;
+
+// How the send path treats one receiver that falls behind: the Sender's
+// options, made more lenient by what the receiver asked for in its Hello.
+struct ReceiverTerms {
+  SlowReceiverPolicy policy = SlowReceiverPolicy::kBlock;
+  std::uint32_t budget = 0;                  // kSkip / kCutOff; 0: only a full ring
+  std::chrono::nanoseconds hold_timeout{0};  // 0: none
+
+  // False for the default terms, which the send path serves without
+  // looking at them.
+  bool lenient() const noexcept { return policy != SlowReceiverPolicy::kBlock || hold_timeout.count() != 0; }
+};
 
 class Outlet {
  public:
@@ -33,10 +52,23 @@ class Outlet {
   // pushed to it.
   virtual bool usable_locked() const noexcept = 0;
   // Writes `d` into the ring (call out.reserve() first); visible to the
-  // receiver at out.publish().
-  virtual void write_locked(const Descriptor& d) noexcept = 0;
-  // Buffers the receiver holds or has queued.
+  // receiver at out.publish(). `now` is recorded only under a hold timeout.
+  virtual void write_locked(const Descriptor& d, Clock::time_point now) noexcept = 0;
+  // Buffers the receiver holds or has queued. For a receiver in another
+  // process, every buffer lent and not yet returned (exact once its
+  // returns are collected); for one in this process, what is queued in
+  // its ring (views it took go back to the pool, not through this outlet).
   virtual std::uint32_t outstanding_locked() const noexcept = 0;
+  // Applies the returns this receiver has published, so that
+  // outstanding_locked() is exact. May cut off a receiver whose return
+  // ring is corrupt.
+  virtual void collect_returns_locked() noexcept {}
+  // When the oldest buffer counted by outstanding_locked() was sent to it;
+  // time_point::max() if none. Tracked only under a hold timeout.
+  virtual Clock::time_point oldest_lend_locked() const noexcept = 0;
+  // True while the owner may still take back what this receiver holds by
+  // cutting it off (a hold timeout still applies).
+  virtual bool reclaimable_locked() const noexcept = 0;
   // The receiver broke the protocol (or its budget): stop serving it and
   // take back everything lent to it.
   virtual void cut_off_locked() noexcept = 0;
@@ -47,17 +79,34 @@ class Outlet {
   // cut_off, dropped).
   virtual ipc::ChannelHeader* header() const noexcept = 0;
 
+  // `n` buffers were skipped for this receiver: counted here and published
+  // to its header, where ReceiverStats::dropped reads it.
+  void count_dropped_locked(std::uint64_t n) noexcept;
+
   RingProducer out;
+  ReceiverTerms terms;  // fixed before the outlet is shared
+  bool skip = false;    // the send under way passes this receiver by
+
+ private:
+  std::uint64_t dropped_ = 0;  // the owner's own count; the header's copy is never read back
 };
 
 // A receiver in this process: views read the pool's read-only alias and go
 // back to the pool directly.
 class LocalOutlet final : public Outlet {
  public:
-  explicit LocalOutlet(std::shared_ptr<LocalChannel> ch);
+  LocalOutlet(std::shared_ptr<LocalChannel> ch, const ReceiverTerms& terms);
   bool usable_locked() const noexcept override { return !ch_->receiver_gone && !cut_; }
-  void write_locked(const Descriptor& d) noexcept override { out.write(d); }
+  void write_locked(const Descriptor& d, Clock::time_point now) noexcept override {
+    if (!sent_at_.empty()) sent_at_[out.pending() & (out.capacity() - 1)] = now;
+    out.write(d);
+  }
   std::uint32_t outstanding_locked() const noexcept override;
+  Clock::time_point oldest_lend_locked() const noexcept override;
+  bool reclaimable_locked() const noexcept override { return usable_locked(); }
+  // Stops sending; what is queued stays receivable and the views the
+  // receiving thread holds come back as it drops them (memory of this
+  // process cannot be taken back from it).
   void cut_off_locked() noexcept override;
   void close_locked() noexcept override;
   ipc::ChannelHeader* header() const noexcept override { return ch_->memory.header(); }
@@ -65,6 +114,8 @@ class LocalOutlet final : public Outlet {
  private:
   std::shared_ptr<LocalChannel> ch_;
   bool cut_ = false;
+  // Under a hold timeout: when each ring position was written.
+  std::vector<Clock::time_point> sent_at_;
 };
 
 // A receiver in another process.
@@ -72,12 +123,18 @@ class RemoteOutlet final : public Outlet {
  public:
   // `sock` is the receiver's control socket; `memory` its channel.
   RemoteOutlet(PoolCore& pool, UniqueFd sock, ChannelMemory memory,
-               std::shared_ptr<ReturnCounters> counters);
+               std::shared_ptr<ReturnCounters> counters, const ReceiverTerms& terms);
 
   int fd() const noexcept { return sock_.get(); }
   bool usable_locked() const noexcept override { return inlet_->active_locked(); }
-  void write_locked(const Descriptor& d) noexcept override;
+  void write_locked(const Descriptor& d, Clock::time_point now) noexcept override;
   std::uint32_t outstanding_locked() const noexcept override { return inlet_->outstanding_locked(); }
+  void collect_returns_locked() noexcept override { inlet_->drain_locked(false); }
+  Clock::time_point oldest_lend_locked() const noexcept override { return inlet_->oldest_lend_locked(); }
+  bool reclaimable_locked() const noexcept override { return !inlet_->finished_locked(); }
+  // Shuts the receiver's socket and takes back everything lent to it at
+  // once, including what is still in its ring: views it still holds, or
+  // takes from its ring after this, may be overwritten by the owner.
   void cut_off_locked() noexcept override;
   void close_locked() noexcept override;
   ipc::ChannelHeader* header() const noexcept override { return mem_.header(); }

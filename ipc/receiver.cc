@@ -21,7 +21,7 @@ Receiver Receiver::connect(std::string_view service, ReceiverOptions options) {
   const auto deadline = detail::deadline_after(options.connect_timeout);
   for (;;) {
     try {
-      return Receiver(detail::connect_remote(service, deadline));
+      return Receiver(detail::connect_remote(service, deadline, options));
     } catch (const Error& e) {
       // A sender that closes while this handshake is in its backlog cuts
       // the connection off; its successor may already be listening.

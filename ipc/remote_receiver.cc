@@ -145,11 +145,20 @@ class RemoteReceiver final : public ReceiverCore,
 
 }  // namespace
 
-std::shared_ptr<ReceiverCore> connect_remote(std::string_view service, Clock::time_point deadline) {
+std::shared_ptr<ReceiverCore> connect_remote(std::string_view service, Clock::time_point deadline,
+                                             const ReceiverOptions& options) {
+  ipc::HelloInfo request;
+  request.pid = static_cast<std::uint32_t>(::getpid());
+  if (options.slow_receiver > SlowReceiverPolicy::kCutOff)
+    throw_error(Errc::kInvalidArgument, "ReceiverOptions::slow_receiver is not a SlowReceiverPolicy");
+  if (options.hold_timeout.count() < 0) throw_error(Errc::kInvalidArgument, "ReceiverOptions::hold_timeout < 0");
+  request.slow_policy = options.slow_receiver;
+  request.receiver_budget = options.receiver_budget;
+  request.hold_timeout_ns = static_cast<std::uint64_t>(options.hold_timeout.count());
   auto left = [&] { return std::max<std::chrono::nanoseconds>(time_left(deadline, kForever), std::chrono::milliseconds(1)); };
   UniqueFd sock = ipc::connect_service(service, left());
   capnp::MallocMessageBuilder hello;
-  ipc::build_hello(hello, static_cast<std::uint32_t>(::getpid()));
+  ipc::build_hello(hello, request);
   const std::string what = "connect(service '" + std::string(service) + "')";
   if (auto ec = ipc::send_message(sock.get(), hello, {}); ec) throw Error(ec, what + ": sending Hello");
 

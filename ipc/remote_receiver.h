@@ -11,7 +11,9 @@
 
 namespace fbuf::detail {
 
-// One handshake on a fresh connection to `service`. Throws Error.
-std::shared_ptr<ReceiverCore> connect_remote(std::string_view service, Clock::time_point deadline);
+// One handshake on a fresh connection to `service`, asking in the Hello
+// for what `options` ask of the sender. Throws Error.
+std::shared_ptr<ReceiverCore> connect_remote(std::string_view service, Clock::time_point deadline,
+                                             const ReceiverOptions& options);
 
 }  // namespace fbuf::detail

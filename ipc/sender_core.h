@@ -10,6 +10,12 @@
 //    critical section, so a return can never overtake its own send.
 //  - receivers_ mirrors outlets_.size() for lock-free reads; it is written
 //    with count_mu_ held so wait_for_receivers() cannot miss a change.
+//  - Slow receivers (docs/design.md, "Slow receivers"): lenient_ is false
+//    while every outlet has the default terms (block, no hold timeout);
+//    the send path then takes the same steps as without the policies.
+//    watched_ holds every outlet with a hold timeout whose buffers the
+//    owner can still take back, including remote receivers that detached
+//    but still hold views. Both guarded by the pool's lock, like outlets_.
 #pragma once
 
 #include <atomic>
@@ -21,9 +27,14 @@
 #include <string>
 #include <vector>
 
+#include "fbuf/base/deadline.h"
 #include "fbuf/base/fd.h"
 #include "fbuf/buffers/returns.h"
 #include "fbuf/sender.h"
+
+namespace fbuf::ipc {
+struct HelloInfo;
+}
 
 namespace fbuf::detail {
 
@@ -31,6 +42,7 @@ class Listener;
 class Outlet;
 class PoolCore;
 class RemoteOutlet;
+struct ReceiverTerms;
 
 class SenderCore {
  public:
@@ -44,7 +56,8 @@ class SenderCore {
                        std::chrono::nanoseconds timeout) noexcept;
   bool wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const;
   std::size_t receiver_count() const noexcept { return receivers_.load(std::memory_order_relaxed); }
-  SenderStats stats() const;
+  // Also checks hold timeouts.
+  SenderStats stats();
   const std::string& service() const noexcept { return service_; }
   const Pool& pool() const noexcept { return pool_handle_; }
   PoolCore& pool_core() const noexcept { return *pool_; }
@@ -56,17 +69,48 @@ class SenderCore {
   // Makes the channel for a receiver that said Hello, sends it the Welcome
   // and starts serving it. `sock` is consumed only on success; on a throw
   // the caller still owns it (and may send a Reject through it).
-  std::shared_ptr<RemoteOutlet> add_remote(UniqueFd& sock);
+  // `hello` says what the receiver asked for itself.
+  std::shared_ptr<RemoteOutlet> add_remote(UniqueFd& sock, const ipc::HelloInfo& hello);
   // The receiver shut its socket for writing. Returns true if it holds
   // nothing more, so its connection can be closed now.
   bool on_detach(RemoteOutlet& outlet) noexcept;
   // The receiver's socket hung up: it closed or died.
   void on_hang_up(RemoteOutlet& outlet) noexcept;
   void count_rejected_handshake() noexcept;
+  // How often the control thread should call check_holds() while sends
+  // are idle, in milliseconds; 0 while no receiver has a hold timeout.
+  int hold_check_ms() const noexcept {
+    // relaxed: only sizes the control thread's next epoll timeout; the
+    // check itself runs under the pool's lock.
+    return hold_check_ms_.load(std::memory_order_relaxed);
+  }
+  // Cuts off every receiver holding a buffer past its hold timeout; at
+  // most once per millisecond, however often it is called.
+  void check_holds() noexcept;
 
  private:
+  // The Sender's options, made more lenient by what `asked` (a Hello)
+  // asks for; nullptr for an in-process receiver.
+  ReceiverTerms terms_for(const ipc::HelloInfo* asked) const noexcept;
+  // The lenient send path's look at every receiver: hold timeouts, full
+  // rings and budgets. Sets `blocked` to a kBlock receiver with a full
+  // ring, `fail_fast` if a kFailFast receiver's ring is full, `skipping`
+  // if some receiver's `skip` is set for this send.
+  void classify_locked(std::uint32_t n, Clock::time_point now, std::shared_ptr<Outlet>& blocked,
+                       bool& fail_fast, bool& skipping) noexcept;
+  // True if `n` more buffers take `o` past its budget (after collecting
+  // its returns).
+  static bool over_budget_locked(Outlet& o, std::uint32_t n) noexcept;
+  // Writes, publishes and marks sent: to every outlet, or with `skipping`
+  // to those not skipped (the others are counted as dropped).
+  std::error_code deliver_locked(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
+                                 std::span<const std::uint32_t> indices, bool skipping,
+                                 Clock::time_point now) noexcept;
+  void check_holds_locked(Clock::time_point now) noexcept;
+  void add_locked(std::shared_ptr<Outlet> outlet);
   void prune_locked() noexcept;
   void publish_count_locked() noexcept;
+  void refresh_terms_locked() noexcept;
 
   Pool pool_handle_;
   std::shared_ptr<PoolCore> pool_;
@@ -79,6 +123,10 @@ class SenderCore {
   std::uint64_t sequence_ = 0;                    // guarded by the pool's lock
   std::uint32_t next_id_ = 1;                     // guarded by the pool's lock
   bool closed_ = false;                           // guarded by the pool's lock
+  bool lenient_ = false;                          // guarded by the pool's lock
+  std::vector<std::shared_ptr<Outlet>> watched_;  // guarded by the pool's lock
+  Clock::time_point last_hold_check_{};           // guarded by the pool's lock
+  std::atomic<int> hold_check_ms_{0};
 
   mutable std::mutex count_mu_;
   mutable std::condition_variable count_cv_;

@@ -4,11 +4,17 @@
 // only trusted record of a receiver's holdings, used to validate its
 // returns and to reclaim everything when it leaves, dies or is cut off.
 // Pure, so the descriptor fuzzer drives it. Private to the library.
+//
+// With track_times(), it also keeps the loans in lend order (an intrusive
+// list over buffer indices, with the time of each loan), so the oldest loan
+// still out is known in O(1) for the hold timeout: lend appends, a return
+// unlinks, and nothing allocates after track_times().
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "fbuf/base/deadline.h"
 #include "fbuf/base/ring.h"
 
 namespace fbuf::detail {
@@ -17,11 +23,25 @@ class LentSet {
  public:
   explicit LentSet(std::uint32_t buffers) : held_(buffers, 0) {}
 
-  // The owner lends (index, generation); the index is the owner's own and
-  // in range, and the buffer is not already lent to this receiver.
-  void lend(std::uint32_t index, std::uint32_t generation) noexcept {
-    if (held_[index] == 0) ++outstanding_;
+  // Starts recording when each loan was made. Call before the first lend;
+  // allocates three words per buffer of the pool.
+  void track_times() {
+    const std::size_t n = held_.size();
+    prev_.assign(n, kNone);
+    next_.assign(n, kNone);
+    lent_at_.assign(n, Clock::time_point{});
+  }
+
+  // The owner lends (index, generation) at `now`; the index is the owner's
+  // own and in range. `now` is used only when times are tracked.
+  void lend(std::uint32_t index, std::uint32_t generation, Clock::time_point now = {}) noexcept {
+    if (held_[index] == 0) {
+      ++outstanding_;
+    } else if (!lent_at_.empty()) {
+      unlink(index);  // lent again without a return: the newer loan counts
+    }
     held_[index] = generation;
+    if (!lent_at_.empty()) append(index, now);
   }
 
   // True (and forgets the loan) for a valid return. `d` is a private copy.
@@ -30,6 +50,7 @@ class LentSet {
       return false;
     held_[d.index] = 0;
     --outstanding_;
+    if (!lent_at_.empty()) unlink(d.index);
     return true;
   }
 
@@ -43,14 +64,54 @@ class LentSet {
         --outstanding_;
       }
     }
+    first_ = last_ = kNone;
   }
 
   // Buffers lent and not yet returned.
   std::uint32_t outstanding() const noexcept { return outstanding_; }
 
+  // When the oldest loan still out was made; time_point::max() when none
+  // is out or times are not tracked.
+  Clock::time_point oldest_lend() const noexcept {
+    return first_ == kNone ? Clock::time_point::max() : lent_at_[first_];
+  }
+
  private:
+  static constexpr std::uint32_t kNone = UINT32_MAX;
+
+  void append(std::uint32_t index, Clock::time_point now) noexcept {
+    lent_at_[index] = now;
+    prev_[index] = last_;
+    next_[index] = kNone;
+    if (last_ == kNone) {
+      first_ = index;
+    } else {
+      next_[last_] = index;
+    }
+    last_ = index;
+  }
+
+  void unlink(std::uint32_t index) noexcept {
+    const std::uint32_t p = prev_[index], n = next_[index];
+    if (p == kNone) {
+      first_ = n;
+    } else {
+      next_[p] = n;
+    }
+    if (n == kNone) {
+      last_ = p;
+    } else {
+      prev_[n] = p;
+    }
+    prev_[index] = next_[index] = kNone;
+  }
+
   std::vector<std::uint32_t> held_;  // 0: not lent (generation 0 is never used)
   std::uint32_t outstanding_ = 0;
+  // Only with track_times(): the loans in lend order, oldest first.
+  std::vector<std::uint32_t> prev_, next_;
+  std::vector<Clock::time_point> lent_at_;
+  std::uint32_t first_ = kNone, last_ = kNone;
 };
 
 }  // namespace fbuf::detail

@@ -51,10 +51,19 @@ class ReturnInlet {
   bool finished_locked() const noexcept { return state_ == State::kFinished; }
   // True if the inlet was cut off because the receiver corrupted its ring.
   bool corrupt_locked() const noexcept { return corrupt_; }
-  // A descriptor was pushed to this receiver.
-  void lend_locked(std::uint32_t index, std::uint32_t generation) noexcept { lent_.lend(index, generation); }
+  // A descriptor was pushed to this receiver at `now` (used only when
+  // lend times are tracked).
+  void lend_locked(std::uint32_t index, std::uint32_t generation, Clock::time_point now = {}) noexcept {
+    lent_.lend(index, generation, now);
+  }
   // Buffers this receiver holds or has queued.
   std::uint32_t outstanding_locked() const noexcept { return lent_.outstanding(); }
+  // Records when each buffer is lent, for a hold timeout. Call before the
+  // first lend (it allocates).
+  void track_lend_times_locked() { lent_.track_times(); }
+  // When the oldest buffer this receiver still holds was lent;
+  // time_point::max() if none (or times are not tracked).
+  Clock::time_point oldest_lend_locked() const noexcept { return lent_.oldest_lend(); }
 
   // Applies every pending return. With `check_peer`, an orphaned inlet
   // (its Sender is gone) also asks the kernel whether the receiver hung up.

@@ -10,6 +10,7 @@
 
 #include "fbuf/buffer.h"
 #include "fbuf/error.h"
+#include "fbuf/sender.h"
 
 namespace fbuf {
 
@@ -21,6 +22,13 @@ struct ReceiverAccess;
 struct ReceiverOptions {
   // How long connect() waits for the service to appear and answer.
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(5);
+  // Asked of the sender in the Hello, for this receiver only. The sender
+  // takes each only where it is more lenient to its other receivers than
+  // its own options: a later policy, a smaller budget, a shorter hold
+  // timeout. The defaults ask for nothing.
+  SlowReceiverPolicy slow_receiver = SlowReceiverPolicy::kBlock;
+  std::uint32_t receiver_budget = 0;           // 0: the sender's
+  std::chrono::nanoseconds hold_timeout{0};    // 0: the sender's
 };
 
 struct ReceiverStats {

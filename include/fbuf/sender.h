@@ -26,6 +26,17 @@ namespace detail {
 class SenderCore;
 }
 
+// What a send does about a receiver that falls behind (docs/design.md,
+// "Slow receivers"). Ordered from the least to the most lenient to the
+// other receivers: a receiver may ask for a later one for itself
+// (ReceiverOptions), never for an earlier one.
+enum class SlowReceiverPolicy : std::uint8_t {
+  kBlock = 0,     // the send waits for ring space up to its timeout (kTimedOut)
+  kFailFast = 1,  // a full ring fails the send at once with kWouldBlock
+  kSkip = 2,      // over budget or full: this receiver misses this buffer (counted)
+  kCutOff = 3,    // over budget or full: this receiver is cut off (kCutOff)
+};
+
 struct SenderOptions {
   std::uint32_t ring_capacity = 256;  // descriptors in flight per receiver (power of two)
   std::uint32_t max_receivers = 64;
@@ -33,6 +44,18 @@ struct SenderOptions {
   // connect: the socket name is visible to every process of the network
   // namespace.
   bool allow_other_users = false;
+  // The default for every receiver; a receiver may ask to be treated more
+  // leniently to the others in its Hello.
+  SlowReceiverPolicy slow_receiver = SlowReceiverPolicy::kBlock;
+  // kSkip / kCutOff: a receiver may hold or have queued at most this many
+  // buffers; a send that would take it past that skips or cuts it off.
+  // 0: only a full ring is over budget. Ignored under kBlock / kFailFast.
+  std::uint32_t receiver_budget = 0;
+  // Whatever the policy, a receiver holding any one buffer longer than
+  // this (from the moment it was sent to it) is cut off. 0: never.
+  // Checked on the send path at most every millisecond, by the control
+  // thread of a listening Sender while sends are idle, and by stats().
+  std::chrono::nanoseconds hold_timeout{0};
 };
 
 struct SenderStats {
@@ -43,6 +66,8 @@ struct SenderStats {
   std::uint64_t rejected_handshakes = 0;
   std::uint64_t receivers_connected = 0;
   std::uint64_t receivers_lost = 0;    // hung up or died; their buffers reclaimed
+  std::uint64_t dropped = 0;           // buffers skipped for some receiver, once per receiver
+  std::uint64_t receivers_cut_off = 0; // by budget or hold timeout; their buffers reclaimed
 };
 
 // Thread-safe: any thread may send. Destroying the Sender tells every
@@ -70,7 +95,9 @@ class Sender {
   // Publishes the first `length` bytes of `buffer` to every receiver. On
   // success the buffer is consumed (the sender's write access ends). On
   // failure `buffer` is left untouched, so the caller still owns it:
-  //   kWouldBlock (some receiver's ring is full), kNoReceivers,
+  //   kWouldBlock (some receiver's ring is full; under kFailFast whatever
+  //   the timeout; under kSkip when every receiver would skip it),
+  //   kNoReceivers (none, or every one was just cut off),
   //   kInvalidArgument (length > capacity or a foreign buffer), kClosed.
   std::error_code try_send(Buffer&& buffer, std::size_t length) noexcept;
   // As try_send, but waits up to `timeout` for ring space (kTimedOut).

@@ -11,6 +11,11 @@
 //   hold         --service S --views K --hold-ms MS
 //                                                  hold K views for MS ms (-1: until
 //                                                  killed), release them, wait for the end
+//   stall        --service S --views K [--policy block|fail-fast|skip|cut-off]
+//                [--budget N] [--hold-ms MS]       connect (asking for that treatment in
+//                                                  the Hello), take K views and hold them,
+//                                                  take nothing more until SIGUSR1, then
+//                                                  report dropped=, drain to the end
 //   write-view   --service S                       write into a received view (must die)
 //   mmap-check   --service S                       try to map the pool writable (must fail)
 //
@@ -311,6 +316,81 @@ int hold(const Args& args) {
   return 0;
 }
 
+// A receiver that stops: it holds what it took and takes nothing more until
+// the test says (SIGUSR1), then reports what the sender told it (dropped,
+// and how its stream ended).
+int stall(const Args& args) {
+  const std::string service = args.get("service");
+  const auto views = static_cast<std::size_t>(args.number("views", 1));
+  const std::string policy = args.get("policy", "block");
+  fbuf::ReceiverOptions options{.connect_timeout = 20s};
+  if (policy == "block") {
+    options.slow_receiver = fbuf::SlowReceiverPolicy::kBlock;
+  } else if (policy == "fail-fast") {
+    options.slow_receiver = fbuf::SlowReceiverPolicy::kFailFast;
+  } else if (policy == "skip") {
+    options.slow_receiver = fbuf::SlowReceiverPolicy::kSkip;
+  } else if (policy == "cut-off") {
+    options.slow_receiver = fbuf::SlowReceiverPolicy::kCutOff;
+  } else {
+    return kUsage;
+  }
+  options.receiver_budget = static_cast<std::uint32_t>(args.number("budget", 0));
+  options.hold_timeout = std::chrono::milliseconds(args.number("hold-ms", 0));
+
+  // Blocked before anything can send it, so that it waits in sigwait().
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  if (::sigprocmask(SIG_BLOCK, &usr1, nullptr) != 0) return kUsage;
+
+  fbuf::Receiver rx = fbuf::Receiver::connect(service, options);
+  std::vector<fbuf::View> held;
+  while (held.size() < views) {
+    fbuf::Result<fbuf::View> v = rx.receive(20s);
+    if (!v) {
+      std::fprintf(stderr, "error: receive() of view %zu failed: %s\n", held.size(),
+                   v.error().message().c_str());
+      return kFailed;
+    }
+    held.push_back(std::move(*v));
+  }
+  say("holding views=%zu\n", held.size());
+  int sig = 0;
+  ::sigwait(&usr1, &sig);
+  say("stalled dropped=%" PRIu64 "\n", rx.stats().dropped);
+
+  // Whatever is left, to the end of the stream.
+  std::uint64_t after = 0;
+  std::string end;
+  for (;;) {
+    fbuf::Result<fbuf::View> v = rx.receive(30s);
+    if (v) {
+      ++after;
+      continue;
+    }
+    if (v.error() == fbuf::Errc::kCutOff) {
+      end = "cut-off";
+      // Reported once; the stream is over after it.
+      fbuf::Result<fbuf::View> again = rx.receive(1s);
+      if (again || again.error() != fbuf::Errc::kPeerGone) {
+        std::fprintf(stderr, "error: after kCutOff receive() said %s\n",
+                     again ? "a buffer" : again.error().message().c_str());
+        return kFailed;
+      }
+    } else if (v.error() == fbuf::Errc::kPeerGone) {
+      end = "peer-gone";
+    } else {
+      std::fprintf(stderr, "error: receive() failed: %s\n", v.error().message().c_str());
+      return kFailed;
+    }
+    break;
+  }
+  held.clear();
+  say("stall ok end=%s after=%" PRIu64 " dropped=%" PRIu64 "\n", end.c_str(), after, rx.stats().dropped);
+  return 0;
+}
+
 int write_view(const Args& args) {
   fbuf::Receiver rx = connect(args.get("service"));
   fbuf::Result<fbuf::View> v = rx.receive(20s);
@@ -431,7 +511,7 @@ int mmap_check(const Args& args) {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: fbuf_it_peer consume|consume-two|produce|hold|write-view|mmap-check "
+               "usage: fbuf_it_peer consume|consume-two|produce|hold|stall|write-view|mmap-check "
                "--service NAME [--key value]...\n");
   return kUsage;
 }
@@ -448,6 +528,7 @@ int main(int argc, char** argv) {
     if (mode == "consume-two") return consume_two(args);
     if (mode == "produce") return produce(args);
     if (mode == "hold") return hold(args);
+    if (mode == "stall") return stall(args);
     if (mode == "write-view") return write_view(args);
     if (mode == "mmap-check") return mmap_check(args);
   } catch (const std::exception& e) {

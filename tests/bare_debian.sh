@@ -18,7 +18,7 @@
 # Prints the time of each stage and a closing line; exits non-zero if a
 # stage fails. Nothing is cached: every run starts from a new root, which is
 # unmounted and removed on any exit. The root lives in ${TMPDIR:-/var/tmp}
-# and needs about 10 GB there while the suite runs.
+# and needs about 2 GB there while the suite runs.
 set -euo pipefail
 
 die() { echo "bare_debian: $*" >&2; exit 2; }

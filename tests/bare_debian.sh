@@ -164,8 +164,11 @@ failed=
 for c in "${readme_cmds[@]}"; do
   name=${c#./build.sh }
   begin "$c (in the new root)"
+  # In the background, so that a signal to this script ends it (and the
+  # trap ends what runs in the root) without waiting for the command.
   # shellcheck disable=SC2086  # the command is words, as the README has it
-  if ! in_root $c; then
+  in_root $c &
+  if ! wait $!; then
     end "$name"
     failed=$c
     break

@@ -268,6 +268,8 @@ void fill_sender_stats(const fbuf::SenderStats& s, struct uf_sender_stats& out) 
   out.rejected_handshakes = s.rejected_handshakes;
   out.receivers_connected = s.receivers_connected;
   out.receivers_lost = s.receivers_lost;
+  out.dropped = s.dropped;
+  out.receivers_cut_off = s.receivers_cut_off;
 }
 
 void fill_receiver_stats(const fbuf::ReceiverStats& s, struct uf_receiver_stats& out) noexcept {

@@ -30,7 +30,7 @@
 #include "ipc/handshake.h"
 #include "ipc/layout.h"
 #include "pool_check.h"
-#include "subprocess.h"
+#include "child_process.h"
 #include "test_frame.h"
 
 namespace fbuf::testing {

@@ -130,6 +130,8 @@ const char* noun() noexcept {
 template <class H>
 H* live(H* h) noexcept {
   using K = Kind<std::remove_const_t<H>>;
+  // relaxed: the tag only detects misuse; the handle's contents reach this
+  // thread through the caller's own hand-off of the pointer.
   return h != nullptr && h->tag.load(std::memory_order_relaxed) == K::kLive ? h : nullptr;
 }
 
@@ -138,6 +140,7 @@ H* live(H* h) noexcept {
 template <class H>
 H* require_live(const char* call, H* h) noexcept {
   using K = Kind<std::remove_const_t<H>>;
+  // relaxed: as in live().
   const std::uint32_t tag = h->tag.load(std::memory_order_relaxed);
   if (tag != K::kLive) [[unlikely]]
     misuse(call, noun<std::remove_const_t<H>>(), h, tag);
@@ -178,6 +181,8 @@ Quarantine<H>& quarantine() noexcept {
 template <class H>
 void end_handle(const char* call, H* h, std::uint32_t ended) noexcept {
   std::uint32_t tag = Kind<H>::kLive;
+  // relaxed: atomicity alone decides which of two racing ends wins; the
+  // handle's contents were published by the caller's hand-off.
   if (!h->tag.compare_exchange_strong(tag, ended, std::memory_order_relaxed)) misuse(call, noun<H>(), h, tag);
   Kind<H>::empty(*h);
   quarantine<H>().push(h);

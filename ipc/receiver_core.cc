@@ -39,10 +39,10 @@ Result<View> ReceiverCore::try_receive() noexcept {
     switch (in_.take(d)) {
       case RingStatus::kOk:
         in_.release();
-        received_.fetch_add(1, std::memory_order_relaxed);
+        received_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
         return make_view(d);
       case RingStatus::kCorrupt:
-        rejected_.fetch_add(1, std::memory_order_relaxed);
+        rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
         return end(Errc::kCorrupt);
       case RingStatus::kEmpty:
       case RingStatus::kFull:
@@ -82,9 +82,9 @@ Result<View> ReceiverCore::receive(std::chrono::nanoseconds timeout) noexcept {
 
 ReceiverStats ReceiverCore::stats() const noexcept {
   ReceiverStats s;
-  s.received = received_.load(std::memory_order_relaxed);
-  s.returned = returned_.load(std::memory_order_relaxed);
-  s.rejected_descriptors = rejected_.load(std::memory_order_relaxed);
+  s.received = received_.load(std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+  s.returned = returned_.load(std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+  s.rejected_descriptors = rejected_.load(std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
   // relaxed: a counter the owner bumps; no data is published through it.
   s.dropped = header_->dropped.load(std::memory_order_relaxed);
   return s;
@@ -123,7 +123,7 @@ class LocalReceiver final : public ReceiverCore {
     // The sender is this process's own code, but the checks are cheap.
     if (d.index >= pool_->buffer_count() || d.offset > pool_->buffer_capacity(d.index) ||
         d.length > pool_->buffer_capacity(d.index) - d.offset) {
-      rejected_.fetch_add(1, std::memory_order_relaxed);
+      rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
       return Errc::kBadDescriptor;
     }
     return ViewAccess::make(std::shared_ptr<ViewOwner>(pool_, pool_.get()),

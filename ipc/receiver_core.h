@@ -47,6 +47,9 @@ class ReceiverCore {
 
   ipc::ChannelHeader* header_ = nullptr;
   RingConsumer in_;
+  // Statistics, bumped and read with relaxed operations everywhere: each
+  // is a counter on its own, nothing is published through it, and
+  // stats() wants only recent values.
   std::atomic<std::uint64_t> received_{0};
   std::atomic<std::uint64_t> returned_{0};
   std::atomic<std::uint64_t> rejected_{0};

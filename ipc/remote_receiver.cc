@@ -104,7 +104,7 @@ class RemoteReceiver final : public ReceiverCore,
   Result<View> make_view(const Descriptor& d) noexcept override {
     std::optional<std::uint64_t> at = geometry_.locate(d);
     if (!at) {
-      rejected_.fetch_add(1, std::memory_order_relaxed);
+      rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
       return Errc::kBadDescriptor;
     }
     return ViewAccess::make(std::shared_ptr<ViewOwner>(shared_from_this(), this), pool_map_.data() + *at,
@@ -117,10 +117,10 @@ class RemoteReceiver final : public ReceiverCore,
     // and an honest sender lends each at most once at a time, so it is
     // never full; a sender that lends more than it has loses the excess.
     if (!returns_.push(Descriptor{pool, index, generation, 0, 0, 0, 0})) {
-      rejected_.fetch_add(1, std::memory_order_relaxed);
+      rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
       return false;
     }
-    returned_.fetch_add(1, std::memory_order_relaxed);
+    returned_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
     return true;
   }
 

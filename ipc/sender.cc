@@ -275,6 +275,7 @@ ReceiverTerms SenderCore::terms_for(const ipc::HelloInfo* asked) const noexcept 
 
 bool SenderCore::wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const {
   std::unique_lock lock(count_mu_);
+  // relaxed: read with count_mu_ held, the mutex its writer holds too.
   auto ready = [&] { return receivers_.load(std::memory_order_relaxed) >= n; };
   if (timeout >= std::chrono::hours(24 * 365)) {
     count_cv_.wait(lock, ready);

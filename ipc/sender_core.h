@@ -55,6 +55,8 @@ class SenderCore {
   std::error_code send(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
                        std::chrono::nanoseconds timeout) noexcept;
   bool wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const;
+  // relaxed: a recent count is all a caller can use; nothing is published
+  // through it (wait_for_receivers() reads it under count_mu_).
   std::size_t receiver_count() const noexcept { return receivers_.load(std::memory_order_relaxed); }
   // Also checks hold timeouts.
   SenderStats stats();

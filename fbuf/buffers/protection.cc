@@ -15,6 +15,8 @@ namespace {
 // bytes (as the hook left them, at most `length`) have been changed.
 inline int injected(ProtectionFaults::Op op, std::size_t offset, std::size_t length,
                     std::size_t& changed) noexcept {
+  // relaxed: a test sets the hook before the calls it wants to fail; the
+  // function it points to is code, not data published through it.
   ProtectionFaults::Hook h = ProtectionFaults::hook.load(std::memory_order_relaxed);
   if (h == nullptr) [[likely]]
     return 0;

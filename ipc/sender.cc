@@ -1,4 +1,5 @@
-// The send path: SenderCore and the public Sender handle.
+// The send path: one send (or batch) to every receiver, under the slow-
+// receiver terms each receiver has; hold-timeout checks.
 #include "fbuf/sender.h"
 
 #include <capnp/message.h>
@@ -29,10 +30,6 @@ namespace {
 constexpr std::chrono::milliseconds kMaxSleep{20};
 // Hold timeouts are checked at most this often by the send path.
 constexpr std::chrono::milliseconds kHoldCheckEvery{1};
-// The control thread checks them while sends are idle every eighth of the
-// shortest hold timeout, within these bounds.
-constexpr std::chrono::milliseconds kMinHoldCheck{1};
-constexpr std::chrono::milliseconds kMaxHoldCheck{50};
 
 bool held_too_long(const Outlet& o, Clock::time_point now) noexcept {
   const Clock::time_point oldest = o.oldest_lend_locked();
@@ -40,50 +37,6 @@ bool held_too_long(const Outlet& o, Clock::time_point now) noexcept {
 }
 
 }  // namespace
-
-SenderCore::SenderCore(Pool pool, std::string service, SenderOptions options)
-    : pool_handle_(std::move(pool)),
-      pool_(PoolAccess::core(pool_handle_)),
-      service_(std::move(service)),
-      options_(options),
-      returns_(std::make_shared<ReturnCounters>()) {
-  FBUF_REQUIRE(pool_ != nullptr, "a Sender of a moved-from Pool");
-  if (!std::has_single_bit(options_.ring_capacity) || options_.ring_capacity > kMaxRingCapacity)
-    throw_error(Errc::kInvalidArgument, "ring_capacity must be a power of two up to 2^22");
-  if (options_.max_receivers == 0) throw_error(Errc::kInvalidArgument, "max_receivers must be at least 1");
-  if (options_.slow_receiver > SlowReceiverPolicy::kCutOff)
-    throw_error(Errc::kInvalidArgument, "slow_receiver is not a SlowReceiverPolicy");
-  if (options_.hold_timeout.count() < 0) throw_error(Errc::kInvalidArgument, "hold_timeout must not be negative");
-  if (!service_.empty()) listener_ = std::make_unique<Listener>(*this, service_);
-}
-
-SenderCore::~SenderCore() {
-  // Refuse new receivers before telling the current ones the stream has
-  // ended, so a receiver that reconnects at once reaches whoever takes the
-  // name next, not this dying sender's backlog.
-  if (listener_) listener_->stop();
-  std::lock_guard lock(pool_->mutex());
-  closed_ = true;
-  for (auto& o : outlets_) o->close_locked();
-  if (listener_) listener_->close_remotes_locked();
-  outlets_.clear();
-  watched_.clear();
-}
-
-Receiver SenderCore::connect_local() {
-  auto ch = std::make_shared<LocalChannel>();
-  ch->memory = ChannelMemory::anonymous(options_.ring_capacity);
-  auto outlet = std::make_shared<LocalOutlet>(ch, terms_for(nullptr));
-  {
-    std::lock_guard lock(pool_->mutex());
-    if (closed_) throw_error(Errc::kClosed, "connect_local on a closed sender");
-    // Receivers closed since the last send no longer count.
-    prune_locked();
-    if (outlets_.size() >= options_.max_receivers) throw_error(Errc::kInvalidArgument, "max_receivers reached");
-    add_locked(outlet);
-  }
-  return ReceiverAccess::make(make_local_receiver(pool_, std::move(ch)));
-}
 
 std::error_code SenderCore::send(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
                                  std::chrono::nanoseconds timeout) noexcept {
@@ -273,181 +226,5 @@ ReceiverTerms SenderCore::terms_for(const ipc::HelloInfo* asked) const noexcept 
   return t;
 }
 
-bool SenderCore::wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const {
-  std::unique_lock lock(count_mu_);
-  // relaxed: read with count_mu_ held, the mutex its writer holds too.
-  auto ready = [&] { return receivers_.load(std::memory_order_relaxed) >= n; };
-  if (timeout >= std::chrono::hours(24 * 365)) {
-    count_cv_.wait(lock, ready);
-    return true;
-  }
-  return count_cv_.wait_for(lock, timeout, ready);
-}
-
-SenderStats SenderCore::stats() {
-  std::lock_guard lock(pool_->mutex());
-  pool_->drain_inlets_locked();
-  if (!closed_ && !watched_.empty()) check_holds_locked(Clock::now());
-  SenderStats s = counters_;
-  s.returned = returns_->returned;
-  s.rejected_returns = returns_->rejected;
-  return s;
-}
-
-void SenderCore::check_room(std::size_t connections) const {
-  std::lock_guard lock(pool_->mutex());
-  if (closed_) throw_error(Errc::kClosed, "the sender is closing");
-  // Connections still open (receivers that detached but hold views count
-  // until they let go), not only the receivers being sent to.
-  if (std::max(connections, outlets_.size()) >= options_.max_receivers)
-    throw_error(Errc::kProtocol, "too many receivers (max_receivers " + std::to_string(options_.max_receivers) + ")");
-}
-
-std::shared_ptr<RemoteOutlet> SenderCore::add_remote(UniqueFd& sock, const ipc::HelloInfo& hello) {
-  const std::uint32_t send_cap = options_.ring_capacity;
-  const std::uint32_t ret_cap = std::bit_ceil(std::max<std::uint32_t>(2, pool_->buffer_count()));
-  UniqueFd ring_fd;
-  ChannelMemory mem = ChannelMemory::shared(send_cap, ret_cap, ring_fd, service_);
-
-  ipc::WelcomeInfo info;
-  info.pool_name = pool_->options().name;
-  info.pool_size = pool_->total_size();
-  info.classes = pool_->options().classes;
-  info.policy = pool_->options().policy;
-  info.send_capacity = send_cap;
-  info.return_capacity = ret_cap;
-  info.ring_bytes = ipc::ChannelHeader::bytes(send_cap, ret_cap);
-  {
-    std::lock_guard lock(pool_->mutex());
-    info.receiver_id = next_id_++;
-  }
-  capnp::MallocMessageBuilder m;
-  ipc::build_welcome(m, info);
-  const int fds[3] = {pool_->read_only_fd(), ring_fd.get(), pool_->doorbell_fd()};
-  if (auto ec = ipc::send_message(sock.get(), m, fds); ec) throw Error(ec, "sending Welcome");
-
-  std::lock_guard lock(pool_->mutex());
-  if (closed_) throw_error(Errc::kClosed, "the sender is closing");
-  auto outlet = std::make_shared<RemoteOutlet>(*pool_, std::move(sock), std::move(mem), returns_, terms_for(&hello));
-  add_locked(outlet);
-  return outlet;
-}
-
-bool SenderCore::on_detach(RemoteOutlet& outlet) noexcept {
-  std::lock_guard lock(pool_->mutex());
-  outlet.detach_locked();
-  prune_locked();
-  if (outlet.outstanding_locked() != 0) return false;
-  outlet.hang_up_locked();  // nothing to take back: finished
-  return true;
-}
-
-void SenderCore::on_hang_up(RemoteOutlet& outlet) noexcept {
-  std::lock_guard lock(pool_->mutex());
-  if (!outlet.finished_locked()) {
-    outlet.hang_up_locked();
-    ++counters_.receivers_lost;
-  }
-  prune_locked();
-}
-
-void SenderCore::count_rejected_handshake() noexcept {
-  std::lock_guard lock(pool_->mutex());
-  ++counters_.rejected_handshakes;
-}
-
-void SenderCore::add_locked(std::shared_ptr<Outlet> outlet) {
-  const bool watch = outlet->terms.hold_timeout.count() != 0;
-  watched_.reserve(watched_.size() + 1);  // nothing can throw after the push below
-  outlets_.push_back(outlet);
-  if (watch) watched_.push_back(std::move(outlet));
-  ++counters_.receivers_connected;
-  publish_count_locked();
-}
-
-void SenderCore::refresh_terms_locked() noexcept {
-  lenient_ = !watched_.empty() ||
-             std::any_of(outlets_.begin(), outlets_.end(), [](const auto& o) { return o->terms.lenient(); });
-  std::chrono::nanoseconds shortest = std::chrono::nanoseconds::max();
-  for (const auto& o : watched_) shortest = std::min(shortest, o->terms.hold_timeout);
-  int ms = 0;
-  if (!watched_.empty()) {
-    auto every = std::chrono::duration_cast<std::chrono::milliseconds>(shortest / 8);
-    ms = static_cast<int>(std::clamp<std::chrono::milliseconds>(every, kMinHoldCheck, kMaxHoldCheck).count());
-  }
-  // relaxed: read by the control thread only to size its epoll timeout.
-  hold_check_ms_.store(ms, std::memory_order_relaxed);
-}
-
-void SenderCore::prune_locked() noexcept {
-  std::size_t before = outlets_.size();
-  std::erase_if(outlets_, [](const std::shared_ptr<Outlet>& o) { return !o->usable_locked(); });
-  if (outlets_.size() != before) publish_count_locked();
-}
-
-void SenderCore::publish_count_locked() noexcept {
-  refresh_terms_locked();
-  {
-    std::lock_guard lock(count_mu_);
-    // relaxed: count_mu_ orders it for wait_for_receivers(); lock-free
-    // readers (receiver_count()) only want a recent value.
-    receivers_.store(outlets_.size(), std::memory_order_relaxed);
-  }
-  count_cv_.notify_all();
-}
-
 }  // namespace detail
-
-// A moved-from Sender has no core: its hot-path calls say kClosed and its
-// setup calls treat it as the caller's mistake.
-Sender::Sender(Pool pool, SenderOptions options)
-    : core_(std::make_unique<detail::SenderCore>(std::move(pool), std::string(), options)) {}
-Sender::Sender(Pool pool, std::string_view service, SenderOptions options) {
-  FBUF_REQUIRE(!service.empty(), "a listening Sender needs a service name");
-  core_ = std::make_unique<detail::SenderCore>(std::move(pool), std::string(service), options);
-}
-Sender::~Sender() = default;
-Sender::Sender(Sender&&) noexcept = default;
-Sender& Sender::operator=(Sender&&) noexcept = default;
-
-Receiver Sender::connect_local() {
-  if (!core_) detail::throw_error(Errc::kClosed, "connect_local on a moved-from Sender");
-  return core_->connect_local();
-}
-Result<Buffer> Sender::try_allocate(std::size_t size) noexcept {
-  if (!core_) return Errc::kClosed;
-  return core_->pool_core().try_allocate(size);
-}
-Result<Buffer> Sender::allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
-  if (!core_) return Errc::kClosed;
-  return core_->pool_core().allocate(size, timeout);
-}
-std::error_code Sender::try_send(Buffer&& buffer, std::size_t length) noexcept {
-  if (!core_) return Errc::kClosed;
-  return core_->send(std::span<Buffer>(&buffer, 1), std::span<const std::size_t>(&length, 1),
-                     std::chrono::nanoseconds(0));
-}
-std::error_code Sender::send(Buffer&& buffer, std::size_t length, std::chrono::nanoseconds timeout) noexcept {
-  if (!core_) return Errc::kClosed;
-  return core_->send(std::span<Buffer>(&buffer, 1), std::span<const std::size_t>(&length, 1), timeout);
-}
-std::error_code Sender::send_many(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
-                                  std::chrono::nanoseconds timeout) noexcept {
-  if (!core_) return Errc::kClosed;
-  return core_->send(buffers, lengths, timeout);
-}
-bool Sender::wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const {
-  return core_ && core_->wait_for_receivers(n, timeout);
-}
-std::size_t Sender::receiver_count() const noexcept { return core_ ? core_->receiver_count() : 0; }
-SenderStats Sender::stats() const { return core_ ? core_->stats() : SenderStats{}; }
-const std::string& Sender::service() const noexcept {
-  static const std::string none;
-  return core_ ? core_->service() : none;
-}
-Pool Sender::pool() const {
-  if (!core_) detail::throw_error(Errc::kClosed, "pool() of a moved-from Sender");
-  return core_->pool();
-}
-
 }  // namespace fbuf

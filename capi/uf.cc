@@ -81,14 +81,32 @@ void uf_pool_counts(const uf_pool* pool, uint32_t* free_count, uint32_t* total) 
 }
 
 uf_error uf_channel_listen(uf_pool* pool, const char* service, uf_channel** out) {
+  return uf_channel_listen_with(pool, service, nullptr, out);
+}
+
+uf_error uf_channel_listen_with(uf_pool* pool, const char* service, const uf_sender_options* options,
+                                uf_channel** out) {
   if (live(pool) == nullptr || out == nullptr) return UF_EINVAL;
   if (service != nullptr && service[0] == '\0') return UF_EINVAL;
+  fbuf::SenderOptions o;
+  if (options != nullptr) {
+    // The first version of the struct is all there is; a caller's larger
+    // struct (a later version) must not be read past what is known here.
+    if (options->size < sizeof(uf_sender_options)) return UF_EINVAL;
+    if (options->slow_receiver < UF_SLOW_BLOCK || options->slow_receiver > UF_SLOW_CUT_OFF) return UF_EINVAL;
+    if (options->hold_timeout_ns < 0) return UF_EINVAL;
+    if (options->ring_capacity != 0) o.ring_capacity = options->ring_capacity;
+    if (options->max_receivers != 0) o.max_receivers = options->max_receivers;
+    o.slow_receiver = static_cast<fbuf::SlowReceiverPolicy>(options->slow_receiver);
+    o.receiver_budget = options->receiver_budget;
+    o.hold_timeout = std::chrono::nanoseconds(options->hold_timeout_ns);
+  }
   return guarded([&] {
     auto ch = std::make_unique<uf_channel>();
     if (service != nullptr)
-      ch->sender.emplace(*pool->pool, service);
+      ch->sender.emplace(*pool->pool, service, o);
     else
-      ch->sender.emplace(*pool->pool);
+      ch->sender.emplace(*pool->pool, o);
     *out = ch.release();
     return UF_OK;
   });

@@ -127,6 +127,29 @@ uf_error uf_receiver_stats(const uf_channel* receiver, struct uf_receiver_stats*
  * processes; `service` NULL makes an in-process-only channel, and an
  * empty `service` is UF_EINVAL. */
 uf_error uf_channel_listen(uf_pool* pool, const char* service, uf_channel** out);
+/* What a sending end does about a receiver that falls behind (docs/api.md,
+ * "Slow receivers"), from the least to the most lenient to the others. */
+typedef enum uf_slow_receiver {
+  UF_SLOW_BLOCK = 0,      /* the write waits for ring space up to its timeout */
+  UF_SLOW_FAIL_FAST = 1,  /* a full ring fails the write at once (UF_EAGAIN) */
+  UF_SLOW_SKIP = 2,       /* over budget or full: that receiver misses the buffer (counted) */
+  UF_SLOW_CUT_OFF = 3     /* over budget or full: that receiver is cut off (UF_ECUTOFF) */
+} uf_slow_receiver;
+
+/* Options of a sending end; `size` = sizeof, set by the caller. A zero
+ * field keeps the default (ring 256, 64 receivers, no budget, no hold
+ * timeout). */
+typedef struct uf_sender_options {
+  size_t size;
+  uint32_t ring_capacity;          /* descriptors per receiver, a power of two */
+  uint32_t max_receivers;
+  uf_slow_receiver slow_receiver;
+  uint32_t receiver_budget;        /* SKIP / CUT_OFF: buffers held or queued per receiver */
+  int64_t hold_timeout_ns;         /* a receiver holding one buffer longer is cut off */
+} uf_sender_options;
+/* uf_channel_listen with options; `options` NULL is uf_channel_listen. */
+uf_error uf_channel_listen_with(uf_pool* pool, const char* service, const uf_sender_options* options,
+                                uf_channel** out);
 /* A receiving end connected to `service`. */
 uf_error uf_channel_connect(const char* service, int64_t timeout_ns, uf_channel** out);
 /* A receiving end in this process for a sending end (thread handoff). */

@@ -395,3 +395,67 @@ TEST(UfStats, ALongerStructGetsItsUnknownFieldsZeroed) {
 }
 
 }  // namespace
+
+namespace {
+
+// A sending end whose options skip a receiver that stops taking: the other
+// receiver gets every buffer, and what the staller missed is counted on
+// both sides.
+TEST(UfSenderOptions, SkipASlowReceiverAndCountWhatItMissed) {
+  uf_size_class classes[] = {{4096, 8}};
+  uf_pool* pool = nullptr;
+  ASSERT_EQ(uf_pool_create("uf-options", classes, 1, UF_POLICY_VOLATILE, &pool), UF_OK);
+  uf_sender_options o = {};
+  o.size = sizeof o;
+  o.ring_capacity = 2;
+  o.slow_receiver = UF_SLOW_SKIP;
+  uf_channel *tx = nullptr, *honest = nullptr, *staller = nullptr;
+  ASSERT_EQ(uf_channel_listen_with(pool, nullptr, &o, &tx), UF_OK);
+  ASSERT_EQ(uf_channel_connect_local(tx, &honest), UF_OK);
+  ASSERT_EQ(uf_channel_connect_local(tx, &staller), UF_OK);
+  constexpr int kSends = 5;
+  for (int i = 0; i < kSends; ++i) {
+    uf_buf* b = nullptr;
+    ASSERT_EQ(uf_allocb(tx, 1, 0, &b), UF_OK);
+    static_cast<char*>(uf_data(b))[0] = static_cast<char>('a' + i);
+    ASSERT_EQ(uf_write(tx, b, 1, 0), UF_OK) << "send " << i << " must not wait for the staller";
+    uf_buf* got = nullptr;
+    ASSERT_EQ(uf_get(honest, 0, &got), UF_OK);
+    EXPECT_EQ(static_cast<const char*>(uf_cdata(got))[0], static_cast<char>('a' + i));
+    uf_deallocate(got);
+  }
+  struct uf_sender_stats ss = {};
+  ss.size = sizeof ss;
+  ASSERT_EQ(uf_sender_stats(tx, &ss), UF_OK);
+  EXPECT_EQ(ss.sent, static_cast<uint64_t>(kSends));
+  EXPECT_EQ(ss.dropped, static_cast<uint64_t>(kSends - 2));  // its ring holds 2
+  struct uf_receiver_stats rs = {};
+  rs.size = sizeof rs;
+  ASSERT_EQ(uf_receiver_stats(staller, &rs), UF_OK);
+  EXPECT_EQ(rs.dropped, static_cast<uint64_t>(kSends - 2));
+  uf_channel_close(staller);
+  uf_channel_close(honest);
+  uf_channel_close(tx);
+  uf_pool_destroy(pool);
+}
+
+TEST(UfSenderOptions, RejectBadOptions) {
+  uf_size_class classes[] = {{4096, 2}};
+  uf_pool* pool = nullptr;
+  ASSERT_EQ(uf_pool_create("uf-bad-options", classes, 1, UF_POLICY_VOLATILE, &pool), UF_OK);
+  uf_channel* tx = nullptr;
+  uf_sender_options o = {};
+  EXPECT_EQ(uf_channel_listen_with(pool, nullptr, &o, &tx), UF_EINVAL);  // size not set
+  o.size = sizeof o;
+  o.hold_timeout_ns = -1;
+  EXPECT_EQ(uf_channel_listen_with(pool, nullptr, &o, &tx), UF_EINVAL);
+  o.hold_timeout_ns = 0;
+  o.ring_capacity = 3;  // not a power of two
+  EXPECT_EQ(uf_channel_listen_with(pool, nullptr, &o, &tx), UF_EINVAL);
+  o.ring_capacity = 0;
+  EXPECT_EQ(uf_channel_listen_with(pool, nullptr, &o, &tx), UF_OK);
+  uf_channel_close(tx);
+  uf_pool_destroy(pool);
+}
+
+}  // namespace

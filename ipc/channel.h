@@ -4,6 +4,7 @@
 // process, anonymous memory. Private to the library.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 
@@ -59,6 +60,11 @@ struct LocalChannel {
   // Set, with the pool's mutex held, when the Receiver is closed; the
   // Sender then stops pushing and the receiver hands back what it left.
   bool receiver_gone = false;
+  // Views the receiving thread holds (they go back to the pool directly,
+  // not through the ring): with what is queued, the receiver's budget.
+  // relaxed everywhere: a count for the slow-receiver policy, read under
+  // the pool's lock; a stale value errs by a view being released.
+  std::atomic<std::uint32_t> held{0};
 };
 
 }  // namespace fbuf::detail

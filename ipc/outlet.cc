@@ -55,11 +55,12 @@ Clock::time_point LocalOutlet::oldest_lend_locked() const noexcept {
 }
 
 std::uint32_t LocalOutlet::outstanding_locked() const noexcept {
-  // Queued in the ring; what the receiving thread holds is counted by the
-  // pool, not per receiver. acquire: pairs with the consumer's release.
+  // Queued in the ring, plus the views the receiving thread holds.
+  // acquire: pairs with the consumer's release of head.
   const std::uint64_t head = out.indices()->head.load(std::memory_order_acquire);
   const std::uint64_t tail = out.tail();
-  return head <= tail ? static_cast<std::uint32_t>(tail - head) : 0;
+  const auto queued = head <= tail ? static_cast<std::uint32_t>(tail - head) : 0u;
+  return queued + ch_->held.load(std::memory_order_relaxed);  // relaxed: see LocalChannel::held
 }
 
 void LocalOutlet::cut_off_locked() noexcept {

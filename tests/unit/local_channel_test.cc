@@ -30,6 +30,30 @@ std::uint64_t read_seq(const View& v) {
   return s;
 }
 
+// An in-process receiver's budget counts the views it holds, not only what
+// is queued in its ring: a receiver that keeps two views is skipped once
+// its budget of two is reached, although its ring is empty.
+TEST(LocalChannel, ABudgetCountsTheViewsAReceiverHolds) {
+  Pool pool(PoolOptions{.name = "local-budget", .classes = {{4096, 8}}});
+  Sender tx(pool, SenderOptions{.slow_receiver = SlowReceiverPolicy::kSkip, .receiver_budget = 2});
+  Receiver honest = tx.connect_local();
+  Receiver holder = tx.connect_local();
+  std::vector<View> kept;
+  for (int i = 0; i < 6; ++i) {
+    auto b = tx.try_allocate(16);
+    ASSERT_TRUE(b);
+    ASSERT_FALSE(tx.try_send(std::move(*b), 16)) << "send " << i;
+    auto v = honest.try_receive();
+    ASSERT_TRUE(v) << "send " << i;
+    if (auto h = holder.try_receive()) kept.push_back(std::move(*h));
+  }
+  EXPECT_EQ(kept.size(), 2u);
+  EXPECT_EQ(tx.stats().dropped, 4u);
+  EXPECT_EQ(holder.stats().dropped, 4u);
+  kept.clear();
+  EXPECT_EQ(pool.stats().free, 8u);
+}
+
 TEST(LocalChannel, HandsBuffersToAnotherThreadInOrder) {
   Pool pool = make_pool();
   Sender tx(pool);

@@ -52,6 +52,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -153,7 +154,7 @@ struct Remote {
 
 class Script {
  public:
-  Script(Input& in) : in_(in) {
+  Script(Input& in, bool strict) : in_(in), strict_(strict) {
     const auto config = in_.take<std::uint8_t>();
     const auto counts = in_.take<std::uint8_t>();
     page_ = fbuf::detail::page_size();
@@ -241,13 +242,13 @@ class Script {
     // What the rings allow. Each connection the owner has is served, its
     // receiver present or not (a closed one is served until its hang-up
     // is handled).
-    bool honest_full = false, all_honest = true, any_usable = false;
+    bool honest_full = false, all_honest = true, served_honest = true, any_usable = false;
     std::vector<std::uint64_t> were_usable;
     for (auto& r : remotes_) {
       Peer* p = peer_of(r.peer_id);
       const bool honest = p != nullptr && p->honest;
       if (!usable(r)) {
-        all_honest = false;
+        all_honest = false;  // see kStrict
         continue;
       }
       any_usable = true;
@@ -255,7 +256,7 @@ class Script {
         were_usable.push_back(r.peer_id);
         if (p->queued.size() + bufs.size() > capacity_) honest_full = true;
       } else {
-        all_honest = false;
+        all_honest = served_honest = false;
       }
     }
 
@@ -287,7 +288,7 @@ class Script {
       // Some ring was full: an honest one if the owner serves only honest
       // receivers.
       FUZZ_CHECK(any_usable);
-      if (all_honest) FUZZ_CHECK(honest_full);
+      if (all_honest || (strict_ && served_honest)) FUZZ_CHECK(honest_full);
     } else if (bufs.size() > capacity_) {
       FUZZ_CHECK(ec == make_error_code(Errc::kInvalidArgument));  // more than a ring holds
     } else if (ec == make_error_code(Errc::kNoReceivers)) {
@@ -493,7 +494,7 @@ class Script {
       // which every receiver maps writable and checks at connect
       // (ipc/remote_receiver.cc): this one refuses the channel, as the real
       // receiver does, and hangs up. Nobody else may have changed it.
-      FUZZ_CHECK(bell_scribbled_);
+      FUZZ_CHECK(bell_scribbled_ && !strict_);
       p = Peer{};
       return;
     }
@@ -838,6 +839,7 @@ class Script {
   }
 
   Input& in_;
+  const bool strict_;
   std::size_t page_ = 0;
   std::uint32_t capacity_ = 1;
   std::uint32_t total_ = 0;
@@ -854,11 +856,24 @@ class Script {
   std::uint64_t sent_ = 0, delivered_ = 0, connected_ = 0, sequence_ = 0;
 };
 
+// FUZZ_OWNER_STRICT=1 in the environment also fails on the two known
+// library defects the default run tolerates (docs/fuzzing.md, fuzz_owner):
+//  - a receiver that rewrites the shared doorbell's magic or version makes
+//    every later receiver of the pool refuse to connect;
+//  - try_send reports kWouldBlock because of a full ring of a receiver the
+//    owner no longer serves (cut off since the last send).
+// tests/fuzz/known/owner/ holds an input for each.
+bool strict_from_env() {
+  const char* v = std::getenv("FUZZ_OWNER_STRICT");
+  return v != nullptr && std::strcmp(v, "0") != 0 && *v != '\0';
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static const bool strict = strict_from_env();
   Input in(data, size);
-  Script script(in);
+  Script script(in, strict);
   script.run();
   return 0;
 }

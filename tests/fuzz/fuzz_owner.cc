@@ -862,7 +862,7 @@ class Script {
 //    every later receiver of the pool refuse to connect;
 //  - try_send reports kWouldBlock because of a full ring of a receiver the
 //    owner no longer serves (cut off since the last send).
-// tests/fuzz/known/owner/ holds an input for each.
+// tests/fuzz/known/owner/ holds an input for each (tests/fuzz/known/README.md).
 bool strict_from_env() {
   const char* v = std::getenv("FUZZ_OWNER_STRICT");
   return v != nullptr && std::strcmp(v, "0") != 0 && *v != '\0';

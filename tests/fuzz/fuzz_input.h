@@ -81,7 +81,7 @@ enum RingOp : std::uint8_t {
 // followed by the arguments named here. "peer" is a receiver slot (u8 % 3),
 // "remote" one of the owner's connections (u8 % how many it has).
 enum OwnerOp : std::uint8_t {
-  kSendBuffers,   // u8: allocate (or reuse held) 1-2 buffers, tag them, try_send to every receiver
+  kSendBuffers,   // u8: allocate (or reuse held) 1-2 buffers, tag them, send: try_send, or 1 ms
   kHoldBuffer,    // u8: allocate a buffer and keep it unsent (at most 4; the oldest is dropped)
   kTakeOne,       // u8 peer: the receiver pops one descriptor from its send ring
   kReturnOne,     // u8 peer, u8 which: the receiver returns one it holds

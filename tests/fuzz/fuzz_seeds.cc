@@ -220,11 +220,13 @@ void owner_seeds(const fs::path& dir) {
   write_file(dir / "handshake_window", b);
 
   b.clear();
-  // volatile, ring of 1: full rings, a cut-off, the sender going away
-  // while receivers still hold buffers, then a new sender on the pool.
+  // volatile, ring of 1: full rings (a timed send waits on one), a
+  // cut-off, the sender going away while receivers still hold buffers,
+  // then a new sender on the pool.
   put_bytes(b, {0, 24});
   owner_ops(b, {{kJoin, 0}, {kJoin, 0}, {kJoin, 0}, {kJoin, 0}, {kSendBuffers, 0}, {kSendBuffers, 0},
                 {kTakeOne, 0}, {kTakeOne, 1}, {kSendBuffers, 0}, {kCutOffRemote, 2}, {kSendBuffers, 4},
+                {kSendBuffers, 0xc0},
                 {kHoldBuffer, 1}, {kCloseSender}, {kReturnOne, 0, 0}, {kDrainOwner, 0}, {kCloseReceiver, 1},
                 {kDrainOwner, 2}, {kJoin, 0}, {kSendBuffers, 4}, {kTakeOne, 1}, {kDrainOwner, 1},
                 {kShutWrite, 0}, {kCloseReceiver, 2}, {kDrainOwner, 2}});

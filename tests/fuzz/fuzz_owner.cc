@@ -42,6 +42,7 @@
 // Welcome and the channel memory it names are what the pool promises.
 // After the script every receiver closes, the control thread handles every
 // hang-up, the sender goes, and the pool, drained, is all free.
+// docs/fuzzing.md (fuzz_owner) lists the operations and checks in full.
 #include <capnp/message.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -154,7 +155,7 @@ struct Remote {
 
 class Script {
  public:
-  Script(Input& in, bool strict) : in_(in), strict_(strict) {
+  explicit Script(Input& in, bool strict) : in_(in), strict_(strict) {
     const auto config = in_.take<std::uint8_t>();
     const auto counts = in_.take<std::uint8_t>();
     page_ = fbuf::detail::page_size();

@@ -1,7 +1,7 @@
 // Shared by the fuzz targets and the seed writer: an invariant check that
 // traps (so libFuzzer records the input as a crash), a reader that takes
 // fixed-size fields from the front of the input, and the op codes of the
-// two targets whose inputs are operation sequences. Every target reads its
+// targets whose inputs are operation sequences. Every target reads its
 // input front to back with Input, so a seed file is the plain concatenation
 // of its fields (fuzz_seeds.cc) and a crash input can be decoded by hand.
 #pragma once
@@ -75,6 +75,28 @@ enum RingOp : std::uint8_t {
   kPeerWaiters,   // u8 which (bit 0: consumer's), u32: the peer rewrites a waiters word
   kPushOne,       // push(): reserve(1), write and publish in one call
   kRingOpCount,
+};
+
+// fuzz_owner: each record is one of these (the byte modulo the count)
+// followed by the arguments named here. "peer" is a receiver slot (u8 % 3),
+// "remote" one of the owner's connections (u8 % how many it has).
+enum OwnerOp : std::uint8_t {
+  kSendBuffers,   // u8: allocate (or reuse held) 1-2 buffers, tag them, send: try_send, or 1 ms
+  kHoldBuffer,    // u8: allocate a buffer and keep it unsent (at most 4; the oldest is dropped)
+  kTakeOne,       // u8 peer: the receiver pops one descriptor from its send ring
+  kReturnOne,     // u8 peer, u8 which: the receiver returns one it holds
+  kShutWrite,     // u8 peer (bit 7: pop and return what is queued first): detach, SHUT_WR
+  kCloseReceiver, // u8 peer: the receiver closes its socket and unmaps everything
+  kControlEvents, // u8 remote: the owner's control thread handles that connection's events
+  kCutOffRemote,  // u8 remote: the owner cuts that receiver off
+  kDrainOwner,    // u8: 0 Pool stats(), 1 Sender stats(), 2 allocate every free buffer
+  kJoin,          // u8 (bit 0: wrong Hello version): a receiver connects in a free slot
+  kPokeWord,      // u8 peer, u16 word, u8 value kind, i8 k (u64 if the kind says raw)
+  kPokeSlot,      // u8 peer, u8 slot (bit 7: return ring), u8 kind, u8 pick: write a descriptor
+  kForgeReturn,   // u8 peer, u8 kind, u8 pick: push a forged return and ring the doorbell
+  kCloseSender,   // the Sender goes away (orphaning the inlets); the next send makes a new one
+  kChatter,       // u8 peer: the receiver sends a second Hello after the handshake
+  kOwnerOpCount,
 };
 
 }  // namespace fbuf::fuzz

@@ -1,8 +1,8 @@
 // Writes the seed corpora of the fuzz targets: fuzz_seeds DIR creates
-// DIR/handshake, DIR/descriptors and DIR/ring with a few inputs each that
-// reach deep into the code under test (valid messages, valid operation
-// sequences), for libFuzzer to mutate. Built and run by CMake; the output is
-// a function of the code alone, so it is not checked in.
+// DIR/handshake, DIR/descriptors, DIR/ring and DIR/owner with a few inputs
+// each that reach deep into the code under test (valid messages, valid
+// operation sequences), for libFuzzer to mutate. Built and run by CMake;
+// the output is a function of the code alone, so it is not checked in.
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/array.h>
@@ -178,6 +178,61 @@ void ring_seeds(const fs::path& dir) {
   write_file(dir / "scribble", b);
 }
 
+// Records for fuzz_owner: an op byte and its argument bytes.
+void owner_ops(Bytes& b, std::initializer_list<std::initializer_list<std::uint8_t>> ops) {
+  for (auto op : ops) put_bytes(b, op);
+}
+
+void owner_seeds(const fs::path& dir) {
+  Bytes b;
+  // read_only, ring of 4, 6 + 6 buffers: two honest receivers take, return
+  // and detach (one as RemoteReceiver::close() does, one leaving its queue
+  // to the owner), with drains in between.
+  put_bytes(b, {(2 << 3) | 1, 12});
+  owner_ops(b, {{kJoin, 0}, {kJoin, 0}, {kSendBuffers, 0}, {kSendBuffers, 2}, {kSendBuffers, 1},
+                {kTakeOne, 0}, {kTakeOne, 0}, {kTakeOne, 1}, {kReturnOne, 0, 0}, {kDrainOwner, 2},
+                {kShutWrite, 0x80}, {kControlEvents, 0}, {kDrainOwner, 1}, {kReturnOne, 0, 0},
+                {kSendBuffers, 0}, {kShutWrite, 1}, {kControlEvents, 1}, {kCloseReceiver, 0},
+                {kControlEvents, 0}, {kCloseReceiver, 1}, {kControlEvents, 0}, {kDrainOwner, 2}});
+  write_file(dir / "honest_detach", b);
+
+  b.clear();
+  // volatile, ring of 8: receiver 1 forges returns of what receiver 0
+  // holds (real index and generation), then rewrites a return slot and its
+  // return ring's tail.
+  put_bytes(b, {3 << 3, 0});
+  owner_ops(b, {{kJoin, 0}, {kJoin, 0}, {kSendBuffers, 1}, {kSendBuffers, 1}, {kTakeOne, 0}, {kTakeOne, 0},
+                {kForgeReturn, 1, 7, 0}, {kForgeReturn, 1, 7, 1}, {kForgeReturn, 1, 1, 0},
+                {kForgeReturn, 1, 0, 2}, {kDrainOwner, 2}, {kPokeSlot, 1, 0x80, 7, 0},
+                {kPokeWord, 1, 10, 0, 10, 1}, {kDrainOwner, 2}, {kSendBuffers, 0}, {kDrainOwner, 1}});
+  write_file(dir / "forged_returns", b);
+
+  b.clear();
+  // copy_on_write, ring of 2: a receiver rewrites its send ring's head in
+  // the window between the Welcome and the first send, and again before
+  // its detach is handled; another scribbles on the header and doorbell.
+  put_bytes(b, {(1 << 3) | 2, 7});
+  owner_ops(b, {{kJoin, 0}, {kPokeWord, 0, 6, 0, 8, 0}, {kPokeWord, 0, 0, 0, 0, 0}, {kPokeWord, 0, 1, 0, 3, 0},
+                {kShutWrite, 0}, {kControlEvents, 0}, {kDrainOwner, 2}, {kJoin, 0}, {kJoin, 0},
+                {kSendBuffers, 1}, {kPokeWord, 1, 6, 0, 10, 0xfe}, {kShutWrite, 1}, {kControlEvents, 1},
+                {kPokeWord, 2, 9, 0, 4, 0}, {kPokeWord, 2, 5, 0, 9, 3}, {kSendBuffers, 0},
+                {kDrainOwner, 0}, {kChatter, 0}, {kControlEvents, 0}, {kDrainOwner, 2}});
+  write_file(dir / "handshake_window", b);
+
+  b.clear();
+  // volatile, ring of 1: full rings (a timed send waits on one), a
+  // cut-off, the sender going away while receivers still hold buffers,
+  // then a new sender on the pool.
+  put_bytes(b, {0, 24});
+  owner_ops(b, {{kJoin, 0}, {kJoin, 0}, {kJoin, 0}, {kJoin, 0}, {kSendBuffers, 0}, {kSendBuffers, 0},
+                {kTakeOne, 0}, {kTakeOne, 1}, {kSendBuffers, 0}, {kCutOffRemote, 2}, {kSendBuffers, 4},
+                {kSendBuffers, 0xc0},
+                {kHoldBuffer, 1}, {kCloseSender}, {kReturnOne, 0, 0}, {kDrainOwner, 0}, {kCloseReceiver, 1},
+                {kDrainOwner, 2}, {kJoin, 0}, {kSendBuffers, 4}, {kTakeOne, 1}, {kDrainOwner, 1},
+                {kShutWrite, 0}, {kCloseReceiver, 2}, {kDrainOwner, 2}});
+  write_file(dir / "orphans", b);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -187,10 +242,11 @@ int main(int argc, char** argv) {
   }
   try {
     const fs::path root = argv[1];
-    for (const char* target : {"handshake", "descriptors", "ring"}) fs::create_directories(root / target);
+    for (const char* target : {"handshake", "descriptors", "ring", "owner"}) fs::create_directories(root / target);
     handshake_seeds(root / "handshake");
     descriptor_seeds(root / "descriptors");
     ring_seeds(root / "ring");
+    owner_seeds(root / "owner");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fuzz_seeds: %s\n", e.what());
     return 1;

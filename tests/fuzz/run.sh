@@ -11,19 +11,20 @@
 # Prints each target's executions, time and final coverage. Logs go to
 # BUILD_DIR/tests/fuzz/logs/, grown corpora to .../corpus/<target>/, and
 # a crashing input to .../artifacts/. Reproducers kept in
-# tests/fuzz/crashes/<target>/ are replayed at the start of every run.
+# tests/fuzz/crashes/<target>/ (bugs fixed) and tests/fuzz/known/<target>/
+# (known defects the target tolerates) are replayed at the start of every run.
 set -uo pipefail
 src=$(cd "$(dirname "$0")" && pwd)
 
 if [ $# -lt 2 ] || [ $# -gt 3 ]; then
-  sed -n '6,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '6,15p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 build=$1
 seconds=$2
 runs=${3:-}
 dir=$build/tests/fuzz
-targets=(handshake descriptors ring)
+targets=(handshake descriptors ring owner)
 
 for t in "${targets[@]}"; do
   if [ ! -x "$dir/fuzz_$t" ] || [ ! -d "$dir/seeds/$t" ]; then
@@ -37,14 +38,15 @@ failed=()
 for t in "${targets[@]}"; do
   mkdir -p "$dir/corpus/$t"
   log=$dir/logs/fuzz_$t.log
-  # -timeout: an input that runs for 25 s is a hang (no operation of these
-  # targets takes more than microseconds). -rss_limit_mb bounds a leak.
+  # -timeout: an input that runs for 25 s is a hang (no input of these
+  # targets takes more than milliseconds). -rss_limit_mb bounds a leak.
   args=(-max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1
         -artifact_prefix="$dir/artifacts/fuzz_$t-")
   [ -n "$runs" ] && args+=(-runs="$runs")
   start=$(date +%s)
   corpora=("$dir/corpus/$t" "$dir/seeds/$t")
   [ -d "$src/crashes/$t" ] && corpora+=("$src/crashes/$t")
+  [ -d "$src/known/$t" ] && corpora+=("$src/known/$t")
   "$dir/fuzz_$t" "${args[@]}" "${corpora[@]}" > "$log" 2>&1
   rc=$?
   elapsed=$(( $(date +%s) - start ))

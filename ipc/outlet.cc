@@ -125,6 +125,13 @@ void RemoteOutlet::cut_off_locked() noexcept {
   wake_all(out.indices()->space_seq);
 }
 
+bool RemoteOutlet::retire_locked() noexcept {
+  if (!inlet_->corrupt_locked() || told_) return false;
+  told_ = true;
+  mark_cut_off(header());
+  return true;
+}
+
 void RemoteOutlet::close_locked() noexcept {
   mark_sender_closed(header());
   inlet_->orphan_locked();

@@ -75,6 +75,10 @@ class Outlet {
   // The Sender is going away: the receiver sees end-of-stream after what
   // was published.
   virtual void close_locked() noexcept = 0;
+  // The outlet leaves the sender's list. Returns true if the receiver was
+  // cut off by the pool (a corrupt return ring found while draining) and
+  // is told only now (its header's cut_off): the caller counts it lost.
+  virtual bool retire_locked() noexcept { return false; }
   // The receiver's header, for the owner-written words (sender_closed,
   // cut_off, dropped).
   virtual ipc::ChannelHeader* header() const noexcept = 0;
@@ -136,6 +140,7 @@ class RemoteOutlet final : public Outlet {
   // once, including what is still in its ring: views it still holds, or
   // takes from its ring after this, may be overwritten by the owner.
   void cut_off_locked() noexcept override;
+  bool retire_locked() noexcept override;
   void close_locked() noexcept override;
   ipc::ChannelHeader* header() const noexcept override { return mem_.header(); }
 
@@ -153,6 +158,7 @@ class RemoteOutlet final : public Outlet {
   ChannelMemory mem_;
   std::shared_ptr<ReturnInlet> inlet_;
   std::vector<Descriptor> shadow_;  // by ring position: what was written there
+  bool told_ = false;  // retire_locked() marked a pool cut-off in its header
 };
 
 // Tells the receiver that no more will come after what is in its ring.

@@ -54,11 +54,11 @@ class RemoteReceiver final : public ReceiverCore,
     install_segv_report();
     segv_ = SegvRegistration(register_mapping(pool_map_.data(), pool_map_.size(), MappingKind::kReceived,
                                               info_.policy, info_.pool_name.c_str(), info_.classes));
+    // The doorbell is checked as an fd (a sealed memfd of one page) and not
+    // by its contents: every receiver of the pool can write that page, so a
+    // check of its magic would let one receiver lock every later one out.
+    // Its words only ever cause wake-ups.
     bell_ = reinterpret_cast<DoorbellHeader*>(bell_map_.data());
-    const std::uint64_t bell_magic = bell_->magic;
-    const std::uint32_t bell_version = bell_->version;
-    if (bell_magic != kDoorbellMagic || bell_version != kDoorbellVersion)
-      throw_error(Errc::kProtocol, "doorbell header does not match the handshake");
     in_ = RingConsumer(&header_->send, ring_.send_slots(), info_.send_capacity);
     returns_ = RingProducer(&header_->ret, ring_.return_slots(), info_.return_capacity);
     geometry_ = ipc::PoolGeometry(info_.classes);

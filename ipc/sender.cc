@@ -73,6 +73,9 @@ std::error_code SenderCore::send(std::span<Buffer> buffers, std::span<const std:
       if (!lenient_) {
         // Every receiver has the default terms: block on a full ring.
         for (auto& o : outlets_) {
+          // Cut off since the last send (a drain found its return ring
+          // corrupt, say): not served, so its ring must not block others.
+          if (!o->usable_locked()) continue;
           RingStatus st = o->out.reserve(count);
           if (st == RingStatus::kCorrupt) {
             // The receiver published an impossible head: its channel is

@@ -91,6 +91,7 @@ SenderStats SenderCore::stats() {
   std::lock_guard lock(pool_->mutex());
   pool_->drain_inlets_locked();
   if (!closed_ && !watched_.empty()) check_holds_locked(Clock::now());
+  if (!closed_) prune_locked();  // counts receivers the drain cut off
   SenderStats s = counters_;
   s.returned = returns_->returned;
   s.rejected_returns = returns_->rejected;
@@ -184,7 +185,13 @@ void SenderCore::refresh_terms_locked() noexcept {
 
 void SenderCore::prune_locked() noexcept {
   std::size_t before = outlets_.size();
-  std::erase_if(outlets_, [](const std::shared_ptr<Outlet>& o) { return !o->usable_locked(); });
+  std::erase_if(outlets_, [&](const std::shared_ptr<Outlet>& o) {
+    if (o->usable_locked()) return false;
+    // A receiver the pool cut off while draining (a corrupt return ring)
+    // has not been told or counted yet.
+    if (o->retire_locked()) ++counters_.receivers_lost;
+    return true;
+  });
   if (outlets_.size() != before) publish_count_locked();
 }
 

@@ -155,7 +155,7 @@ struct Remote {
 
 class Script {
  public:
-  explicit Script(Input& in, bool strict) : in_(in), strict_(strict) {
+  explicit Script(Input& in) : in_(in) {
     const auto config = in_.take<std::uint8_t>();
     const auto counts = in_.take<std::uint8_t>();
     page_ = fbuf::detail::page_size();
@@ -249,7 +249,7 @@ class Script {
       Peer* p = peer_of(r.peer_id);
       const bool honest = p != nullptr && p->honest;
       if (!usable(r)) {
-        all_honest = false;  // its full ring may still block a try_send (FUZZ_OWNER_STRICT)
+        all_honest = false;  // not served: its ring must not block a send
         continue;
       }
       any_usable = true;
@@ -291,11 +291,9 @@ class Script {
     }
     if (bufs.size() <= capacity_ && ec == make_error_code(timed ? Errc::kTimedOut : Errc::kWouldBlock)) {
       // Some ring was full: an honest one if the owner serves only honest
-      // receivers. (A timed send re-checks after its first wait, which
-      // ends at once for a receiver no longer served, so it is exact even
-      // where try_send is not: FUZZ_OWNER_STRICT.)
+      // receivers (a receiver no longer served never blocks a send).
       FUZZ_CHECK(any_usable);
-      if (all_honest || ((strict_ || timed) && served_honest)) FUZZ_CHECK(honest_full);
+      if (all_honest || served_honest) FUZZ_CHECK(honest_full);
     } else if (bufs.size() > capacity_) {
       FUZZ_CHECK(ec == make_error_code(Errc::kInvalidArgument));  // more than a ring holds
     } else if (ec == make_error_code(Errc::kNoReceivers)) {
@@ -501,7 +499,7 @@ class Script {
       // which every receiver maps writable and checks at connect
       // (ipc/remote_receiver.cc): this one refuses the channel, as the real
       // receiver does, and hangs up. Nobody else may have changed it.
-      FUZZ_CHECK(bell_scribbled_ && !strict_);
+      FUZZ_CHECK(false);  // a receiver refused a channel because a peer scribbled on the doorbell
       p = Peer{};
       return;
     }
@@ -696,8 +694,9 @@ class Script {
       default: value = raw; break;
     }
     std::memcpy(at, &value, sizeof value);
+    // Doorbell words only cause wake-ups: a receiver writing them stays
+    // honest (and no later receiver may be refused for it).
     if (!in_bell) p->honest = false;
-    else if (at < p->bell_map.data() + offsetof(fbuf::detail::DoorbellHeader, seq)) bell_scribbled_ = true;
   }
 
   void poke_slot(std::uint8_t which) {
@@ -846,7 +845,6 @@ class Script {
   }
 
   Input& in_;
-  const bool strict_;
   std::size_t page_ = 0;
   std::uint32_t capacity_ = 1;
   std::uint32_t total_ = 0;
@@ -858,29 +856,15 @@ class Script {
   std::vector<Buffer> owner_held_;
   std::vector<Sent> history_;
   std::uint64_t serial_ = 0, next_peer_id_ = 0;
-  bool bell_scribbled_ = false;  // a receiver wrote the doorbell's magic or version
   // The current sender's counts, as its stats() must report them.
   std::uint64_t sent_ = 0, delivered_ = 0, connected_ = 0, sequence_ = 0;
 };
 
-// FUZZ_OWNER_STRICT=1 in the environment also fails on the two known
-// library defects the default run tolerates (docs/fuzzing.md, fuzz_owner):
-//  - a receiver that rewrites the shared doorbell's magic or version makes
-//    every later receiver of the pool refuse to connect;
-//  - try_send reports kWouldBlock because of a full ring of a receiver the
-//    owner no longer serves (cut off since the last send).
-// tests/fuzz/known/owner/ holds an input for each (tests/fuzz/known/README.md).
-bool strict_from_env() {
-  const char* v = std::getenv("FUZZ_OWNER_STRICT");
-  return v != nullptr && std::strcmp(v, "0") != 0 && *v != '\0';
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static const bool strict = strict_from_env();
   Input in(data, size);
-  Script script(in, strict);
+  Script script(in);
   script.run();
   return 0;
 }

@@ -11,8 +11,8 @@
 # Prints each target's executions, time and final coverage. Logs go to
 # BUILD_DIR/tests/fuzz/logs/, grown corpora to .../corpus/<target>/, and
 # a crashing input to .../artifacts/. Reproducers kept in
-# tests/fuzz/crashes/<target>/ (bugs fixed) and tests/fuzz/known/<target>/
-# (known defects the target tolerates) are replayed at the start of every run.
+# tests/fuzz/crashes/<target>/ (inputs of bugs since fixed) are replayed at
+# the start of every run.
 set -uo pipefail
 src=$(cd "$(dirname "$0")" && pwd)
 
@@ -46,7 +46,6 @@ for t in "${targets[@]}"; do
   start=$(date +%s)
   corpora=("$dir/corpus/$t" "$dir/seeds/$t")
   [ -d "$src/crashes/$t" ] && corpora+=("$src/crashes/$t")
-  [ -d "$src/known/$t" ] && corpora+=("$src/known/$t")
   "$dir/fuzz_$t" "${args[@]}" "${corpora[@]}" > "$log" 2>&1
   rc=$?
   elapsed=$(( $(date +%s) - start ))

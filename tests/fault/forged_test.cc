@@ -196,6 +196,45 @@ TEST(ForgedReturnRing, ACorruptTailCutsTheReceiverOffAndReclaimsItsBuffers) {
   EXPECT_TRUE(eventually([&] { return tx.receiver_count() == 0; }));
 }
 
+// The cut-off receiver is told (its header says so, and its socket is
+// shut) and counted as lost, and an honest receiver with room is not
+// blocked by its full ring.
+TEST(ForgedReturnRing, TheCutOffReceiverIsToldCountedAndBlocksNobody) {
+  Pool pool = small_pool("forged-ret-told");
+  const std::string service = service_name("ret-told");
+  Sender tx(pool, service, SenderOptions{.ring_capacity = 1});
+  RawReceiver r(service);
+  Receiver honest = Receiver::connect(service);
+  ASSERT_TRUE(tx.wait_for_receivers(2, 5s));
+  send_one(tx, 'a');  // both rings are full now
+  ASSERT_TRUE(honest.receive(1s));  // the honest one has room again
+  r.header->ret.tail.store(~std::uint64_t{0});
+  SenderStats s = tx.stats();  // drains: cuts the liar off
+  EXPECT_EQ(s.receivers_lost, 1u);
+  EXPECT_EQ(r.header->cut_off.load(), 1u);
+  auto b = tx.try_allocate(16);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(tx.try_send(std::move(*b), 16));  // not blocked by the liar's full ring
+  EXPECT_TRUE(honest.receive(1s));
+}
+
+// Every receiver of a pool maps its doorbell read-write. One that
+// scribbles over the doorbell's header must not keep later receivers out.
+TEST(ForgedDoorbell, AScribbledDoorbellHeaderLocksNobodyOut) {
+  Pool pool = small_pool("forged-bell");
+  const std::string service = service_name("bell");
+  Sender tx(pool, service);
+  RawReceiver r(service);
+  ASSERT_TRUE(tx.wait_for_receivers(1, 5s));
+  std::memset(r.bell.data(), 0xff, 64);  // magic, version, reserved
+  Receiver later = Receiver::connect(service, {.connect_timeout = 2s});
+  ASSERT_TRUE(tx.wait_for_receivers(2, 5s));
+  send_one(tx, 'z');
+  auto v = later.receive(1s);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->data()[0], std::byte{'z'});
+}
+
 TEST(SealedPool, CannotBeTruncatedOrWrittenByAReceiver) {
   Pool pool = small_pool("sealed");
   const std::string service = service_name("sealed");

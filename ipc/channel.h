@@ -2,6 +2,13 @@
 // by the send slots (and, for a remote channel, the return slots). For a
 // receiver in another process it is a shared memfd; for one in the owner's
 // process, anonymous memory. Private to the library.
+//
+// Invariants:
+//  - A ChannelMemory's capacities are fixed when it is made (by the owner,
+//    or by a receiver from the checked Welcome) and live here, in private
+//    memory; the shared header's copies are never read for geometry.
+//  - LocalChannel::receiver_gone is read and written with the pool's lock
+//    held; LocalChannel::held is a relaxed counter (see there).
 #pragma once
 
 #include <atomic>

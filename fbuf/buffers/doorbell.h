@@ -4,6 +4,14 @@
 // that pushes a return rings it (fbuf/base/wake.h protocol). A peer that
 // scribbles here can only cause spurious or missed wake-ups, and the
 // owner's waits are bounded. Private to the library.
+//
+// Invariants:
+//  - The owner writes magic and version once, before any receiver gets the
+//    fd; nobody reads them back (a receiver checks the fd, not the page).
+//  - seq and waiters follow fbuf/base/wake.h: the owner sleeping in
+//    allocate(timeout) is the sleeping side; a receiver pushing a return,
+//    and the owner freeing buffers by a reclaim, detach or cut-off, are
+//    the waking side.
 #pragma once
 
 #include <atomic>

@@ -72,6 +72,11 @@ struct LocalChannel {
   // relaxed everywhere: a count for the slow-receiver policy, read under
   // the pool's lock; a stale value errs by a view being released.
   std::atomic<std::uint32_t> held{0};
+  // Whether `held` is kept: only a receiver with a budget needs it (skip or
+  // cut-off with receiver_budget > 0), and counting costs the receiving
+  // thread two atomic operations per view. Set before the channel is
+  // shared, never changed.
+  bool count_held = false;
 };
 
 }  // namespace fbuf::detail

@@ -126,7 +126,7 @@ class LocalReceiver final : public ReceiverCore {
       rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
       return Errc::kBadDescriptor;
     }
-    channel_->held.fetch_add(1, std::memory_order_relaxed);  // relaxed: see LocalChannel::held
+    if (channel_->count_held) channel_->held.fetch_add(1, std::memory_order_relaxed);  // relaxed: see LocalChannel::held
     return ViewAccess::make(std::shared_ptr<ViewOwner>(owner_, owner_.get()),
                             pool_->reader_base() + pool_->buffer_offset(d.index) + d.offset, d.length, d.pool,
                             d.index, d.generation);
@@ -140,7 +140,7 @@ class LocalReceiver final : public ReceiverCore {
     Owner(std::shared_ptr<PoolCore> pool, std::shared_ptr<LocalChannel> channel)
         : pool_(std::move(pool)), channel_(std::move(channel)) {}
     void release(std::uint32_t /*pool*/, std::uint32_t index, std::uint32_t generation) noexcept override {
-      channel_->held.fetch_sub(1, std::memory_order_relaxed);  // relaxed: see LocalChannel::held
+      if (channel_->count_held) channel_->held.fetch_sub(1, std::memory_order_relaxed);  // relaxed: see LocalChannel::held
       pool_->release_ref(index, generation);
     }
 

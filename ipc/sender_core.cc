@@ -64,7 +64,10 @@ SenderCore::~SenderCore() {
 Receiver SenderCore::connect_local() {
   auto ch = std::make_shared<LocalChannel>();
   ch->memory = ChannelMemory::anonymous(options_.ring_capacity);
-  auto outlet = std::make_shared<LocalOutlet>(ch, terms_for(nullptr));
+  const ReceiverTerms terms = terms_for(nullptr);
+  ch->count_held = (terms.policy == SlowReceiverPolicy::kSkip || terms.policy == SlowReceiverPolicy::kCutOff) &&
+                   terms.budget != 0;
+  auto outlet = std::make_shared<LocalOutlet>(ch, terms);
   {
     std::lock_guard lock(pool_->mutex());
     if (closed_) throw_error(Errc::kClosed, "connect_local on a closed sender");

@@ -346,7 +346,7 @@ void PoolCore::drain_inlets_locked(bool slow) noexcept {
   // slow drains and at least every few milliseconds on fast ones, so a
   // receiver dying after its Sender cannot pin buffers for long.
   bool check_peer = slow;
-  if (!check_peer) {
+  if (!check_peer && orphans_ != 0) {
     const auto now = Clock::now();
     if (now - last_peer_check_ >= kPeerCheckEvery) {
       last_peer_check_ = now;
@@ -354,7 +354,11 @@ void PoolCore::drain_inlets_locked(bool slow) noexcept {
     }
   }
   // Inlets are few (one per remote receiver); drop the finished ones.
-  std::erase_if(inlets_, [&](const std::shared_ptr<ReturnInlet>& in) { return !in->drain_locked(check_peer); });
+  std::erase_if(inlets_, [&](const std::shared_ptr<ReturnInlet>& in) {
+    if (in->drain_locked(check_peer)) return false;
+    if (in->orphaned_locked()) --orphans_;
+    return true;
+  });
 }
 
 PoolStats PoolCore::stats() {

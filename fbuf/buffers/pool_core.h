@@ -100,6 +100,9 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // Wakes allocate(timeout) waiters after buffers came back by a path that
   // rang no doorbell (a reclaim, a detach).
   void ring_doorbell_locked() noexcept { ring_doorbell(doorbell()); }
+  // An inlet became an orphan (+1); fast drains look for hang-ups only
+  // while there are orphans.
+  void note_orphan_locked(int delta) noexcept { orphans_ = static_cast<std::uint32_t>(static_cast<int>(orphans_) + delta); }
 
   // Takes the mutex: a Buffer dropped unsent, or an in-process View done.
   void release_unsent(std::uint32_t index, std::uint32_t generation) noexcept;
@@ -147,6 +150,7 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   std::vector<std::vector<std::uint32_t>> free_;      // per class, LIFO; guarded by mu_
   std::vector<std::shared_ptr<ReturnInlet>> inlets_;  // guarded by mu_
   Clock::time_point last_peer_check_{};               // guarded by mu_
+  std::uint32_t orphans_ = 0;                         // guarded by mu_: inlets whose Sender is gone
   std::uint32_t allocated_ = 0;                       // guarded by mu_
   std::uint32_t in_flight_ = 0;                       // guarded by mu_
   std::uint64_t rejected_returns_ = 0;                // guarded by mu_

@@ -68,6 +68,7 @@ void ReturnInlet::cut_off_locked() noexcept {
 }
 
 void ReturnInlet::orphan_locked() noexcept {
+  if (!orphan_) pool_.note_orphan_locked(+1);
   orphan_ = true;
   if (state_ == State::kActive) state_ = State::kDetached;
 }

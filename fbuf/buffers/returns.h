@@ -82,6 +82,7 @@ class ReturnInlet {
   // The Sender is gone; the pool keeps draining and watching this inlet
   // until everything lent has come back.
   void orphan_locked() noexcept;
+  bool orphaned_locked() const noexcept { return orphan_; }
 
  private:
   enum class State { kActive, kDetached, kFinished };

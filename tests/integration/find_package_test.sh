@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs the fbuf build into a temporary prefix, then configures, builds
 # and runs the project in find_package/ against that installation, the way
-# a user outside the tree would. It configures that project with the
+# a user outside the tree would: twice, with the project's own
+# find_package(CapnProto) before and after find_package(fbuf) (Debian 12's
+# CapnProto package fails when found twice, so fbuf's package must never
+# find it). Whether the build is shared or static, the installed package
+# says for itself. It configures that project with the
 # generator and build tool of the build that runs it (Ninja under build.sh),
 # so it needs no tool that build didn't (CMake's default generator would
 # want `make`).
@@ -32,15 +36,35 @@ fi
 echo "== install $build_dir into $work/prefix"
 "$cmake_bin" --install "$build_dir" --prefix "$work/prefix"
 
-echo "== configure $project_dir"
-"$cmake_bin" -S "$project_dir" -B "$work/build" -G "$generator" \
-  -DCMAKE_MAKE_PROGRAM="$make_program" \
-  -DCMAKE_PREFIX_PATH="$work/prefix" \
-  -DCMAKE_C_COMPILER="$c_compiler" -DCMAKE_CXX_COMPILER="$cxx_compiler" \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo "${flags[@]}"
+lib=$(find "$work/prefix" -name 'libfbuf.so.0' -o -name 'libfbuf.a' | head -n 1)
+echo "installed library: ${lib#"$work/prefix/"}"
 
-echo "== build"
-"$cmake_bin" --build "$work/build"
+for order in before after; do
+  echo "== configure $project_dir: find_package(CapnProto) $order find_package(fbuf)"
+  "$cmake_bin" -S "$project_dir" -B "$work/build-$order" -G "$generator" \
+    -DCMAKE_MAKE_PROGRAM="$make_program" \
+    -DCMAKE_PREFIX_PATH="$work/prefix" \
+    -DCMAKE_C_COMPILER="$c_compiler" -DCMAKE_CXX_COMPILER="$cxx_compiler" \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFBUF_SMOKE_CAPNP="$order" "${flags[@]}"
+  # The project must have found this installation, not another one.
+  fbuf_dir=$(sed -n 's/^fbuf_DIR:PATH=//p' "$work/build-$order/CMakeCache.txt")
+  if [[ "$fbuf_dir" != "$work/prefix/"* ]]; then
+    echo "FAIL: find_package(fbuf) found '$fbuf_dir', not the installation in $work/prefix" >&2
+    exit 1
+  fi
 
-echo "== run"
-"$work/build/fbuf_find_package_smoke"
+  echo "== build"
+  "$cmake_bin" --build "$work/build-$order"
+
+  echo "== run"
+  "$work/build-$order/fbuf_find_package_smoke"
+  if [[ "$lib" == *.so.0 ]]; then
+    # The shared library it ran against: the installed one.
+    loaded=$(ldd "$work/build-$order/fbuf_find_package_smoke" | sed -n 's/.*libfbuf.so.0 => \([^ ]*\).*/\1/p')
+    if [[ "$(readlink -f "$loaded")" != "$(readlink -f "$lib")" ]]; then
+      echo "FAIL: the program loads libfbuf.so.0 from '$loaded', not $lib" >&2
+      exit 1
+    fi
+  fi
+done
+echo "find_package test: ok (both orders)"

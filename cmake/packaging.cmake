@@ -14,7 +14,7 @@
 #   - in a package of its own: install it with COMPONENT <name>, which
 #     makes fbuf-<name>_<version>_<arch>.deb, and set its Depends here, e.g.
 #       set(CPACK_DEBIAN_<NAME>_PACKAGE_DEPENDS "fbuf (= ${PROJECT_VERSION})")
-#     (with SHLIBDEPS it gets the Debian libraries it links as well).
+#     dpkg-shlibdeps adds the Debian libraries its programs link.
 # Included last from the top-level CMakeLists.txt: CPack packages the
 # components that exist when it is included.
 #
@@ -31,6 +31,9 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)
 
 set(CPACK_DEB_COMPONENT_INSTALL ON)
+# Every component declared so far, named here because CPack would make one
+# package named fbuf of a lone component (the static build's `dev`).
+get_cmake_property(CPACK_COMPONENTS_ALL COMPONENTS)
 # <name>_<version>_<arch>.deb, Debian's own naming.
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 # Per package: the first line is Debian's summary.
@@ -42,13 +45,19 @@ set(CPACK_COMPONENT_DEV_DESCRIPTION "zero-copy buffer passing between threads an
 The C++20 and C headers of fbuf, its CMake package (find_package(fbuf))
 and its pkg-config file (fbuf.pc).")
 
-# runtime: the shared library. dpkg-shlibdeps derives the Depends
-# (libcapnp-0.9.2, libstdc++6, libc6, ...); GENERATE_SHLIBS writes the
-# shlibs file and the ldconfig trigger.
+# Every package's programs and libraries: dpkg-shlibdeps derives the
+# Depends (libcapnp-0.9.2, libstdc++6, libc6, ...). GENERATE_SHLIBS writes
+# the shlibs file and the ldconfig trigger of the package with libfbuf.
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
+# A program of another package that links libfbuf.so.0: dpkg-shlibdeps
+# finds the library where the build puts it (and leaves the dependency on fbuf to
+# that package's DEPENDS, above).
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS "${PROJECT_BINARY_DIR}")
+
+# runtime: the shared library.
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME fbuf)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION libs)
-set(CPACK_DEBIAN_RUNTIME_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 
 # dev: everything to build against fbuf.
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME fbuf-dev)

@@ -77,7 +77,7 @@ case "$cmd" in
     ;;
   test)
     install_packages "${PACKAGES[@]}"
-    echo "== build/: RelWithDebInfo"
+    echo "== build/: RelWithDebInfo, libfbuf shared"
     configure_and_build build "${BUILD_ARGS[@]}"
     run_ctest build
     echo "== build-asan/: AddressSanitizer + UndefinedBehaviorSanitizer"

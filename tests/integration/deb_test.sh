@@ -33,7 +33,8 @@ skip() { echo "SKIP: $*"; exit 77; }
 [[ "$(id -u)" -eq 0 ]] || skip "installing packages needs root"
 command -v apt-get > /dev/null && command -v dpkg > /dev/null || skip "no apt-get/dpkg"
 for p in fbuf fbuf-dev; do
-  if dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q "install ok installed"; then
+  status=$(dpkg-query -W -f='${Status}' "$p" 2> /dev/null || true)
+  if [[ "$status" == "install ok installed" ]]; then
     skip "package $p is already installed on this machine; this test would remove it"
   fi
 done
@@ -68,9 +69,14 @@ for deb in "${runtime[0]}" "${dev[0]}"; do
   dpkg-deb -f "$deb" Package Version Architecture Depends
 done
 # The runtime package: the shared library and its Debian dependencies.
-dpkg-deb -c "${runtime[0]}" | grep -q 'libfbuf\.so\.0\.' || { echo "FAIL: fbuf .deb lacks libfbuf.so.0.*" >&2; exit 1; }
-dpkg-deb -f "${runtime[0]}" Depends | grep -q 'libcapnp' || { echo "FAIL: fbuf .deb does not depend on Cap'n Proto's runtime" >&2; exit 1; }
-dpkg-deb -f "${dev[0]}" Depends | grep -q '^fbuf (= ' || { echo "FAIL: fbuf-dev .deb does not depend on fbuf (= version)" >&2; exit 1; }
+# (Each output is read whole first: `grep -q` in a pipe could stop its
+# writer with SIGPIPE, which pipefail would report as a failure.)
+contents=$(dpkg-deb -c "${runtime[0]}")
+grep -q 'libfbuf\.so\.0\.' <<< "$contents" || { echo "FAIL: fbuf .deb lacks libfbuf.so.0.*" >&2; exit 1; }
+depends=$(dpkg-deb -f "${runtime[0]}" Depends)
+grep -q 'libcapnp' <<< "$depends" || { echo "FAIL: fbuf .deb does not depend on Cap'n Proto's runtime" >&2; exit 1; }
+depends=$(dpkg-deb -f "${dev[0]}" Depends)
+grep -q '^fbuf (= ' <<< "$depends" || { echo "FAIL: fbuf-dev .deb does not depend on fbuf (= version)" >&2; exit 1; }
 
 echo "== apt-get install ./${runtime[0]} ./${dev[0]}"
 installed=1

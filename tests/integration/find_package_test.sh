@@ -36,7 +36,7 @@ fi
 echo "== install $build_dir into $work/prefix"
 "$cmake_bin" --install "$build_dir" --prefix "$work/prefix"
 
-lib=$(find "$work/prefix" -name 'libfbuf.so.0' -o -name 'libfbuf.a' | head -n 1)
+lib=$(find "$work/prefix" \( -name 'libfbuf.so.0' -o -name 'libfbuf.a' \) -print -quit)
 echo "installed library: ${lib#"$work/prefix/"}"
 # Cap'n Proto is private: no installed header includes it, and fbuf's CMake
 # package never finds it.

@@ -54,7 +54,8 @@ else
     grep -q -- "$want" <<< "$libs" || { echo "FAIL: pkg-config --static --libs fbuf lacks $want: $libs" >&2; exit 1; }
   done
   build_c_peer "$c_compiler" "$work/c_peer" "$sanitize" --static
-  if needed_libs "$work/c_peer" | grep -q libfbuf; then
+  needed=$(needed_libs "$work/c_peer")
+  if grep -q libfbuf <<< "$needed"; then
     echo "FAIL: c_peer needs a shared libfbuf although only the static one is installed" >&2
     exit 1
   fi

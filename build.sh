@@ -11,8 +11,12 @@
 #   ./build.sh bench      the benchmarks (policy costs; fbuf against every peer
 #                         transport), tables into results/
 #   ./build.sh soak       the long soak run (CTest label `stress`)
+#   ./build.sh package [DIR]  the Debian packages fbuf_<version>_<arch>.deb and
+#                         fbuf-dev_<version>_<arch>.deb into DIR (default
+#                         packages/); install with apt-get install ./DIR/fbuf*.deb
 #
-# Build trees: build/ (RelWithDebInfo), build-asan/, build-tsan/, build-fuzz/.
+# Build trees: build/ (RelWithDebInfo, libfbuf shared), build-asan/,
+# build-tsan/, build-fuzz/ (libfbuf static), build-package/.
 # FBUF_FUZZ_SECONDS (default 60) bounds each fuzz target in `test`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,7 +24,7 @@ cd "$(dirname "$0")"
 JOBS=$(nproc)
 PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev capnproto libcapnp-dev
           libgtest-dev libgmock-dev libbenchmark-dev liburing-dev
-          clang libclang-rt-14-dev procps)
+          clang libclang-rt-14-dev procps dpkg-dev file)
 BENCH_PACKAGES=(iceoryx libiceoryx-posh-dev gnuplot-nox)
 
 install_packages() {
@@ -43,6 +47,11 @@ configure_and_build() {  # dir, extra cmake args...
   cmake --build "$dir" -j "$JOBS"
 }
 
+# build/: the whole suite runs against the shared library (and its tests
+# build, install and use the Debian packages); the sanitizer builds link
+# the static one, so both kinds are tested.
+BUILD_ARGS=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_SHARED_LIBS=ON)
+
 PASSED_TOTAL=0
 run_ctest() {  # dir, extra ctest args...
   local dir=$1
@@ -58,18 +67,18 @@ cmd=${1:-}
 case "$cmd" in
   demo)
     install_packages "${PACKAGES[@]}"
-    configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFBUF_BUILD_BENCH=OFF
+    configure_and_build build "${BUILD_ARGS[@]}" -DFBUF_BUILD_BENCH=OFF
     exec bash examples/demo.sh build
     ;;
   quick)
     install_packages "${PACKAGES[@]}"
-    configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    configure_and_build build "${BUILD_ARGS[@]}"
     run_ctest build
     ;;
   test)
     install_packages "${PACKAGES[@]}"
-    echo "== build/: RelWithDebInfo"
-    configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    echo "== build/: RelWithDebInfo, libfbuf shared"
+    configure_and_build build "${BUILD_ARGS[@]}"
     run_ctest build
     echo "== build-asan/: AddressSanitizer + UndefinedBehaviorSanitizer"
     configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DFBUF_SANITIZE='address;undefined' \
@@ -99,11 +108,24 @@ case "$cmd" in
     ;;
   soak)
     install_packages "${PACKAGES[@]}"
-    configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    configure_and_build build "${BUILD_ARGS[@]}"
     ctest --test-dir build --output-on-failure -L stress
     ;;
+  package)
+    install_packages "${PACKAGES[@]}"
+    out=${2:-packages}
+    # The library alone, shared, laid out for /usr (GNUInstallDirs:
+    # lib/<multiarch>), then one .deb per install component.
+    configure_and_build build-package -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_SHARED_LIBS=ON \
+      -DCMAKE_INSTALL_PREFIX=/usr -DFBUF_BUILD_TESTS=OFF -DFBUF_BUILD_EXAMPLES=OFF \
+      -DFBUF_BUILD_BENCH=OFF
+    mkdir -p "$out"
+    cpack --config build-package/CPackConfig.cmake -G DEB -B "$out"
+    rm -rf "$out/_CPack_Packages"
+    ls -l "$out"/*.deb
+    ;;
   *)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -167,6 +167,54 @@ void send_buffer(SenderHandle& s, BufferHandle& b, const py::object& length, std
   }
 }
 
+// Sends several buffers as one batch, all or nothing (Sender::send_many):
+// every Buffer leaves its handle for the call and all come back on failure.
+void send_many(SenderHandle& s, const std::vector<BufferHandle*>& handles, const py::object& lengths,
+               const py::object& timeout) {
+  std::shared_ptr<Sender> sender = s.get("send_many");
+  std::vector<std::size_t> n;
+  if (lengths.is_none()) {
+    for (BufferHandle* b : handles) n.push_back(b->size);
+  } else {
+    for (py::handle l : lengths) {
+      const auto v = l.cast<long long>();
+      if (v < 0) throw py::value_error("lengths must be >= 0");
+      n.push_back(static_cast<std::size_t>(v));
+    }
+    if (n.size() != handles.size()) throw py::value_error("one length per buffer");
+  }
+  for (std::size_t i = 0; i < handles.size(); ++i) {
+    if (handles[i] == nullptr) throw py::type_error("send_many takes fbuf.Buffer objects");
+    handles[i]->check_can_give_up("send_many");
+    for (std::size_t j = 0; j < i; ++j) {
+      if (handles[j] == handles[i]) throw py::value_error("send_many: the same Buffer twice");
+    }
+  }
+  std::vector<Buffer> out;
+  out.reserve(handles.size());
+  for (BufferHandle* b : handles) {
+    out.push_back(std::move(b->buffer));
+    b->busy = true;
+  }
+  const auto give_back = [&] {
+    for (std::size_t i = 0; i < handles.size(); ++i) {
+      if (out[i]) handles[i]->buffer = std::move(out[i]);
+      handles[i]->busy = false;
+    }
+  };
+  std::error_code ec;
+  try {
+    ec = wait_released(to_timeout(timeout), [&](std::chrono::nanoseconds slice) {
+      return sender->send_many(out, n, slice);
+    });
+  } catch (...) {
+    give_back();
+    throw;
+  }
+  give_back();  // on success every Buffer in `out` is empty: nothing comes back
+  if (ec) raise_error(ec, "send_many");
+}
+
 // --- Receiver ---------------------------------------------------------------
 
 // One thread receives at a time (fbuf::Receiver's rule): `receiving`
@@ -579,6 +627,10 @@ stream after it drains what was sent.)doc")
           "try_send",
           [](SenderHandle& s, BufferHandle& b, const py::object& length) { send_buffer(s, b, length, std::nullopt); },
           "buffer"_a, "length"_a = py::none(), "As send() without waiting: raises WouldBlock.")
+      .def("send_many", &send_many, "buffers"_a, "lengths"_a = py::none(), "timeout"_a = py::none(),
+           "Sends a list of Buffers as one batch: ring space for all is reserved at once, contiguous "
+           "buffers are protected with one call, each receiver is woken once. All or nothing: on any "
+           "error every Buffer is still yours. `lengths` defaults to each len(buffer).")
       .def(
           "connect_local",
           [](SenderHandle& s) {

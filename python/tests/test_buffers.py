@@ -347,3 +347,27 @@ def test_sender_and_receiver_stats_count_what_moved(channel):
     assert "sent=3" in repr(s)
     assert tx.receiver_count == 1 and tx.service == ""
     assert isinstance(tx.pool, fbuf.Pool)
+
+
+def test_send_many_sends_a_batch_all_or_nothing(channel, pool):
+    tx, rx = channel
+    batch = [tx.allocate(10, timeout=1) for _ in range(3)]
+    for i, buf in enumerate(batch):
+        buf.write(bytes([i]) * 10)
+    exported = memoryview(batch[1])
+    with pytest.raises(BufferError):
+        tx.send_many(batch, timeout=1)
+    exported.release()
+    with pytest.raises(ValueError, match="twice"):
+        tx.send_many([batch[0], batch[0]], timeout=1)
+    with pytest.raises(fbuf.InvalidArgument):
+        tx.send_many(batch, lengths=[1, 5000, 1], timeout=1)
+    assert not any(b.released for b in batch)  # all still ours
+    tx.send_many(batch, lengths=[1, 2, 3], timeout=1)
+    assert all(b.released for b in batch)
+    got = []
+    for _ in range(3):
+        with rx.receive(timeout=1) as view:
+            got.append(bytes(view))
+    assert got == [b"\x00", b"\x01\x01", b"\x02\x02\x02"]
+    assert pool.stats().free == 10

@@ -60,6 +60,9 @@ def venv(tmp_path_factory):
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(extra)
+    # A shared libfbuf is another component's; use the build tree's.
+    if os.environ.get("FBUF_LIB_DIR"):
+        env["LD_LIBRARY_PATH"] = os.environ["FBUF_LIB_DIR"]
     return env
 
 

@@ -25,6 +25,8 @@ struct ExceptionSpec {
 // own exception types), so that no destructor runs after finalization.
 PyObject* g_error = nullptr;
 std::array<PyObject*, 13> g_by_code{};
+static_assert(static_cast<std::size_t>(Errc::kCutOff) + 1 == std::tuple_size_v<decltype(g_by_code)>,
+              "one exception class per fbuf::Errc: add the new code to register_errors()");
 
 PyObject* type_for(const std::error_code& ec) {
   if (ec.category() == fbuf_category()) {

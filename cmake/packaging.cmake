@@ -6,6 +6,8 @@
 #   fbuf-dev_<version>_<arch>.deb  component `dev`: headers, the libfbuf.so
 #                                  link (or libfbuf.a), fbufConfig.cmake,
 #                                  fbuf.pc; Depends: fbuf (= <version>)
+#   python3-fbuf_<version>_<arch>.deb  component `python`: the Python
+#                                  binding (python/), when it is built
 #
 # One package per install component (CPACK_DEB_COMPONENT_INSTALL). To ship
 # something new:

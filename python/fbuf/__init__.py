@@ -62,6 +62,11 @@ __all__ = [
     "Mapping", "mapping_of",
 ]
 
+# The classes are defined in the extension; they are the package's.
+for _cls in (Pool, Sender, Receiver, Buffer, View, PoolStats, SenderStats, ReceiverStats):
+    _cls.__module__ = "fbuf"
+del _cls
+
 Mapping = _collections.namedtuple("Mapping", "start end perms offset path")
 Mapping.__doc__ = """One line of /proc/self/maps: [start, end), permissions
 ('r--s': read-only and shared), file offset of start, and the path

@@ -24,7 +24,8 @@ cd "$(dirname "$0")"
 JOBS=$(nproc)
 PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev capnproto libcapnp-dev
           libgtest-dev libgmock-dev libbenchmark-dev liburing-dev
-          clang libclang-rt-14-dev procps dpkg-dev file)
+          clang libclang-rt-14-dev procps dpkg-dev file
+          pybind11-dev python3-dev python3-numpy python3-pytest python3-venv)
 BENCH_PACKAGES=(iceoryx libiceoryx-posh-dev gnuplot-nox)
 
 install_packages() {

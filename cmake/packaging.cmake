@@ -6,6 +6,8 @@
 #   fbuf-dev_<version>_<arch>.deb  component `dev`: headers, the libfbuf.so
 #                                  link (or libfbuf.a), fbufConfig.cmake,
 #                                  fbuf.pc; Depends: fbuf (= <version>)
+#   python3-fbuf_<version>_<arch>.deb  component `python`: the Python
+#                                  binding (python/), when it is built
 #
 # One package per install component (CPACK_DEB_COMPONENT_INSTALL). To ship
 # something new:
@@ -68,6 +70,24 @@ else()
   # The static library's users link Cap'n Proto themselves (fbuf.pc,
   # fbufConfig.cmake), and there is no runtime package to depend on.
   set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "libcapnp-dev, pkg-config")
+endif()
+
+# python: the Python binding (python/), python3-fbuf_<version>_<arch>.deb:
+# the package fbuf in /usr/lib/python3/dist-packages/fbuf/. Its extension is
+# built for one Python version, the one the build found.
+if("python" IN_LIST CPACK_COMPONENTS_ALL)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_NAME python3-fbuf)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_SECTION python)
+  set(CPACK_COMPONENT_PYTHON_DESCRIPTION "zero-copy buffer passing between threads and processes (Python 3)
+The Python binding of fbuf: Pool, Sender, Receiver, and buffers and views
+that numpy and memoryview read and write in place, without copying.")
+  math(EXPR _fbuf_py_next "${FBUF_PYTHON_VERSION_MINOR} + 1")
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS
+      "python3 (>= ${FBUF_PYTHON_VERSION_MAJOR}.${FBUF_PYTHON_VERSION_MINOR}), python3 (<< ${FBUF_PYTHON_VERSION_MAJOR}.${_fbuf_py_next})")
+  if(BUILD_SHARED_LIBS)
+    string(APPEND CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS ", fbuf (= ${PROJECT_VERSION})")
+  endif()
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_RECOMMENDS python3-numpy)
 endif()
 
 include(CPack)

@@ -5,7 +5,9 @@
 # installation only, builds the find_package/ project through
 # find_package(fbuf) and the C peer through `pkg-config --cflags --libs
 # fbuf`, and has the C program send frames to the C++ one in another
-# process. The packages are purged again on any exit.
+# process. When the build has the Python binding, python3-fbuf_...deb is
+# checked, installed and imported by /usr/bin/python3 too. The packages are
+# purged again on any exit.
 #
 # It changes the machine, so it needs root, and CTest runs it under the
 # resource lock `fbuf_installed` with the other tests that install or find
@@ -32,7 +34,7 @@ source "$here/installed_lib.sh"
 skip() { echo "SKIP: $*"; exit 77; }
 [[ "$(id -u)" -eq 0 ]] || skip "installing packages needs root"
 command -v apt-get > /dev/null && command -v dpkg > /dev/null || skip "no apt-get/dpkg"
-for p in fbuf fbuf-dev; do
+for p in fbuf fbuf-dev python3-fbuf; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2> /dev/null || true)
   if [[ "$status" == "install ok installed" ]]; then
     skip "package $p is already installed on this machine; this test would remove it"
@@ -41,12 +43,13 @@ done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fbuf-deb.XXXXXX")
 installed=0
+python_pkg=()  # python3-fbuf, when the build has the Python binding
 cleanup() {
   local rc=$?
   if [[ $installed -eq 1 ]]; then
-    echo "== apt-get purge fbuf fbuf-dev"
+    echo "== apt-get purge fbuf fbuf-dev ${python_pkg[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq -o DPkg::Lock::Timeout=300 \
-      fbuf fbuf-dev > "$work/remove.log" 2>&1 || { cat "$work/remove.log"; rc=1; }
+      fbuf fbuf-dev "${python_pkg[@]}" > "$work/remove.log" 2>&1 || { cat "$work/remove.log"; rc=1; }
     if [[ -e /usr/lib/cmake/fbuf/fbufConfig.cmake ]]; then
       echo "FAIL: fbuf's files are still installed after apt-get purge" >&2
       rc=1
@@ -64,7 +67,13 @@ cd "$work/debs"
 runtime=(fbuf_*.deb)
 dev=(fbuf-dev_*.deb)
 [[ -f "${runtime[0]}" && -f "${dev[0]}" ]] || { ls -l; echo "FAIL: cpack made no fbuf and fbuf-dev .deb" >&2; exit 1; }
-for deb in "${runtime[0]}" "${dev[0]}"; do
+# The Python binding's package, when the build made one (FBUF_BUILD_PYTHON).
+python_deb=()
+shopt -s nullglob
+python_deb=(python3-fbuf_*.deb)
+shopt -u nullglob
+[[ ${#python_deb[@]} -eq 0 ]] || python_pkg=(python3-fbuf)
+for deb in "${runtime[0]}" "${dev[0]}" "${python_deb[@]}"; do
   echo "-- $deb"
   dpkg-deb -f "$deb" Package Version Architecture Depends
 done
@@ -78,10 +87,17 @@ grep -q 'libcapnp' <<< "$depends" || { echo "FAIL: fbuf .deb does not depend on 
 depends=$(dpkg-deb -f "${dev[0]}" Depends)
 grep -q '^fbuf (= ' <<< "$depends" || { echo "FAIL: fbuf-dev .deb does not depend on fbuf (= version)" >&2; exit 1; }
 
-echo "== apt-get install ./${runtime[0]} ./${dev[0]}"
+if [[ ${#python_deb[@]} -gt 0 ]]; then
+  contents=$(dpkg-deb -c "${python_deb[0]}")
+  grep -q 'usr/lib/python3/dist-packages/fbuf/_fbuf\..*\.so$' <<< "$contents" ||
+    { echo "FAIL: python3-fbuf .deb lacks the extension in /usr/lib/python3/dist-packages/fbuf/" >&2; exit 1; }
+fi
+
+echo "== apt-get install ./${runtime[0]} ./${dev[0]} ${python_deb[*]/#/./}"
 installed=1
 if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-       -o DPkg::Lock::Timeout=300 "./${runtime[0]}" "./${dev[0]}" > "$work/install.log" 2>&1; then
+       -o DPkg::Lock::Timeout=300 "./${runtime[0]}" "./${dev[0]}" "${python_deb[@]/#/./}" \
+       > "$work/install.log" 2>&1; then
   cat "$work/install.log"
   echo "FAIL: apt-get could not install the packages. If it could not find or resolve a" \
        "dependency, this machine's package index may be missing or old: run" \
@@ -118,4 +134,20 @@ done
 echo "== the pkg-config-built C producer -> the find_package-built C++ consumer, 500 frames"
 service="fbuf-it/deb-$$"
 exchange "$work/c_peer" "$service" 500 "$work/cmake-build/fbuf_find_package_smoke" consume "$service" 500
+if [[ ${#python_pkg[@]} -gt 0 ]]; then
+  echo "== python3 -c 'import fbuf' against the installed package"
+  # Debian's interpreter, nothing on PYTHONPATH: the package's own place.
+  env -u PYTHONPATH -u PYTHONHOME /usr/bin/python3 -c '
+import fbuf
+assert fbuf.__file__.startswith("/usr/lib/python3/dist-packages/fbuf/"), fbuf.__file__
+pool = fbuf.Pool("deb", classes=[(4096, 2)])
+with fbuf.Sender(pool) as tx:
+    rx = tx.connect_local()
+    buf = tx.allocate(5, timeout=1)
+    buf.write(b"hello")
+    tx.send(buf, timeout=1)
+    with rx.receive(timeout=1) as view:
+        assert bytes(view) == b"hello"
+print("python3-fbuf", fbuf.__version__, "from", fbuf.__file__)'
+fi
 echo "deb test: ok"

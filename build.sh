@@ -21,6 +21,8 @@ JOBS=$(nproc)
 PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev capnproto libcapnp-dev
           libgtest-dev libgmock-dev libbenchmark-dev liburing-dev
           clang libclang-rt-14-dev procps)
+# The fbuf command-line tool (cli/).
+PACKAGES+=(libcli11-dev libfmt-dev)
 BENCH_PACKAGES=(iceoryx libiceoryx-posh-dev gnuplot-nox)
 
 install_packages() {

@@ -1,0 +1,42 @@
+// The client side of the monitoring request (the server side is the
+// Listener's, ipc/listener.cc, with SenderCore::monitor()).
+#include "ipc/monitor.h"
+
+#include <capnp/message.h>
+
+#include "fbuf/base/assert.h"
+#include "fbuf/base/deadline.h"
+#include "ipc/control.h"
+#include "ipc/handshake.h"
+
+namespace fbuf::ipc {
+
+MonitorInfo query_monitor(std::string_view service, std::chrono::nanoseconds timeout) {
+  const auto deadline = detail::deadline_after(timeout);
+  detail::UniqueFd sock = connect_service(service, timeout);
+  capnp::MallocMessageBuilder request;
+  build_monitor_request(request);
+  if (auto ec = send_message(sock.get(), request, {}); ec) throw Error(ec, "sending MonitorRequest");
+  Datagram dg;
+  if (auto ec = receive_message(sock.get(), dg, detail::time_left(deadline, timeout)); ec)
+    throw Error(ec, "waiting for the monitoring reply of '" + std::string(service) + "'");
+  // A reply never carries fds; any that came are closed with `dg`.
+  if (!dg.fds.empty()) detail::throw_error(Errc::kProtocol, "MonitorReply carried fds");
+  return decode_monitor_reply(dg.words);
+}
+
+const char* to_string(SlowReceiverPolicy p) noexcept {
+  switch (p) {
+    case SlowReceiverPolicy::kBlock:
+      return "block";
+    case SlowReceiverPolicy::kFailFast:
+      return "fail_fast";
+    case SlowReceiverPolicy::kSkip:
+      return "skip";
+    case SlowReceiverPolicy::kCutOff:
+      return "cut_off";
+  }
+  return "unknown";
+}
+
+}  // namespace fbuf::ipc

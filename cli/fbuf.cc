@@ -181,17 +181,35 @@ Answer ask(const std::string& service, std::chrono::nanoseconds timeout) {
   Answer a{service, std::nullopt, {}};
   try {
     a.info = fbuf::ipc::query_monitor(service, timeout);
+  } catch (const fbuf::Error& e) {
+    // What went wrong, without the context that names the service again.
+    a.error = e.what();
+    const std::string prefix = "'" + service + "': ";
+    if (auto at = a.error.find(prefix); at != std::string::npos) a.error.erase(0, at + prefix.size());
   } catch (const std::exception& e) {
     a.error = e.what();
   }
   return a;
 }
 
+// Asks every service at once (a few threads at a time), so one that does
+// not answer costs one timeout, not one per service.
+std::vector<Answer> ask_all(const std::vector<std::string>& services, std::chrono::nanoseconds timeout) {
+  constexpr std::size_t kAtOnce = 16;
+  std::vector<Answer> answers(services.size());
+  for (std::size_t first = 0; first < services.size(); first += kAtOnce) {
+    std::vector<std::thread> threads;
+    for (std::size_t i = first; i < std::min(services.size(), first + kAtOnce); ++i)
+      threads.emplace_back([&, i] { answers[i] = ask(services[i], timeout); });
+    for (auto& t : threads) t.join();
+  }
+  return answers;
+}
+
 // --- list ---------------------------------------------------------------------
 
 int run_list(bool json, double timeout_s) {
-  std::vector<Answer> answers;
-  for (const std::string& s : find_services()) answers.push_back(ask(s, seconds(timeout_s)));
+  const std::vector<Answer> answers = ask_all(find_services(), seconds(timeout_s));
   if (json) {
     fmt::print("[");
     for (std::size_t i = 0; i < answers.size(); ++i) {
@@ -355,8 +373,7 @@ int run_top(double interval_s, long iterations, bool batch, double timeout_s) {
   std::map<std::string, Sample> last;  // by service and owner pid
   for (long i = 0; iterations <= 0 || i < iterations; ++i) {
     if (i != 0) std::this_thread::sleep_for(seconds(interval_s));
-    std::vector<Answer> answers;
-    for (const std::string& s : find_services()) answers.push_back(ask(s, seconds(timeout_s)));
+    const std::vector<Answer> answers = ask_all(find_services(), seconds(timeout_s));
     const auto now = Clock::now();
     std::string out;
     if (tty) out += "\x1b[H\x1b[2J";  // home, clear

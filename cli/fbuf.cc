@@ -128,6 +128,16 @@ std::uint32_t free_buffers(const MonitorInfo& m) {
 // Free, or returned and not collected yet: what the next allocations can have.
 std::uint64_t available(const MonitorInfo& m) { return free_buffers(m) + m.returns_waiting; }
 
+// A size class with no free buffer while no return waits to be collected
+// (those are free in all but name: the pool collects them when a class
+// runs empty); nullptr if there is none.
+const fbuf::ipc::MonitorClass* exhausted_class(const MonitorInfo& m) {
+  if (m.returns_waiting != 0) return nullptr;
+  for (const auto& c : m.classes)
+    if (c.count != 0 && c.free == 0) return &c;
+  return nullptr;
+}
+
 // The receiver holding (or having queued) the most buffers, if any holds one.
 const MonitorReceiver* biggest_holder(const MonitorInfo& m) {
   const MonitorReceiver* best = nullptr;
@@ -284,7 +294,7 @@ void print_info_json(const MonitorInfo& m) {
   }
   fmt::print("{}],\n  \"receivers_omitted\": {}", m.receivers.empty() ? "" : "\n  ", m.receivers_omitted);
   fmt::print(",\n  \"returns_waiting\": {}", m.returns_waiting);
-  if (const MonitorReceiver* h = biggest_holder(m); h != nullptr && free_buffers(m) == 0 && m.returns_waiting == 0)
+  if (const MonitorReceiver* h = biggest_holder(m); h != nullptr && exhausted_class(m) != nullptr)
     fmt::print(",\n  \"exhausted_by\": {}", h->id);
   fmt::print("\n}}\n");
 }
@@ -326,10 +336,8 @@ void print_info(const MonitorInfo& m) {
     if (m.receivers_omitted != 0) fmt::print("  ... and {} more receivers\n", m.receivers_omitted);
   }
   // Who drained the pool: the question asked most when allocations stall.
-  // Returns not collected yet are free in all but name (the pool collects
-  // them when a class runs empty): no alarm while there are any.
-  for (const auto& c : m.classes) {
-    if (c.count == 0 || c.free != 0 || m.returns_waiting != 0) continue;
+  if (const fbuf::ipc::MonitorClass* exhausted = exhausted_class(m); exhausted != nullptr) {
+    const auto& c = *exhausted;
     fmt::print("\n");
     const MonitorReceiver* h = biggest_holder(m);
     if (h == nullptr) {
@@ -342,7 +350,6 @@ void print_info(const MonitorInfo& m) {
                  h->id, h->pid, user_name(h->uid), h->outstanding(), total_buffers(m), h->held, h->queued,
                  bytes_text(c.buffer_size), c.count);
     }
-    break;
   }
 }
 

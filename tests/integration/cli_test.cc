@@ -175,6 +175,8 @@ TEST(Cli, InfoNamesTheStalledReceiverThatDrainedThePool) {
   const std::vector<std::string> healthy = receiver_row(out, sink.pid());
   EXPECT_EQ(healthy[6], "0") << out;
   EXPECT_EQ(healthy[7], "0") << out;
+  const std::string json = run_tool({"info", service, "--json"});
+  EXPECT_NE(json.find("\"exhausted_by\": " + row[0]), std::string::npos) << json;
 }
 
 TEST(Cli, PeekPrintsTheBytesTheProducerWrote) {
@@ -219,9 +221,10 @@ TEST(Cli, HzReportsTheRate) {
     if (w.size() < 3 || w[0] != "rate") continue;
     ++rates;
     const double rate = std::strtod(w[1].c_str(), nullptr);
-    // 200 per second, give or take a loaded machine.
-    EXPECT_GT(rate, 50.0) << line;
-    EXPECT_LT(rate, 260.0) << line;
+    // At most 200 per second (the producer never catches up in bursts),
+    // and well above nothing even on a loaded machine.
+    EXPECT_GT(rate, 20.0) << line;
+    EXPECT_LT(rate, 300.0) << line;
     EXPECT_NE(line.find("size min 4096 avg 4096 max 4096"), std::string::npos) << line;
   }
   EXPECT_EQ(rates, 3) << out;

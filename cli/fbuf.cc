@@ -75,16 +75,38 @@ std::string rate_text(double bytes_per_s) {
   return fmt::format("{:.0f} B/s", bytes_per_s);
 }
 
+// Text from another process, made safe for a terminal: control bytes
+// (an escape sequence in a pool name, a newline in a socket name) are
+// shown as \xNN rather than sent to it.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f || c == '\\') {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned>(u));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// The times in a reply are the peer's word: any value prints as something.
 std::string wall_time(std::int64_t ns_since_epoch) {
   const std::time_t t = static_cast<std::time_t>(ns_since_epoch / 1'000'000'000);
-  return fmt::format("{:%Y-%m-%d %H:%M:%S}", fmt::localtime(t));
+  try {
+    return fmt::format("{:%Y-%m-%d %H:%M:%S}", fmt::localtime(t));
+  } catch (const std::exception&) {
+    return "?";
+  }
 }
 
 std::string age_text(std::int64_t ns_since_epoch) {
-  const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
-  std::int64_t s = std::max<std::int64_t>(0, (now - ns_since_epoch) / 1'000'000'000);
+  // In whole seconds before subtracting, so no value can overflow.
+  std::int64_t s = std::max<std::int64_t>(0, now - ns_since_epoch / 1'000'000'000);
   if (s < 60) return fmt::format("{}s", s);
   if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
   if (s < 86400) return fmt::format("{}h{:02}m", s / 3600, (s / 60) % 60);
@@ -187,10 +209,14 @@ struct Answer {
   std::string error;
 };
 
+// Asks `service` for its state. Every string in the answer is printable
+// (the names and reasons come from other processes).
 Answer ask(const std::string& service, std::chrono::nanoseconds timeout) {
   Answer a{service, std::nullopt, {}};
   try {
     a.info = fbuf::ipc::query_monitor(service, timeout);
+    a.info->service = printable(a.info->service);
+    a.info->pool_name = printable(a.info->pool_name);
   } catch (const fbuf::Error& e) {
     // What went wrong, without the context that names the service again.
     a.error = e.what();
@@ -199,6 +225,8 @@ Answer ask(const std::string& service, std::chrono::nanoseconds timeout) {
   } catch (const std::exception& e) {
     a.error = e.what();
   }
+  a.service = printable(a.service);
+  a.error = printable(a.error);
   return a;
 }
 
@@ -604,7 +632,7 @@ int main(int argc, char** argv) {
     if (*hz) return run_hz(service, hz_intervals, hz_duration, hz_interval, timeout);
     if (*peek) return run_peek(service, peek_count, peek_bytes, timeout);
   } catch (const std::exception& e) {
-    fmt::print(stderr, "fbuf: {}\n", e.what());
+    fmt::print(stderr, "fbuf: {}\n", printable(e.what()));
     return kUnreachable;
   }
   return 0;

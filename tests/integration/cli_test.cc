@@ -15,7 +15,16 @@
 #include <thread>
 #include <vector>
 
+#include <capnp/message.h>
+#include <sys/socket.h>
+
+#include <atomic>
+
 #include "child_process.h"
+#include "fbuf/base/fd.h"
+#include "ipc/control.h"
+#include "ipc/handshake.h"
+#include "ipc/monitor.h"
 
 namespace fbuf::testing {
 namespace {
@@ -258,6 +267,50 @@ TEST(Cli, TopInBatchModeShowsEveryServiceAndItsRate) {
     EXPECT_GT(sent, 20.0) << line;
   }
   EXPECT_EQ(rows, 2) << out;
+}
+
+TEST(Cli, AHostileServiceCannotWriteToTheTerminal) {
+  // A fake service whose reply is valid but carries an escape sequence and
+  // a newline in its pool name, and times at the ends of their range.
+  const std::string service = unique_service("cli-hostile");
+  detail::UniqueFd listening = ipc::listen_service(service);
+  std::atomic<bool> stop{false};
+  std::thread liar([&] {
+    // relaxed: a stop flag; nothing is published with it.
+    while (!stop.load(std::memory_order_relaxed)) {
+      detail::UniqueFd peer(::accept4(listening.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!peer) {
+        std::this_thread::sleep_for(1ms);
+        continue;
+      }
+      ipc::Datagram request;
+      (void)ipc::receive_message(peer.get(), request, 1s);
+      ipc::MonitorInfo info;
+      info.service = service;
+      info.pool_name = "evil\x1b[2J\nname";
+      info.classes = {{4096, 4, 0}};
+      info.ring_capacity = 16;
+      for (std::int64_t t : {INT64_MIN, INT64_MAX}) {
+        ipc::MonitorReceiver r;
+        r.id = 1;
+        r.connected_since_ns = t;
+        r.ring_capacity = 16;
+        r.held = 4;
+        info.receivers.push_back(r);
+      }
+      capnp::MallocMessageBuilder m;
+      ipc::build_monitor_reply(m, info);
+      (void)ipc::send_message(peer.get(), m, {});
+    }
+  });
+  const std::string out = run_tool({"info", service});
+  const std::string listed = run_tool({"list"});
+  stop.store(true, std::memory_order_relaxed);
+  liar.join();
+  EXPECT_EQ(out.find('\x1b'), std::string::npos) << out;
+  EXPECT_NE(out.find("'evil\\x1b[2J\\x0aname'"), std::string::npos) << out;
+  EXPECT_NE(out.find("pool exhausted: receiver 1"), std::string::npos) << out;
+  EXPECT_EQ(listed.find('\x1b'), std::string::npos) << listed;
 }
 
 TEST(Cli, UnknownServiceFailsWithAMessage) {

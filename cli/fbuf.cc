@@ -10,8 +10,8 @@
 // request (ipc/monitor.h); hz and peek connect as ordinary receivers that
 // ask to be skipped when they fall behind, so they never stall the
 // pipeline they watch. Exit status: 0 done, 1 a service could not be
-// reached or answered badly, 2 bad usage (CLI11's), 3 the stream ended
-// before hz or peek was done.
+// reached or answered badly, 3 the stream ended before hz or peek was
+// done; bad usage exits with CLI11's codes (above 100).
 #include <pwd.h>
 #include <unistd.h>
 
@@ -577,7 +577,7 @@ int main(int argc, char** argv) {
       "allows other users. hz and peek connect as receivers that the sender skips when they fall behind.");
   double timeout = 2.0;
   app.add_option("--timeout", timeout, "seconds to wait for a service to answer (default 2)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(0.001, 3600.0));
 
   bool list_json = false;
   auto* list = app.add_subcommand("list", "list the services on this machine with their owner pid and user");
@@ -598,9 +598,9 @@ int main(int argc, char** argv) {
   long top_iterations = 0;
   bool top_batch = false;
   auto* top = app.add_subcommand("top", "a refreshing view of rates and holdings of every service");
-  top->add_option("-d,--delay", top_interval, "seconds between refreshes (default 1)")->check(CLI::PositiveNumber);
+  top->add_option("-d,--delay", top_interval, "seconds between refreshes (default 1)")->check(CLI::Range(0.05, 3600.0));
   top->add_option("-n,--iterations", top_iterations, "stop after N refreshes (default: run until interrupted)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0L, 1'000'000'000L));
   top->add_flag("-b,--batch", top_batch, "plain output, one block per refresh (also when stdout is not a terminal)");
   top->footer("Rates are counted between two refreshes, so the first shows '-'.");
 
@@ -609,9 +609,9 @@ int main(int argc, char** argv) {
   auto* hz = app.add_subcommand("hz", "message rate and sizes of a service, as a receiver");
   hz->add_option("SERVICE", service, "the service name")->required();
   hz->add_option("-n,--count", hz_intervals, "stop after N intervals (default: run until interrupted)")
-      ->check(CLI::NonNegativeNumber);
-  hz->add_option("--duration", hz_duration, "stop after this many seconds")->check(CLI::NonNegativeNumber);
-  hz->add_option("-i,--interval", hz_interval, "seconds per line (default 1)")->check(CLI::PositiveNumber);
+      ->check(CLI::Range(0L, 1'000'000'000L));
+  hz->add_option("--duration", hz_duration, "stop after this many seconds")->check(CLI::Range(0.0, 1e9));
+  hz->add_option("-i,--interval", hz_interval, "seconds per line (default 1)")->check(CLI::Range(0.01, 3600.0));
   hz->footer("Connects as a receiver (the sender skips it when it falls behind, counted as 'skipped') and releases "
              "every buffer as soon as it is counted.");
 
@@ -619,8 +619,9 @@ int main(int argc, char** argv) {
   std::size_t peek_bytes = 64;
   auto* peek = app.add_subcommand("peek", "print the next messages of a service: size and a hex dump");
   peek->add_option("SERVICE", service, "the service name")->required();
-  peek->add_option("-n,--count", peek_count, "messages to print (default 5)")->check(CLI::PositiveNumber);
-  peek->add_option("--bytes", peek_bytes, "bytes of each message to dump (default 64)")->check(CLI::NonNegativeNumber);
+  peek->add_option("-n,--count", peek_count, "messages to print (default 5)")->check(CLI::Range(1L, 1'000'000'000L));
+  peek->add_option("--bytes", peek_bytes, "bytes of each message to dump (default 64)")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 32));
   peek->footer("Connects as a read-only receiver; each buffer is copied up to --bytes and released before it is "
                "printed. --timeout is also how long to wait for each message.");
 

@@ -26,6 +26,8 @@ PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev capnproto libcapnp-dev
           libgtest-dev libgmock-dev libbenchmark-dev liburing-dev
           clang libclang-rt-14-dev procps dpkg-dev file
           pybind11-dev python3-dev python3-numpy python3-pytest python3-venv)
+# The fbuf command-line tool (cli/).
+PACKAGES+=(libcli11-dev libfmt-dev)
 BENCH_PACKAGES=(iceoryx libiceoryx-posh-dev gnuplot-nox)
 
 install_packages() {

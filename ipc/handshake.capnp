@@ -8,6 +8,10 @@
 #                          2: the pool's doorbell memfd
 #                        or Reject, with no fds.
 #
+#   monitor -> sender    MonitorRequest (instead of a Hello)
+#   sender -> monitor    MonitorReply or Reject, with no fds; then the
+#                        sender closes the connection.
+#
 # Every field is input from a peer that may be buggy or hostile: the
 # decoder (ipc/control.cc) checks each against protocol limits and against
 # the fds themselves (fstat size, seals, access mode) before use.
@@ -50,10 +54,78 @@ struct Reject {
   reason @1 :Text;
 }
 
+# A request for the service's state, as `fbuf info` shows it. A sender
+# that predates it reads an unknown union member and answers with a Reject
+# ("expected Hello"), never with silence. `version` is the monitoring
+# protocol's own (kMonitorVersion), apart from the handshake's.
+struct MonitorRequest {
+  version @0 :UInt32;
+}
+
+struct MonitorClass {
+  bufferSize @0 :UInt64;
+  count @1 :UInt32;
+  free @2 :UInt32;
+}
+
+struct MonitorReceiver {
+  id @0 :UInt32;
+  pid @1 :UInt32;              # SO_PEERCRED at connect (the owner's, if local)
+  uid @2 :UInt32;
+  connectedSinceNs @3 :Int64;  # wall clock, ns since the Unix epoch
+  local @4 :Bool;              # a receiver thread of the owner's process
+  held @5 :UInt32;             # taken from its ring and not returned
+  queued @6 :UInt32;           # in its ring, not taken yet
+  ringCapacity @7 :UInt32;
+  delivered @8 :UInt64;
+  returned @9 :UInt64;
+  dropped @10 :UInt64;
+  rejectedReturns @11 :UInt64;
+  cutOff @12 :Bool;
+  detached @13 :Bool;          # no more sends to it; it may still hold views
+  slowPolicy @14 :UInt8;       # its terms, after its Hello's requests
+  receiverBudget @15 :UInt32;
+  holdTimeoutNs @16 :UInt64;
+}
+
+struct MonitorReply {
+  version @0 :UInt32;          # kMonitorVersion
+  protocolVersion @1 :UInt32;  # the handshake's (kProtocolVersion)
+  service @2 :Text;
+  ownerPid @3 :UInt32;
+  ownerUid @4 :UInt32;
+  poolName @5 :Text;
+  policy @6 :UInt8;
+  classes @7 :List(MonitorClass);
+  slowPolicy @8 :UInt8;
+  receiverBudget @9 :UInt32;
+  holdTimeoutNs @10 :UInt64;
+  ringCapacity @11 :UInt32;
+  maxReceivers @12 :UInt32;
+  # SenderStats
+  sent @13 :UInt64;
+  delivered @14 :UInt64;
+  returned @15 :UInt64;
+  rejectedReturns @16 :UInt64;
+  rejectedHandshakes @17 :UInt64;
+  receiversConnected @18 :UInt64;
+  receiversLost @19 :UInt64;
+  dropped @20 :UInt64;
+  receiversCutOff @21 :UInt64;
+  monitorRequests @22 :UInt64;  # answered, this one included
+  receivers @23 :List(MonitorReceiver);
+  receiversOmitted @24 :UInt32;  # past the reply's limit, not listed
+  # Returned by receivers and not collected by the pool yet (it collects
+  # when a class runs empty): free in all but name.
+  returnsWaiting @25 :UInt64;
+}
+
 struct ControlMessage {
   union {
     hello @0 :Hello;
     welcome @1 :Welcome;
     reject @2 :Reject;
+    monitorRequest @3 :MonitorRequest;
+    monitorReply @4 :MonitorReply;
   }
 }

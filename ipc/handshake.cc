@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "fbuf/base/assert.h"
@@ -143,6 +144,188 @@ void build_reject(capnp::MessageBuilder& m, const std::string& reason) {
   auto r = m.initRoot<proto::ControlMessage>().initReject();
   r.setVersion(kProtocolVersion);
   r.setReason(reason.substr(0, 1024));
+}
+
+Request request_kind(kj::ArrayPtr<const capnp::word> words) {
+  try {
+    capnp::FlatArrayMessageReader reader(words, reader_options());
+    auto m = reader.getRoot<proto::ControlMessage>();
+    if (m.isHello()) return Request::kHello;
+    if (m.isMonitorRequest()) return Request::kMonitor;
+    protocol_error("expected Hello or MonitorRequest");
+  } catch (const kj::Exception& e) {
+    protocol_error(std::string("malformed request: ") + e.getDescription().cStr());
+  }
+}
+
+void decode_monitor_request(kj::ArrayPtr<const capnp::word> words) {
+  try {
+    capnp::FlatArrayMessageReader reader(words, reader_options());
+    auto m = reader.getRoot<proto::ControlMessage>();
+    if (!m.isMonitorRequest()) protocol_error("expected MonitorRequest");
+    const std::uint32_t version = m.getMonitorRequest().getVersion();
+    if (version != kMonitorVersion)
+      detail::throw_error(Errc::kVersionMismatch, "MonitorRequest version " + std::to_string(version) +
+                                                      ", this side speaks " + std::to_string(kMonitorVersion));
+  } catch (const kj::Exception& e) {
+    protocol_error(std::string("malformed MonitorRequest: ") + e.getDescription().cStr());
+  }
+}
+
+MonitorInfo decode_monitor_reply(kj::ArrayPtr<const capnp::word> words) {
+  try {
+    capnp::FlatArrayMessageReader reader(words, reader_options());
+    auto m = reader.getRoot<proto::ControlMessage>();
+    if (m.isReject()) {
+      // Bounded like everything else before it is quoted.
+      std::string reason(m.getReject().getReason().cStr());
+      if (reason.size() > 1024) reason.resize(1024);
+      protocol_error("the service refused the monitoring request: " + reason);
+    }
+    if (!m.isMonitorReply()) protocol_error("expected MonitorReply");
+    auto r = m.getMonitorReply();
+    if (r.getVersion() != kMonitorVersion)
+      detail::throw_error(Errc::kVersionMismatch, "MonitorReply version " + std::to_string(r.getVersion()) +
+                                                      ", this side speaks " + std::to_string(kMonitorVersion));
+    MonitorInfo info;
+    info.protocol_version = r.getProtocolVersion();
+    auto service = r.getService();
+    if (service.size() > kMaxServiceName) protocol_error("service name longer than " + std::to_string(kMaxServiceName));
+    info.service = service.cStr();
+    info.owner_pid = r.getOwnerPid();
+    info.owner_uid = r.getOwnerUid();
+    auto pool = r.getPoolName();
+    if (pool.size() > kMaxMonitorPoolName) protocol_error("pool name longer than 256 bytes");
+    info.pool_name = pool.cStr();
+    const std::uint8_t policy = r.getPolicy();
+    if (policy > static_cast<std::uint8_t>(Policy::kCopyOnWrite)) protocol_error("unknown policy " + std::to_string(policy));
+    info.policy = static_cast<Policy>(policy);
+    auto classes = r.getClasses();
+    if (classes.size() > kMaxClasses) protocol_error("MonitorReply has " + std::to_string(classes.size()) + " size classes");
+    info.classes.reserve(classes.size());
+    for (auto c : classes) {
+      MonitorClass k{c.getBufferSize(), c.getCount(), c.getFree()};
+      if (k.count > kMaxBuffers || k.free > k.count)
+        protocol_error("size class with " + std::to_string(k.free) + " of " + std::to_string(k.count) + " free");
+      info.classes.push_back(k);
+    }
+    const std::uint8_t slow = r.getSlowPolicy();
+    if (slow > static_cast<std::uint8_t>(SlowReceiverPolicy::kCutOff))
+      protocol_error("unknown slow-receiver policy " + std::to_string(slow));
+    info.slow_policy = static_cast<SlowReceiverPolicy>(slow);
+    info.receiver_budget = r.getReceiverBudget();
+    info.hold_timeout_ns = r.getHoldTimeoutNs();
+    info.ring_capacity = r.getRingCapacity();
+    info.max_receivers = r.getMaxReceivers();
+    info.stats.sent = r.getSent();
+    info.stats.delivered = r.getDelivered();
+    info.stats.returned = r.getReturned();
+    info.stats.rejected_returns = r.getRejectedReturns();
+    info.stats.rejected_handshakes = r.getRejectedHandshakes();
+    info.stats.receivers_connected = r.getReceiversConnected();
+    info.stats.receivers_lost = r.getReceiversLost();
+    info.stats.dropped = r.getDropped();
+    info.stats.receivers_cut_off = r.getReceiversCutOff();
+    info.monitor_requests = r.getMonitorRequests();
+    auto receivers = r.getReceivers();
+    if (receivers.size() > kMaxMonitorReceivers)
+      protocol_error("MonitorReply lists " + std::to_string(receivers.size()) + " receivers");
+    info.receivers.reserve(receivers.size());
+    for (auto x : receivers) {
+      MonitorReceiver v;
+      v.id = x.getId();
+      v.pid = x.getPid();
+      v.uid = x.getUid();
+      v.connected_since_ns = x.getConnectedSinceNs();
+      v.local = x.getLocal();
+      v.held = x.getHeld();
+      v.queued = x.getQueued();
+      v.ring_capacity = x.getRingCapacity();
+      if (v.ring_capacity > kMaxRingCapacity || v.queued > v.ring_capacity || v.held > kMaxBuffers)
+        protocol_error("receiver " + std::to_string(v.id) + " holds " + std::to_string(v.held) + " and has " +
+                       std::to_string(v.queued) + " of " + std::to_string(v.ring_capacity) + " queued");
+      v.delivered = x.getDelivered();
+      v.returned = x.getReturned();
+      v.dropped = x.getDropped();
+      v.rejected_returns = x.getRejectedReturns();
+      v.cut_off = x.getCutOff();
+      v.detached = x.getDetached();
+      const std::uint8_t p = x.getSlowPolicy();
+      if (p > static_cast<std::uint8_t>(SlowReceiverPolicy::kCutOff))
+        protocol_error("unknown slow-receiver policy " + std::to_string(p));
+      v.slow_policy = static_cast<SlowReceiverPolicy>(p);
+      v.receiver_budget = x.getReceiverBudget();
+      v.hold_timeout_ns = x.getHoldTimeoutNs();
+      info.receivers.push_back(v);
+    }
+    info.receivers_omitted = r.getReceiversOmitted();
+    info.returns_waiting = r.getReturnsWaiting();
+    return info;
+  } catch (const kj::Exception& e) {
+    protocol_error(std::string("malformed MonitorReply: ") + e.getDescription().cStr());
+  }
+}
+
+void build_monitor_request(capnp::MessageBuilder& m) {
+  m.initRoot<proto::ControlMessage>().initMonitorRequest().setVersion(kMonitorVersion);
+}
+
+void build_monitor_reply(capnp::MessageBuilder& m, const MonitorInfo& info) {
+  auto r = m.initRoot<proto::ControlMessage>().initMonitorReply();
+  r.setVersion(kMonitorVersion);
+  r.setProtocolVersion(kProtocolVersion);
+  r.setService(info.service.substr(0, kMaxServiceName));
+  r.setOwnerPid(info.owner_pid);
+  r.setOwnerUid(info.owner_uid);
+  r.setPoolName(info.pool_name.substr(0, kMaxMonitorPoolName));
+  r.setPolicy(static_cast<std::uint8_t>(info.policy));
+  auto classes = r.initClasses(static_cast<unsigned>(info.classes.size()));
+  for (unsigned i = 0; i < info.classes.size(); ++i) {
+    classes[i].setBufferSize(info.classes[i].buffer_size);
+    classes[i].setCount(info.classes[i].count);
+    classes[i].setFree(info.classes[i].free);
+  }
+  r.setSlowPolicy(static_cast<std::uint8_t>(info.slow_policy));
+  r.setReceiverBudget(info.receiver_budget);
+  r.setHoldTimeoutNs(info.hold_timeout_ns);
+  r.setRingCapacity(info.ring_capacity);
+  r.setMaxReceivers(info.max_receivers);
+  r.setSent(info.stats.sent);
+  r.setDelivered(info.stats.delivered);
+  r.setReturned(info.stats.returned);
+  r.setRejectedReturns(info.stats.rejected_returns);
+  r.setRejectedHandshakes(info.stats.rejected_handshakes);
+  r.setReceiversConnected(info.stats.receivers_connected);
+  r.setReceiversLost(info.stats.receivers_lost);
+  r.setDropped(info.stats.dropped);
+  r.setReceiversCutOff(info.stats.receivers_cut_off);
+  r.setMonitorRequests(info.monitor_requests);
+  const std::size_t listed = std::min<std::size_t>(info.receivers.size(), kMaxMonitorReceivers);
+  auto list = r.initReceivers(static_cast<unsigned>(listed));
+  for (unsigned i = 0; i < listed; ++i) {
+    const MonitorReceiver& v = info.receivers[i];
+    auto x = list[i];
+    x.setId(v.id);
+    x.setPid(v.pid);
+    x.setUid(v.uid);
+    x.setConnectedSinceNs(v.connected_since_ns);
+    x.setLocal(v.local);
+    x.setHeld(v.held);
+    x.setQueued(v.queued);
+    x.setRingCapacity(v.ring_capacity);
+    x.setDelivered(v.delivered);
+    x.setReturned(v.returned);
+    x.setDropped(v.dropped);
+    x.setRejectedReturns(v.rejected_returns);
+    x.setCutOff(v.cut_off);
+    x.setDetached(v.detached);
+    x.setSlowPolicy(static_cast<std::uint8_t>(v.slow_policy));
+    x.setReceiverBudget(v.receiver_budget);
+    x.setHoldTimeoutNs(v.hold_timeout_ns);
+  }
+  r.setReturnsWaiting(info.returns_waiting);
+  r.setReceiversOmitted(info.receivers_omitted +
+                        static_cast<std::uint32_t>(info.receivers.size() - listed));
 }
 
 void check_memfd(int fd, std::uint64_t size, const char* what) {

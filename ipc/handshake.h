@@ -13,6 +13,7 @@
 #include "fbuf/base/limits.h"
 #include "fbuf/pool.h"
 #include "fbuf/sender.h"
+#include "ipc/monitor.h"
 
 namespace fbuf::ipc {
 
@@ -47,10 +48,27 @@ struct WelcomeInfo {
 HelloInfo decode_hello(kj::ArrayPtr<const capnp::word> words);
 WelcomeInfo decode_welcome(kj::ArrayPtr<const capnp::word> words);
 
+// What a connection's first message asks for: a receiver's Hello or a
+// monitoring request. Throws Error(kProtocol) for anything else, or bytes
+// that are no message.
+enum class Request { kHello, kMonitor };
+Request request_kind(kj::ArrayPtr<const capnp::word> words);
+// Checks a MonitorRequest (its version: kVersionMismatch). Throws Error and
+// nothing else.
+void decode_monitor_request(kj::ArrayPtr<const capnp::word> words);
+// Decodes and checks a MonitorReply against the limits in monitor.h; a
+// Reject throws Error(kProtocol) with its reason. Throws Error and nothing
+// else, whatever the bytes.
+MonitorInfo decode_monitor_reply(kj::ArrayPtr<const capnp::word> words);
+
 // Build this side's messages.
 void build_hello(capnp::MessageBuilder& m, const HelloInfo& info);
 void build_welcome(capnp::MessageBuilder& m, const WelcomeInfo& info);
 void build_reject(capnp::MessageBuilder& m, const std::string& reason);
+void build_monitor_request(capnp::MessageBuilder& m);
+// Lists at most kMaxMonitorReceivers receivers; the rest are counted in
+// receiversOmitted.
+void build_monitor_reply(capnp::MessageBuilder& m, const MonitorInfo& info);
 
 // Checks that `fd` is a memfd of exactly `size` bytes sealed against
 // shrinking and growing. Throws Error(kProtocol) naming `what`.

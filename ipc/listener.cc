@@ -14,6 +14,7 @@
 #include "fbuf/buffers/pool_core.h"
 #include "ipc/control.h"
 #include "ipc/handshake.h"
+#include "ipc/monitor.h"
 #include "ipc/outlet.h"
 #include "ipc/sender_core.h"
 
@@ -146,7 +147,7 @@ void Listener::accept_all() noexcept {
       ev.data.fd = fd.get();
       if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd.get(), &ev) != 0) continue;
       const int raw = fd.get();
-      pending_.emplace(raw, Pending{std::move(fd), Clock::now(), peer.pid});
+      pending_.emplace(raw, Pending{std::move(fd), Clock::now(), peer.pid, peer.uid});
     } catch (...) {
       // Out of memory for the bookkeeping: this connection is dropped.
       sender_.count_rejected_handshake();
@@ -187,6 +188,7 @@ void Listener::on_pending(int fd, std::uint32_t events) noexcept {
   // Owned here until the end of this call, or handed to a new outlet: a
   // Reject is only ever written to a socket this function still owns.
   UniqueFd sock = std::move(node.mapped().fd);
+  const Pending& peer = node.mapped();
   if ((events & EPOLLIN) == 0) return;  // hung up before saying Hello
   try {
     ipc::Datagram dg;
@@ -194,17 +196,37 @@ void Listener::on_pending(int fd, std::uint32_t events) noexcept {
       reject(sock.get(), "unreadable Hello: " + ec.message());
       return;
     }
+    if (ipc::request_kind(dg.words) == ipc::Request::kMonitor) {
+      answer_monitor(sock.get(), dg.fds, dg.words);
+      return;  // closes the connection
+    }
     const ipc::HelloInfo hello = ipc::decode_hello(dg.words);
     if (!dg.fds.empty()) throw_error(Errc::kProtocol, "Hello carried fds");
     sender_.check_room(remotes_.size());
     const int raw = sock.get();
     std::shared_ptr<RemoteOutlet> outlet = sender_.add_remote(sock, hello);  // consumes `sock` on success
+    sender_.set_peer(*outlet, static_cast<std::uint32_t>(peer.pid), peer.uid);
     remotes_.emplace(raw, std::move(outlet));
   } catch (const std::exception& e) {
     if (sock) reject(sock.get(), e.what());
   } catch (...) {
     if (sock) reject(sock.get(), "handshake failed");
   }
+}
+
+void Listener::answer_monitor(int fd, const std::vector<UniqueFd>& fds, kj::ArrayPtr<const capnp::word> words) {
+  // Throws (and the caller rejects) for a bad version or attached fds.
+  ipc::decode_monitor_request(words);
+  if (!fds.empty()) throw_error(Errc::kProtocol, "MonitorRequest carried fds");
+  std::vector<std::shared_ptr<RemoteOutlet>> remotes;
+  remotes.reserve(remotes_.size());
+  for (const auto& [raw, r] : remotes_) remotes.push_back(r);
+  const ipc::MonitorInfo info = sender_.monitor(remotes);
+  capnp::MallocMessageBuilder m;
+  ipc::build_monitor_reply(m, info);
+  // The socket is non-blocking and the reply one datagram: a client that
+  // does not read cannot stall this thread (a full buffer just fails).
+  if (auto ec = ipc::send_message(fd, m, {}); ec) throw Error(ec, "sending MonitorReply");
 }
 
 void Listener::on_remote(std::map<int, std::shared_ptr<RemoteOutlet>>::iterator it,

@@ -13,6 +13,9 @@
 //    max_receivers.
 //  - Nothing a peer sends can end the thread: every handler catches
 //    everything and treats it as that peer's failure.
+//  - A monitoring request is a pending connection like a handshake (same
+//    accept-time checks and limits); it is answered at once on this thread
+//    and the connection closed.
 #pragma once
 
 #include <sys/types.h>
@@ -22,6 +25,10 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <capnp/common.h>
+#include <kj/array.h>
 
 #include "fbuf/base/deadline.h"
 #include "fbuf/base/fd.h"
@@ -52,6 +59,7 @@ class Listener {
     UniqueFd fd;
     Clock::time_point since;
     pid_t pid;  // from SO_PEERCRED
+    uid_t uid;
   };
 
   void loop() noexcept;
@@ -59,6 +67,8 @@ class Listener {
   void on_pending(int fd, std::uint32_t events) noexcept;
   void on_remote(std::map<int, std::shared_ptr<RemoteOutlet>>::iterator it, std::uint32_t events) noexcept;
   void reject(int fd, const std::string& reason) noexcept;
+  // Answers a monitoring request on `fd` (the caller closes it).
+  void answer_monitor(int fd, const std::vector<UniqueFd>& fds, kj::ArrayPtr<const capnp::word> words);
   void expire_pending() noexcept;
   void watch(int fd, std::uint32_t events);
   void drop_pending(std::map<int, Pending>::iterator it) noexcept;

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <unistd.h>
 
 #include "fbuf/base/wake.h"
@@ -29,6 +30,60 @@ void mark_cut_off(ipc::ChannelHeader* h) noexcept {
 }
 
 }  // namespace
+
+Outlet::Outlet() noexcept {
+  identity.connected_since_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
+}
+
+std::uint32_t Outlet::queued_locked() const noexcept {
+  // relaxed: a count for display, read once and checked; nothing is read
+  // through it.
+  const std::uint64_t head = out.indices()->head.load(std::memory_order_relaxed);
+  const std::uint64_t tail = out.tail();
+  if (head > tail || tail - head > out.capacity()) return 0;
+  return static_cast<std::uint32_t>(tail - head);
+}
+
+void Outlet::snapshot_locked(ipc::MonitorReceiver& r) const noexcept {
+  r.id = identity.id;
+  r.pid = identity.pid;
+  r.uid = identity.uid;
+  r.connected_since_ns = identity.connected_since_ns;
+  r.ring_capacity = out.capacity();
+  r.delivered = delivered_;
+  r.dropped = dropped_;
+  r.slow_policy = terms.policy;
+  r.receiver_budget = terms.budget;
+  r.hold_timeout_ns = static_cast<std::uint64_t>(terms.hold_timeout.count());
+}
+
+void LocalOutlet::snapshot_locked(ipc::MonitorReceiver& r) const noexcept {
+  Outlet::snapshot_locked(r);
+  r.local = true;
+  r.queued = queued_locked();
+  // Views the receiving thread holds are counted only under a budget.
+  r.held = ch_->held.load(std::memory_order_relaxed);  // relaxed: see LocalChannel::held
+  r.cut_off = cut_;
+  r.detached = ch_->receiver_gone;
+}
+
+void RemoteOutlet::snapshot_locked(ipc::MonitorReceiver& r) const noexcept {
+  Outlet::snapshot_locked(r);
+  const bool active = inlet_->active_locked();
+  // After a detach or a cut-off the ring's contents came back already.
+  r.queued = active ? queued_locked() : 0;
+  // Everything lent and not returned, less what is queued and what it has
+  // returned that the pool has not collected yet.
+  const std::uint64_t gone = std::uint64_t{r.queued} + inlet_->returns_waiting_locked();
+  const std::uint32_t lent = inlet_->outstanding_locked();
+  r.held = lent > gone ? static_cast<std::uint32_t>(lent - gone) : 0;
+  r.returned = inlet_->returned_locked();
+  r.rejected_returns = inlet_->rejected_locked();
+  r.cut_off = cut_ || told_ || inlet_->corrupt_locked();
+  r.detached = !active && !r.cut_off;
+}
 
 void Outlet::count_dropped_locked(std::uint64_t n) noexcept {
   dropped_ += n;
@@ -120,6 +175,7 @@ void RemoteOutlet::hang_up_locked() noexcept {
 }
 
 void RemoteOutlet::cut_off_locked() noexcept {
+  cut_ = true;
   mark_cut_off(header());
   inlet_->cut_off_locked();
   wake_all(out.indices()->space_seq);

@@ -15,6 +15,9 @@
 //    count are the send path's, under the pool's lock. The owner publishes
 //    its dropped count to the header's `dropped` word and never reads that
 //    word back.
+//  - `identity` is set once, with the pool's lock held, when the receiver is
+//    admitted; the counters for the monitoring request (delivered, dropped)
+//    are the send path's, under the pool's lock.
 #pragma once
 
 #include <chrono>
@@ -28,6 +31,7 @@
 #include "fbuf/buffers/returns.h"
 #include "fbuf/sender.h"
 #include "ipc/channel.h"
+#include "ipc/monitor.h"
 
 namespace fbuf::detail {
 
@@ -45,8 +49,17 @@ struct ReceiverTerms {
   bool lenient() const noexcept { return policy != SlowReceiverPolicy::kBlock || hold_timeout.count() != 0; }
 };
 
+// Who a receiver is, for the monitoring request.
+struct ReceiverIdentity {
+  std::uint32_t id = 0;
+  std::uint32_t pid = 0;  // SO_PEERCRED at accept; the owner's for a local receiver
+  std::uint32_t uid = 0;
+  std::int64_t connected_since_ns = 0;  // wall clock, since the Unix epoch
+};
+
 class Outlet {
  public:
+  Outlet() noexcept;
   virtual ~Outlet() = default;
   // False once the receiver is gone, detached or cut off: nothing more is
   // pushed to it.
@@ -86,13 +99,27 @@ class Outlet {
   // `n` buffers were skipped for this receiver: counted here and published
   // to its header, where ReceiverStats::dropped reads it.
   void count_dropped_locked(std::uint64_t n) noexcept;
+  // `n` buffers were published to this receiver.
+  void count_delivered_locked(std::uint64_t n) noexcept { delivered_ += n; }
+
+  // What the monitoring request shows of this receiver: a bounded copy of
+  // owner-private counts and of the ring indices (checked, never trusted),
+  // with no drain, no allocation and no syscall.
+  virtual void snapshot_locked(ipc::MonitorReceiver& r) const noexcept;
 
   RingProducer out;
   ReceiverTerms terms;  // fixed before the outlet is shared
   bool skip = false;    // the send under way passes this receiver by
+  ReceiverIdentity identity;
+
+ protected:
+  // What is in the send ring and not taken yet, from the head the receiver
+  // published (checked against the owner's own tail; 0 if impossible).
+  std::uint32_t queued_locked() const noexcept;
 
  private:
   std::uint64_t dropped_ = 0;  // the owner's own count; the header's copy is never read back
+  std::uint64_t delivered_ = 0;
 };
 
 // A receiver in this process: views read the pool's read-only alias and go
@@ -114,6 +141,7 @@ class LocalOutlet final : public Outlet {
   void cut_off_locked() noexcept override;
   void close_locked() noexcept override;
   ipc::ChannelHeader* header() const noexcept override { return ch_->memory.header(); }
+  void snapshot_locked(ipc::MonitorReceiver& r) const noexcept override;
 
  private:
   std::shared_ptr<LocalChannel> ch_;
@@ -151,6 +179,8 @@ class RemoteOutlet final : public Outlet {
   // it comes back.
   void hang_up_locked() noexcept;
   bool finished_locked() const noexcept { return inlet_->finished_locked(); }
+  std::uint32_t returns_waiting_locked() const noexcept { return inlet_->returns_waiting_locked(); }
+  void snapshot_locked(ipc::MonitorReceiver& r) const noexcept override;
 
  private:
   PoolCore& pool_;
@@ -159,6 +189,7 @@ class RemoteOutlet final : public Outlet {
   std::shared_ptr<ReturnInlet> inlet_;
   std::vector<Descriptor> shadow_;  // by ring position: what was written there
   bool told_ = false;  // retire_locked() marked a pool cut-off in its header
+  bool cut_ = false;   // cut off, by the send path or by the pool
 };
 
 // Tells the receiver that no more will come after what is in its ring.

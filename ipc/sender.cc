@@ -182,6 +182,7 @@ std::error_code SenderCore::deliver_locked(std::span<Buffer> buffers, std::span<
       o->skip = false;
     } else {
       o->out.publish();
+      o->count_delivered_locked(n);
     }
   }
   for (std::size_t i = 0; i < n; ++i) pool_->mark_sent_locked(buffers[i], receivers);

@@ -17,6 +17,7 @@
 #include "ipc/control.h"
 #include "ipc/handshake.h"
 #include "ipc/listener.h"
+#include "ipc/monitor.h"
 #include "ipc/outlet.h"
 #include "ipc/receiver_core.h"
 #include "ipc/sender_core.h"
@@ -68,8 +69,11 @@ Receiver SenderCore::connect_local() {
   ch->count_held = (terms.policy == SlowReceiverPolicy::kSkip || terms.policy == SlowReceiverPolicy::kCutOff) &&
                    terms.budget != 0;
   auto outlet = std::make_shared<LocalOutlet>(ch, terms);
+  outlet->identity.pid = static_cast<std::uint32_t>(::getpid());
+  outlet->identity.uid = ::geteuid();
   {
     std::lock_guard lock(pool_->mutex());
+    outlet->identity.id = next_id_++;
     if (closed_) throw_error(Errc::kClosed, "connect_local on a closed sender");
     // Receivers closed since the last send no longer count.
     prune_locked();
@@ -136,6 +140,7 @@ std::shared_ptr<RemoteOutlet> SenderCore::add_remote(UniqueFd& sock, const ipc::
   std::lock_guard lock(pool_->mutex());
   if (closed_) throw_error(Errc::kClosed, "the sender is closing");
   auto outlet = std::make_shared<RemoteOutlet>(*pool_, std::move(sock), std::move(mem), returns_, terms_for(&hello));
+  outlet->identity.id = info.receiver_id;
   add_locked(outlet);
   return outlet;
 }
@@ -161,6 +166,58 @@ void SenderCore::on_hang_up(RemoteOutlet& outlet) noexcept {
 void SenderCore::count_rejected_handshake() noexcept {
   std::lock_guard lock(pool_->mutex());
   ++counters_.rejected_handshakes;
+}
+
+void SenderCore::set_peer(Outlet& outlet, std::uint32_t pid, std::uint32_t uid) noexcept {
+  std::lock_guard lock(pool_->mutex());
+  outlet.identity.pid = pid;
+  outlet.identity.uid = uid;
+}
+
+ipc::MonitorInfo SenderCore::monitor(std::span<const std::shared_ptr<RemoteOutlet>> remotes) {
+  ipc::MonitorInfo info;
+  // Everything that allocates happens before the lock: the copy under it
+  // only fills what is reserved here.
+  info.service = service_;
+  info.owner_pid = static_cast<std::uint32_t>(::getpid());
+  info.owner_uid = ::geteuid();
+  info.pool_name = pool_->options().name;
+  info.policy = pool_->options().policy;
+  info.slow_policy = options_.slow_receiver;
+  info.receiver_budget = options_.receiver_budget;
+  info.hold_timeout_ns = static_cast<std::uint64_t>(options_.hold_timeout.count());
+  info.ring_capacity = options_.ring_capacity;
+  info.max_receivers = options_.max_receivers;
+  const auto& classes = pool_->options().classes;
+  info.classes.resize(classes.size());
+  const std::size_t room = std::min<std::size_t>(remotes.size() + options_.max_receivers, ipc::kMaxMonitorReceivers);
+  info.receivers.reserve(room);
+  // relaxed: a count for display only.
+  info.monitor_requests = monitor_requests_.fetch_add(1, std::memory_order_relaxed) + 1;
+
+  std::lock_guard lock(pool_->mutex());
+  for (std::size_t k = 0; k < classes.size(); ++k)
+    info.classes[k] = {classes[k].buffer_size, classes[k].count, pool_->free_in_class_locked(k)};
+  info.stats = counters_;
+  info.stats.returned = returns_->returned;
+  info.stats.rejected_returns = returns_->rejected;
+  auto take = [&](const Outlet& o) {
+    if (info.receivers.size() == info.receivers.capacity()) {
+      ++info.receivers_omitted;
+      return;
+    }
+    o.snapshot_locked(info.receivers.emplace_back());
+  };
+  // In-process receivers are in outlets_ only; remote ones are listed from
+  // the control thread's connections, which also hold those that detached
+  // but still hold views.
+  for (const auto& o : outlets_)
+    if (dynamic_cast<const LocalOutlet*>(o.get()) != nullptr) take(*o);
+  for (const auto& r : remotes) {
+    take(*r);
+    info.returns_waiting += r->returns_waiting_locked();
+  }
+  return info;
 }
 
 void SenderCore::add_locked(std::shared_ptr<Outlet> outlet) {

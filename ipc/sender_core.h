@@ -34,6 +34,7 @@
 
 namespace fbuf::ipc {
 struct HelloInfo;
+struct MonitorInfo;
 }
 
 namespace fbuf::detail {
@@ -79,6 +80,14 @@ class SenderCore {
   // The receiver's socket hung up: it closed or died.
   void on_hang_up(RemoteOutlet& outlet) noexcept;
   void count_rejected_handshake() noexcept;
+  // The receiver behind `outlet` as SO_PEERCRED saw it at accept.
+  void set_peer(Outlet& outlet, std::uint32_t pid, std::uint32_t uid) noexcept;
+  // The monitoring request's answer: this Sender's state, its in-process
+  // receivers and `remotes` (the control thread's connections, detached
+  // ones included). Takes the pool's lock once, for a copy bounded by the
+  // receivers and classes (allocated before the lock is taken); drains
+  // nothing, waits for nothing. Counts the request.
+  ipc::MonitorInfo monitor(std::span<const std::shared_ptr<RemoteOutlet>> remotes);
   // How often the control thread should call check_holds() while sends
   // are idle, in milliseconds; 0 while no receiver has a hold timeout.
   int hold_check_ms() const noexcept {
@@ -129,6 +138,7 @@ class SenderCore {
   std::vector<std::shared_ptr<Outlet>> watched_;  // guarded by the pool's lock
   Clock::time_point last_hold_check_{};           // guarded by the pool's lock
   std::atomic<int> hold_check_ms_{0};
+  std::atomic<std::uint64_t> monitor_requests_{0};
 
   mutable std::mutex count_mu_;
   mutable std::condition_variable count_cv_;

@@ -167,6 +167,16 @@ class RingConsumer {
     return tail != head_;
   }
 
+  // Descriptors published and not taken yet, for statistics only; 0 if
+  // the peer's tail is impossible (take() will report that). Does not move
+  // the cached tail.
+  std::uint32_t waiting() const noexcept {
+    // relaxed: a count for display; nothing is read through it.
+    const std::uint64_t tail = idx_->tail.load(std::memory_order_relaxed);
+    if (tail < head_ || tail - head_ > capacity_) return 0;
+    return static_cast<std::uint32_t>(tail - head_);
+  }
+
   std::uint32_t capacity() const noexcept { return capacity_; }
   RingIndices* indices() const noexcept { return idx_; }
 

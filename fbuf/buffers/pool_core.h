@@ -104,6 +104,12 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // while there are orphans.
   void note_orphan_locked(int delta) noexcept { orphans_ = static_cast<std::uint32_t>(static_cast<int>(orphans_) + delta); }
 
+  // Free buffers of class `k` (in options().classes order), for the
+  // monitoring request: no drain, returns not collected yet are not free.
+  std::uint32_t free_in_class_locked(std::size_t k) const noexcept {
+    return static_cast<std::uint32_t>(free_[k].size());
+  }
+
   // Takes the mutex: a Buffer dropped unsent, or an in-process View done.
   void release_unsent(std::uint32_t index, std::uint32_t generation) noexcept;
   void release_ref(std::uint32_t index, std::uint32_t generation) noexcept;

@@ -29,6 +29,7 @@ bool ReturnInlet::drain_locked(bool check_peer) noexcept {
     if (st == RingStatus::kCorrupt) {
       // The receiver broke its own return ring: cut it off.
       ++counters_->rejected;
+      ++rejected_;
       corrupt_ = true;
       cut_off_locked();
       return false;
@@ -79,8 +80,10 @@ void ReturnInlet::take_back_locked(const Descriptor& copy, bool count_rejects) n
   if (lent_.take_back(copy)) {
     pool_.release_ref_locked(copy.index, copy.generation);
     ++counters_->returned;
+    ++returned_;
   } else if (count_rejects) {
     ++counters_->rejected;
+    ++rejected_;
   }
 }
 

@@ -83,6 +83,14 @@ class ReturnInlet {
   // until everything lent has come back.
   void orphan_locked() noexcept;
   bool orphaned_locked() const noexcept { return orphan_; }
+  // This receiver's own counts (ReturnCounters are the Sender's totals),
+  // and the returns it has published that the pool has not collected yet:
+  // for the monitoring request, which reads and never drains.
+  std::uint64_t returned_locked() const noexcept { return returned_; }
+  std::uint64_t rejected_locked() const noexcept { return rejected_; }
+  std::uint32_t returns_waiting_locked() const noexcept {
+    return state_ == State::kFinished ? 0 : returns_.waiting();
+  }
 
  private:
   enum class State { kActive, kDetached, kFinished };
@@ -99,6 +107,8 @@ class ReturnInlet {
   State state_ = State::kActive;
   bool orphan_ = false;
   bool corrupt_ = false;
+  std::uint64_t returned_ = 0;
+  std::uint64_t rejected_ = 0;
 };
 
 }  // namespace fbuf::detail

@@ -1,8 +1,11 @@
-// libFuzzer target for the handshake decoders: arbitrary bytes, as a peer
-// could send them in one datagram, go to decode_hello() and
-// decode_welcome(). Each may throw fbuf::Error and nothing else; any other
-// exception escapes, terminates, and libFuzzer records the input. A Welcome
-// that decodes must satisfy every promise control.h makes about WelcomeInfo.
+// libFuzzer target for the control-plane decoders: arbitrary bytes, as a
+// peer could send them in one datagram, go to decode_hello(),
+// decode_welcome(), request_kind(), decode_monitor_request() and
+// decode_monitor_reply(). Each may throw fbuf::Error and nothing else; any
+// other exception escapes, terminates, and libFuzzer records the input. A
+// Welcome that decodes must satisfy every promise control.h makes about
+// WelcomeInfo, a MonitorReply every promise of monitor.h about MonitorInfo,
+// and both must decode again to the same values once re-encoded.
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/array.h>
@@ -17,6 +20,7 @@
 #include "ipc/handshake.h"
 #include "ipc/handshake.capnp.h"
 #include "ipc/layout.h"
+#include "ipc/monitor.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace {
@@ -94,6 +98,52 @@ void check_round_trip(const WelcomeInfo& info) {
   FUZZ_CHECK(again.receiver_id == info.receiver_id);
 }
 
+void check_monitor(const fbuf::ipc::MonitorInfo& info) {
+  FUZZ_CHECK(info.service.size() <= fbuf::ipc::kMaxServiceName);
+  FUZZ_CHECK(info.pool_name.size() <= fbuf::ipc::kMaxMonitorPoolName);
+  FUZZ_CHECK(static_cast<std::uint8_t>(info.policy) <= static_cast<std::uint8_t>(fbuf::Policy::kCopyOnWrite));
+  FUZZ_CHECK(static_cast<std::uint8_t>(info.slow_policy) <=
+             static_cast<std::uint8_t>(fbuf::SlowReceiverPolicy::kCutOff));
+  FUZZ_CHECK(info.classes.size() <= fbuf::ipc::kMaxClasses);
+  for (const auto& c : info.classes) {
+    FUZZ_CHECK(c.free <= c.count);
+    FUZZ_CHECK(c.count <= fbuf::ipc::kMaxBuffers);
+  }
+  FUZZ_CHECK(info.receivers.size() <= fbuf::ipc::kMaxMonitorReceivers);
+  for (const auto& r : info.receivers) {
+    FUZZ_CHECK(r.queued <= r.ring_capacity);
+    FUZZ_CHECK(r.ring_capacity <= fbuf::ipc::kMaxRingCapacity);
+    FUZZ_CHECK(r.held <= fbuf::ipc::kMaxBuffers);
+    FUZZ_CHECK(static_cast<std::uint8_t>(r.slow_policy) <=
+               static_cast<std::uint8_t>(fbuf::SlowReceiverPolicy::kCutOff));
+  }
+}
+
+void check_monitor_round_trip(const fbuf::ipc::MonitorInfo& info) {
+  capnp::MallocMessageBuilder message;
+  fbuf::ipc::build_monitor_reply(message, info);
+  kj::Array<capnp::word> words = capnp::messageToFlatArray(message);
+  fbuf::ipc::MonitorInfo again;
+  try {
+    again = fbuf::ipc::decode_monitor_reply(words);
+  } catch (const fbuf::Error& e) {
+    std::fprintf(stderr, "a decoded MonitorReply does not decode again: %s\n", e.what());
+    __builtin_trap();
+  }
+  FUZZ_CHECK(again.service == info.service);
+  FUZZ_CHECK(again.pool_name == info.pool_name);
+  FUZZ_CHECK(again.classes.size() == info.classes.size());
+  FUZZ_CHECK(again.receivers.size() == info.receivers.size());
+  for (std::size_t i = 0; i < info.receivers.size(); ++i) {
+    FUZZ_CHECK(again.receivers[i].held == info.receivers[i].held);
+    FUZZ_CHECK(again.receivers[i].queued == info.receivers[i].queued);
+    FUZZ_CHECK(again.receivers[i].delivered == info.receivers[i].delivered);
+  }
+  FUZZ_CHECK(again.stats.sent == info.stats.sent);
+  FUZZ_CHECK(again.receivers_omitted == info.receivers_omitted);
+  FUZZ_CHECK(again.returns_waiting == info.returns_waiting);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -113,6 +163,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     WelcomeInfo info = fbuf::ipc::decode_welcome(words);
     check_welcome(info);
     check_round_trip(info);
+  } catch (const fbuf::Error&) {
+  }
+
+  // The monitoring request, as the control thread reads it, and its reply,
+  // as the fbuf tool reads it.
+  try {
+    if (fbuf::ipc::request_kind(words) == fbuf::ipc::Request::kMonitor) fbuf::ipc::decode_monitor_request(words);
+  } catch (const fbuf::Error&) {
+  }
+  try {
+    fbuf::ipc::MonitorInfo info = fbuf::ipc::decode_monitor_reply(words);
+    check_monitor(info);
+    check_monitor_round_trip(info);
   } catch (const fbuf::Error&) {
   }
   return 0;

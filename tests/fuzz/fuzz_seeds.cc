@@ -21,6 +21,7 @@
 #include "ipc/control.h"
 #include "ipc/handshake.h"
 #include "ipc/handshake.capnp.h"
+#include "ipc/monitor.h"
 #include "ipc/layout.h"
 #include "fbuf/base/ring.h"
 #include "tests/fuzz/fuzz_input.h"
@@ -97,6 +98,33 @@ Bytes reject(const char* reason) {
   return flatten(message);
 }
 
+Bytes monitor_request(std::uint32_t version) {
+  capnp::MallocMessageBuilder message;
+  message.initRoot<fbuf::ipc::proto::ControlMessage>().initMonitorRequest().setVersion(version);
+  return flatten(message);
+}
+
+Bytes monitor_reply(std::size_t receivers) {
+  fbuf::ipc::MonitorInfo info;
+  info.service = "camera/frames";
+  info.pool_name = "frames";
+  info.classes = {{4096, 64, 10}, {1 << 20, 4, 0}};
+  info.ring_capacity = 256;
+  info.stats.sent = 1000;
+  for (std::size_t i = 0; i < receivers; ++i) {
+    fbuf::ipc::MonitorReceiver r;
+    r.id = static_cast<std::uint32_t>(i + 1);
+    r.held = 3;
+    r.queued = 5;
+    r.ring_capacity = 256;
+    r.delivered = 1000;
+    info.receivers.push_back(r);
+  }
+  capnp::MallocMessageBuilder message;
+  fbuf::ipc::build_monitor_reply(message, info);
+  return flatten(message);
+}
+
 void handshake_seeds(const fs::path& dir) {
   const std::uint64_t page = fbuf::detail::page_size();
   write_file(dir / "hello", hello(fbuf::ipc::kProtocolVersion));
@@ -113,6 +141,10 @@ void handshake_seeds(const fs::path& dir) {
   for (std::uint64_t i = 0; i < fbuf::ipc::kMaxClasses; ++i) most.classes.emplace_back((i + 1) * page, 1);
   write_file(dir / "welcome_most_classes", welcome(most));
   write_file(dir / "reject", reject("too many receivers"));
+  write_file(dir / "monitor_request", monitor_request(fbuf::ipc::kMonitorVersion));
+  write_file(dir / "monitor_request_other_version", monitor_request(fbuf::ipc::kMonitorVersion + 1));
+  write_file(dir / "monitor_reply", monitor_reply(2));
+  write_file(dir / "monitor_reply_most_receivers", monitor_reply(fbuf::ipc::kMaxMonitorReceivers));
 }
 
 // Records for fuzz_descriptors: an op byte and a descriptor.

@@ -16,6 +16,15 @@
 //                                                  the Hello), take K views and hold them,
 //                                                  take nothing more until SIGUSR1, then
 //                                                  report dropped=, drain to the end
+//   stream       --service S [--buffers N] [--size B] [--hz R] [--count N]
+//                [--receivers K]                   wait for K receivers, then send frames
+//                                                  of B bytes ("FBUF", the sequence number
+//                                                  as 8 little-endian bytes, then byte i
+//                                                  = i & 0xff) from a pool of N buffers,
+//                                                  R per second (0: as fast as buffers
+//                                                  come back), N in all (0: no end); then
+//                                                  stay until killed
+//   sink         --service S                       take and release everything, to the end
 //   write-view   --service S                       write into a received view (must die)
 //   mmap-check   --service S                       try to map the pool writable (must fail)
 //
@@ -28,6 +37,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <chrono>
@@ -391,6 +401,72 @@ int stall(const Args& args) {
   return 0;
 }
 
+// A steady producer for the fbuf tool's tests: frames anyone can recognise
+// in a hex dump, sent at a rate, for as long as the test runs.
+int stream(const Args& args) {
+  const std::string service = args.get("service");
+  const auto buffers = static_cast<std::uint32_t>(args.number("buffers", 16));
+  const auto size = static_cast<std::size_t>(args.number("size", 4096));
+  const long long hz = args.number("hz", 500);
+  const auto count = static_cast<std::uint64_t>(args.number("count", 0));
+  const auto receivers = static_cast<std::size_t>(args.number("receivers", 0));
+  fbuf::Pool pool(fbuf::PoolOptions{.name = "it-stream", .classes = {{size, buffers}}, .policy = fbuf::Policy::kVolatile});
+  fbuf::Sender sender(pool, service);
+  say("listening on %s\n", service.c_str());
+  if (receivers != 0 && !sender.wait_for_receivers(receivers, 30s)) {
+    std::fprintf(stderr, "error: %zu receiver(s) did not connect in time\n", receivers);
+    return kFailed;
+  }
+  const auto period = hz > 0 ? std::chrono::nanoseconds(1'000'000'000LL / hz) : std::chrono::nanoseconds(0);
+  auto next = Clock::now();
+  std::uint64_t seq = 0;
+  while (count == 0 || seq < count) {
+    if (period.count() != 0) {
+      std::this_thread::sleep_until(next);
+      // At most R per second: after a delay (a loaded machine) the stream
+      // goes on at its pace rather than catching up in a burst.
+      next = std::max(next + period, Clock::now());
+    }
+    // Short waits: a drained pool (a stalled receiver) is a normal state
+    // here, which the tests inspect while this keeps trying.
+    fbuf::Result<fbuf::Buffer> b = sender.allocate(size, 100ms);
+    if (!b) continue;
+    auto* p = reinterpret_cast<unsigned char*>(b->data());
+    for (std::size_t i = 0; i < size; ++i) p[i] = static_cast<unsigned char>(i & 0xff);
+    std::memcpy(p, "FBUF", 4);
+    for (int i = 0; i < 8; ++i) p[4 + i] = static_cast<unsigned char>(seq >> (8 * i));
+    const std::error_code ec = sender.send(std::move(*b), size, 100ms);
+    if (!ec) {
+      ++seq;
+    } else if (ec == fbuf::Errc::kNoReceivers) {
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  say("sent frames=%" PRIu64 "\n", seq);
+  for (;;) ::pause();
+}
+
+int sink(const Args& args) {
+  const std::string service = args.get("service");
+  fbuf::Receiver rx = connect(service);
+  say("connected to %s\n", service.c_str());
+  std::uint64_t n = 0;
+  for (;;) {
+    fbuf::Result<fbuf::View> v = rx.receive(60s);
+    if (v) {
+      ++n;
+      continue;
+    }
+    if (v.error() == fbuf::Errc::kPeerGone) break;
+    if (v.error() != fbuf::Errc::kTimedOut) {
+      std::fprintf(stderr, "error: receive() failed: %s\n", v.error().message().c_str());
+      return kFailed;
+    }
+  }
+  say("sink ok frames=%" PRIu64 "\n", n);
+  return 0;
+}
+
 int write_view(const Args& args) {
   fbuf::Receiver rx = connect(args.get("service"));
   fbuf::Result<fbuf::View> v = rx.receive(20s);
@@ -511,7 +587,8 @@ int mmap_check(const Args& args) {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: fbuf_it_peer consume|consume-two|produce|hold|stall|write-view|mmap-check "
+               "usage: fbuf_it_peer consume|consume-two|produce|hold|stall|stream|sink|write-view|"
+               "mmap-check "
                "--service NAME [--key value]...\n");
   return kUsage;
 }
@@ -529,6 +606,8 @@ int main(int argc, char** argv) {
     if (mode == "produce") return produce(args);
     if (mode == "hold") return hold(args);
     if (mode == "stall") return stall(args);
+    if (mode == "stream") return stream(args);
+    if (mode == "sink") return sink(args);
     if (mode == "write-view") return write_view(args);
     if (mode == "mmap-check") return mmap_check(args);
   } catch (const std::exception& e) {

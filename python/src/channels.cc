@@ -97,12 +97,12 @@ void send_buffer(SenderHandle& s, BufferHandle& b, const py::object& length, std
   std::shared_ptr<Sender> sender = s.get("send");
   b.check_can_give_up("send");
   const std::size_t n = send_length(b, length);
+  const std::chrono::nanoseconds t = timeout ? to_timeout(*timeout) : std::chrono::nanoseconds(0);
   Buffer out = std::move(b.buffer);
   b.busy = true;
   std::error_code ec;
   try {
     if (timeout) {
-      const auto t = to_timeout(*timeout);
       ec = wait_released(t, [&](std::chrono::nanoseconds slice) {
         return sender->send(std::move(out), n, slice);
       });
@@ -126,6 +126,10 @@ void send_buffer(SenderHandle& s, BufferHandle& b, const py::object& length, std
 void send_many(SenderHandle& s, const std::vector<BufferHandle*>& handles, const py::object& lengths,
                const py::object& timeout) {
   std::shared_ptr<Sender> sender = s.get("send_many");
+  for (const BufferHandle* b : handles) {
+    if (b == nullptr) throw py::type_error("send_many takes fbuf.Buffer objects, not None");
+  }
+  const std::chrono::nanoseconds t = to_timeout(timeout);
   std::vector<std::size_t> n;
   if (lengths.is_none()) {
     for (BufferHandle* b : handles) n.push_back(b->size);
@@ -138,7 +142,6 @@ void send_many(SenderHandle& s, const std::vector<BufferHandle*>& handles, const
     if (n.size() != handles.size()) throw py::value_error("one length per buffer");
   }
   for (std::size_t i = 0; i < handles.size(); ++i) {
-    if (handles[i] == nullptr) throw py::type_error("send_many takes fbuf.Buffer objects");
     handles[i]->check_can_give_up("send_many");
     for (std::size_t j = 0; j < i; ++j) {
       if (handles[j] == handles[i]) throw py::value_error("send_many: the same Buffer twice");
@@ -158,7 +161,7 @@ void send_many(SenderHandle& s, const std::vector<BufferHandle*>& handles, const
   };
   std::error_code ec;
   try {
-    ec = wait_released(to_timeout(timeout), [&](std::chrono::nanoseconds slice) {
+    ec = wait_released(t, [&](std::chrono::nanoseconds slice) {
       return sender->send_many(out, n, slice);
     });
   } catch (...) {

@@ -371,3 +371,17 @@ def test_send_many_sends_a_batch_all_or_nothing(channel, pool):
             got.append(bytes(view))
     assert got == [b"\x00", b"\x01\x01", b"\x02\x02\x02"]
     assert pool.stats().free == 10
+
+
+def test_send_many_refuses_none_and_bad_timeouts_leaving_everything_yours(channel):
+    tx, rx = channel
+    buf = tx.allocate(4, timeout=1)
+    with pytest.raises(TypeError):
+        tx.send_many([buf, None], timeout=1)
+    with pytest.raises(ValueError, match="timeout"):
+        tx.send_many([buf], timeout=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        tx.send(buf, timeout=-1)
+    assert not buf.released and buf.exports == 0
+    tx.send(buf, timeout=1)
+    rx.receive(timeout=1).release()

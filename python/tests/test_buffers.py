@@ -161,6 +161,10 @@ def test_write_copies_in_at_an_offset_and_checks_the_bounds(pool):
         buf.write(b"123456789")
     with pytest.raises(ValueError):
         buf.write(b"ab", offset=7)
+    assert buf.write(np.arange(2, dtype=np.uint16)) == 4  # any contiguous buffer, as bytes
+    assert bytes(buf)[:4] == b"\x00\x00\x01\x00"
+    with pytest.raises((BufferError, ValueError)):
+        buf.write(np.arange(4, dtype=np.uint8)[::-1])  # not contiguous: refused, not misread
     assert buf.exports == 0
 
 

@@ -11,9 +11,10 @@
 #   ./build.sh bench      the benchmarks (policy costs; fbuf against every peer
 #                         transport), tables into results/
 #   ./build.sh soak       the long soak run (CTest label `stress`)
-#   ./build.sh package [DIR]  the Debian packages fbuf_<version>_<arch>.deb and
-#                         fbuf-dev_<version>_<arch>.deb into DIR (default
-#                         packages/); install with apt-get install ./DIR/fbuf*.deb
+#   ./build.sh package [DIR]  the Debian packages fbuf_<version>_<arch>.deb,
+#                         fbuf-dev_<version>_<arch>.deb and (the Python binding)
+#                         python3-fbuf_<version>_<arch>.deb into DIR (default
+#                         packages/); install with apt-get install ./DIR/*.deb
 #
 # Build trees: build/ (RelWithDebInfo, libfbuf shared), build-asan/,
 # build-tsan/, build-fuzz/ (libfbuf static), build-package/.
@@ -128,7 +129,7 @@ case "$cmd" in
     ls -l "$out"/*.deb
     ;;
   *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

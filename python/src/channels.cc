@@ -20,19 +20,52 @@ std::unique_ptr<ViewHandle> wrap(View v) {
   return h;
 }
 
+// The receiving turn of one thread (ReceiverBox), held for its lifetime.
+class Turn {
+ public:
+  explicit Turn(ReceiverBox& box) : box_(box) {}
+  ~Turn() {
+    if (!held_) return;
+    {
+      std::lock_guard<std::mutex> lock(box_.turn_mutex);
+      box_.busy = false;
+    }
+    box_.turn_free.notify_one();
+  }
+  Turn(const Turn&) = delete;
+  Turn& operator=(const Turn&) = delete;
+
+  // Waits up to `timeout` (kForever: without end) for the turn; false if
+  // another thread kept it that long.
+  bool take(std::chrono::nanoseconds timeout) {
+    std::unique_lock<std::mutex> lock(box_.turn_mutex);
+    const auto free = [&] { return !box_.busy; };
+    if (timeout == kForever) {
+      box_.turn_free.wait(lock, free);
+    } else if (!box_.turn_free.wait_for(lock, timeout, free)) {
+      return false;
+    }
+    box_.busy = true;
+    held_ = true;
+    return true;
+  }
+  // Without waiting.
+  bool try_take() { return take(std::chrono::nanoseconds(0)); }
+
+ private:
+  ReceiverBox& box_;
+  bool held_ = false;
+};
+
 // Takes the receiver (waiting for another thread's turn to end), then
 // receives, all within `timeout` and without the GIL.
 Result<View> receive_released(ReceiverBox& box, std::chrono::nanoseconds timeout) {
   using Clock = std::chrono::steady_clock;
   const Clock::time_point start = Clock::now();
-  std::unique_lock<std::timed_mutex> lock(box.receiving, std::defer_lock);
+  Turn turn(box);
   {
     py::gil_scoped_release nogil;
-    if (timeout == kForever) {
-      lock.lock();
-    } else if (!lock.try_lock_for(timeout)) {
-      return Errc::kTimedOut;
-    }
+    if (!turn.take(timeout)) return Errc::kTimedOut;
   }
   const auto spent = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start);
   const std::chrono::nanoseconds left =
@@ -64,12 +97,12 @@ void send_buffer(SenderHandle& s, BufferHandle& b, const py::object& length, std
   std::shared_ptr<Sender> sender = s.get("send");
   b.check_can_give_up("send");
   const std::size_t n = send_length(b, length);
+  const std::chrono::nanoseconds t = timeout ? to_timeout(*timeout) : std::chrono::nanoseconds(0);
   Buffer out = std::move(b.buffer);
   b.busy = true;
   std::error_code ec;
   try {
     if (timeout) {
-      const auto t = to_timeout(*timeout);
       ec = wait_released(t, [&](std::chrono::nanoseconds slice) {
         return sender->send(std::move(out), n, slice);
       });
@@ -93,6 +126,10 @@ void send_buffer(SenderHandle& s, BufferHandle& b, const py::object& length, std
 void send_many(SenderHandle& s, const std::vector<BufferHandle*>& handles, const py::object& lengths,
                const py::object& timeout) {
   std::shared_ptr<Sender> sender = s.get("send_many");
+  for (const BufferHandle* b : handles) {
+    if (b == nullptr) throw py::type_error("send_many takes fbuf.Buffer objects, not None");
+  }
+  const std::chrono::nanoseconds t = to_timeout(timeout);
   std::vector<std::size_t> n;
   if (lengths.is_none()) {
     for (BufferHandle* b : handles) n.push_back(b->size);
@@ -105,7 +142,6 @@ void send_many(SenderHandle& s, const std::vector<BufferHandle*>& handles, const
     if (n.size() != handles.size()) throw py::value_error("one length per buffer");
   }
   for (std::size_t i = 0; i < handles.size(); ++i) {
-    if (handles[i] == nullptr) throw py::type_error("send_many takes fbuf.Buffer objects");
     handles[i]->check_can_give_up("send_many");
     for (std::size_t j = 0; j < i; ++j) {
       if (handles[j] == handles[i]) throw py::value_error("send_many: the same Buffer twice");
@@ -125,7 +161,7 @@ void send_many(SenderHandle& s, const std::vector<BufferHandle*>& handles, const
   };
   std::error_code ec;
   try {
-    ec = wait_released(to_timeout(timeout), [&](std::chrono::nanoseconds slice) {
+    ec = wait_released(t, [&](std::chrono::nanoseconds slice) {
       return sender->send_many(out, n, slice);
     });
   } catch (...) {
@@ -158,8 +194,8 @@ std::unique_ptr<ViewHandle> receive(ReceiverHandle& r, const py::object& timeout
 
 std::unique_ptr<ViewHandle> try_receive(ReceiverHandle& r) {
   std::shared_ptr<ReceiverBox> box = r.get("try_receive");
-  std::unique_lock<std::timed_mutex> lock(box->receiving, std::try_to_lock);
-  if (!lock) raise_error(make_error_code(Errc::kWouldBlock), "try_receive (another thread is receiving)");
+  Turn turn(*box);
+  if (!turn.try_take()) raise_error(make_error_code(Errc::kWouldBlock), "try_receive (another thread is receiving)");
   Result<View> v = box->receiver.try_receive();
   if (!v) raise_error(v.error(), "try_receive");
   return wrap(std::move(*v));

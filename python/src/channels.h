@@ -5,13 +5,14 @@
 // call that waits takes its own copy before it releases the GIL: close() on
 // another thread drops only the handle's reference, so the object lives
 // until the waiting call returns. fbuf::Receiver allows one receiving
-// thread at a time; ReceiverBox::receiving makes Python threads that share
-// one take turns.
+// thread at a time; ReceiverBox makes Python threads that share one take
+// turns.
 #pragma once
 
 #include <pybind11/pybind11.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -41,7 +42,12 @@ struct SenderHandle {
 struct ReceiverBox {
   explicit ReceiverBox(Receiver r) : receiver(std::move(r)) {}
   Receiver receiver;
-  std::timed_mutex receiving;
+  // The receiving turn: `busy` while some thread is in receive(). A flag
+  // and a condition variable rather than a std::timed_mutex, whose timed
+  // lock (pthread_mutex_clocklock) ThreadSanitizer does not see.
+  std::mutex turn_mutex;
+  std::condition_variable turn_free;
+  bool busy = false;  // guarded by turn_mutex
 };
 
 struct ReceiverHandle {

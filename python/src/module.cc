@@ -165,19 +165,26 @@ to its pool; so does leaving a `with` block.)doc");
                              "How many memoryviews/arrays currently export it.")
       .def(
           "write",
-          [](BufferHandle& b, py::buffer data, std::size_t offset) {
+          [](BufferHandle& b, const py::object& data, std::size_t offset) {
             Buffer& buf = b.get("write");
-            py::buffer_info info = data.request();
-            const auto n = static_cast<std::size_t>(info.size * info.itemsize);
+            // PyBUF_SIMPLE: the bytes as one contiguous run, or an error
+            // (a strided array would otherwise be copied as if it were one).
+            Py_buffer in;
+            if (PyObject_GetBuffer(data.ptr(), &in, PyBUF_SIMPLE) != 0) throw py::error_already_set();
+            const auto n = static_cast<std::size_t>(in.len);
             if (offset > b.size || n > b.size - offset) {
+              PyBuffer_Release(&in);
               throw py::value_error("write of " + std::to_string(n) + " bytes at offset " +
                                     std::to_string(offset) + " past the buffer's " + std::to_string(b.size));
             }
-            if (n > 0) std::memmove(buf.data() + offset, info.ptr, n);
+            // memmove: `data` may be this very buffer.
+            if (n > 0) std::memmove(buf.data() + offset, in.buf, n);
+            PyBuffer_Release(&in);
             return n;
           },
           "data"_a, "offset"_a = 0,
-          "Copies the bytes of `data` (any buffer) in at `offset`; returns how many. Leaves no export behind.")
+          "Copies the bytes of `data` (any contiguous buffer) in at `offset`; returns how many. Leaves no "
+          "export behind.")
       .def(
           "release", [](BufferHandle& b) {
             if (!b.buffer && !b.busy) return;

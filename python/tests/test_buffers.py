@@ -161,6 +161,10 @@ def test_write_copies_in_at_an_offset_and_checks_the_bounds(pool):
         buf.write(b"123456789")
     with pytest.raises(ValueError):
         buf.write(b"ab", offset=7)
+    assert buf.write(np.arange(2, dtype=np.uint16)) == 4  # any contiguous buffer, as bytes
+    assert bytes(buf)[:4] == b"\x00\x00\x01\x00"
+    with pytest.raises((BufferError, ValueError)):
+        buf.write(np.arange(4, dtype=np.uint8)[::-1])  # not contiguous: refused, not misread
     assert buf.exports == 0
 
 
@@ -371,3 +375,17 @@ def test_send_many_sends_a_batch_all_or_nothing(channel, pool):
             got.append(bytes(view))
     assert got == [b"\x00", b"\x01\x01", b"\x02\x02\x02"]
     assert pool.stats().free == 10
+
+
+def test_send_many_refuses_none_and_bad_timeouts_leaving_everything_yours(channel):
+    tx, rx = channel
+    buf = tx.allocate(4, timeout=1)
+    with pytest.raises(TypeError):
+        tx.send_many([buf, None], timeout=1)
+    with pytest.raises(ValueError, match="timeout"):
+        tx.send_many([buf], timeout=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        tx.send(buf, timeout=-1)
+    assert not buf.released and buf.exports == 0
+    tx.send(buf, timeout=1)
+    rx.receive(timeout=1).release()

@@ -87,9 +87,23 @@ class Outlet {
   // to its header, where ReceiverStats::dropped reads it.
   void count_dropped_locked(std::uint64_t n) noexcept;
 
+  // Publishes what was written and signals the receiver's readiness fd if
+  // it armed it (fbuf/base/ring.h, consumer_armed).
+  void publish_locked() noexcept {
+    if (out.publish()) signal_ready_locked();
+  }
+  // Makes the receiver's readiness fd readable: for the end of its stream,
+  // which a receiver waiting on the fd must see whether or not it armed.
+  void signal_ready_locked() noexcept;
+
   RingProducer out;
   ReceiverTerms terms;  // fixed before the outlet is shared
   bool skip = false;    // the send under way passes this receiver by
+
+ protected:
+  // The owner's (signalling) end of the receiver's readiness pair
+  // (ipc/readiness.h); closed with the outlet.
+  UniqueFd ready_;
 
  private:
   std::uint64_t dropped_ = 0;  // the owner's own count; the header's copy is never read back
@@ -99,7 +113,8 @@ class Outlet {
 // back to the pool directly.
 class LocalOutlet final : public Outlet {
  public:
-  LocalOutlet(std::shared_ptr<LocalChannel> ch, const ReceiverTerms& terms);
+  // `ready` is the signalling end of the receiver's readiness pair.
+  LocalOutlet(std::shared_ptr<LocalChannel> ch, const ReceiverTerms& terms, UniqueFd ready);
   bool usable_locked() const noexcept override { return !ch_->receiver_gone && !cut_; }
   void write_locked(const Descriptor& d, Clock::time_point now) noexcept override {
     if (!sent_at_.empty()) sent_at_[out.pending() & (out.capacity() - 1)] = now;
@@ -125,9 +140,10 @@ class LocalOutlet final : public Outlet {
 // A receiver in another process.
 class RemoteOutlet final : public Outlet {
  public:
-  // `sock` is the receiver's control socket; `memory` its channel.
+  // `sock` is the receiver's control socket; `memory` its channel; `ready`
+  // the signalling end of its readiness pair.
   RemoteOutlet(PoolCore& pool, UniqueFd sock, ChannelMemory memory,
-               std::shared_ptr<ReturnCounters> counters, const ReceiverTerms& terms);
+               std::shared_ptr<ReturnCounters> counters, const ReceiverTerms& terms, UniqueFd ready);
 
   int fd() const noexcept { return sock_.get(); }
   bool usable_locked() const noexcept override { return inlet_->active_locked(); }

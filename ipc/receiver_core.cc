@@ -7,6 +7,7 @@
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
 #include "fbuf/buffers/view_owner.h"
+#include "ipc/readiness.h"
 
 namespace fbuf::detail {
 namespace {
@@ -80,6 +81,40 @@ Result<View> ReceiverCore::receive(std::chrono::nanoseconds timeout) noexcept {
   }
 }
 
+bool ReceiverCore::arm() noexcept {
+  if (ended_) return false;
+  // relaxed: only this thread sets the word to 1, only the owner (or
+  // disarm()) takes it back; the exchange tells which. The seq_cst fence
+  // below orders the store for the owner.
+  const bool taken = header_->send.consumer_armed.exchange(1, std::memory_order_relaxed) == 0;
+  if (armed_ && taken) owed_ = true;
+  // Drain before re-checking: a record sent for an earlier arming must not
+  // make the fd read ready for this one. A record still on its way costs
+  // one spurious wake-up, after which the next arm() (armed_) drains it.
+  if (armed_ || owed_) {
+    owed_ = false;
+    if (!drain_ready(ready_fd_.get())) ready_eof_ = true;
+  }
+  armed_ = true;
+  // seq_cst: the sleeping side's store-buffer fence (fbuf/base/wake.h);
+  // pairs with the fence in RingProducer::publish(). Either the owner's
+  // publish() sees the word set and signals, or the check below sees its
+  // tail.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (in_.readable() || peer_closed()) {
+    disarm();
+    return false;
+  }
+  return true;
+}
+
+void ReceiverCore::disarm() noexcept {
+  if (!armed_) return;
+  armed_ = false;
+  // relaxed: as in arm(); 0 means the owner took the arming and signals.
+  if (header_->send.consumer_armed.exchange(0, std::memory_order_relaxed) == 0) owed_ = true;
+}
+
 ReceiverStats ReceiverCore::stats() const noexcept {
   ReceiverStats s;
   s.received = received_.load(std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
@@ -96,8 +131,9 @@ namespace {
 // go back to it directly.
 class LocalReceiver final : public ReceiverCore {
  public:
-  LocalReceiver(std::shared_ptr<PoolCore> pool, std::shared_ptr<LocalChannel> channel)
+  LocalReceiver(std::shared_ptr<PoolCore> pool, std::shared_ptr<LocalChannel> channel, UniqueFd ready)
       : pool_(std::move(pool)), channel_(std::move(channel)) {
+    ready_fd_ = std::move(ready);
     header_ = channel_->memory.header();
     in_ = RingConsumer(&header_->send, channel_->memory.send_slots(), channel_->memory.send_capacity());
   }
@@ -157,8 +193,8 @@ class LocalReceiver final : public ReceiverCore {
 }  // namespace
 
 std::shared_ptr<ReceiverCore> make_local_receiver(std::shared_ptr<PoolCore> pool,
-                                                  std::shared_ptr<LocalChannel> channel) {
-  return std::make_shared<LocalReceiver>(std::move(pool), std::move(channel));
+                                                  std::shared_ptr<LocalChannel> channel, UniqueFd ready) {
+  return std::make_shared<LocalReceiver>(std::move(pool), std::move(channel), std::move(ready));
 }
 
 }  // namespace fbuf::detail

@@ -37,6 +37,8 @@ class RemoteReceiver final : public ReceiverCore,
     ipc::check_memfd(pool_fd_.get(), info_.pool_size, "pool fd");
     ipc::check_memfd(ring_fd.get(), info_.ring_bytes, "ring fd");
     ipc::check_memfd(bell_fd.get(), page_size(), "doorbell fd");
+    ipc::check_ready_socket(fds[3].get(), "readiness fd");
+    ready_fd_ = std::move(fds[3]);
     pool_map_ = Mapping::map(pool_fd_.get(), info_.pool_size, PROT_READ, "pool '" + info_.pool_name + "'");
     ring_ = ChannelMemory(Mapping::map(ring_fd.get(), info_.ring_bytes, PROT_READ | PROT_WRITE, "ring"),
                           info_.send_capacity, info_.return_capacity);
@@ -92,7 +94,9 @@ class RemoteReceiver final : public ReceiverCore,
 
  protected:
   bool peer_closed() noexcept override {
-    if (sender_said_closed() || hung_up_) return true;
+    // ready_eof_: the owner's end of the readiness pair closed, which it
+    // does only when its outlet is gone (the Sender closed, or died).
+    if (sender_said_closed() || hung_up_ || ready_eof_) return true;
     auto now = Clock::now();
     if (now - last_check_ < kHangupCheckEvery) return false;
     last_check_ = now;
@@ -165,8 +169,9 @@ std::shared_ptr<ReceiverCore> connect_remote(std::string_view service, Clock::ti
   ipc::Datagram dg;
   if (auto ec = ipc::receive_message(sock.get(), dg, left()); ec) throw Error(ec, what + ": waiting for Welcome");
   ipc::WelcomeInfo info = ipc::decode_welcome(dg.words);
-  if (dg.fds.size() != 3)
-    throw_error(Errc::kProtocol, what + ": Welcome carried " + std::to_string(dg.fds.size()) + " fds, expected 3");
+  if (dg.fds.size() != ipc::kWelcomeFds)
+    throw_error(Errc::kProtocol, what + ": Welcome carried " + std::to_string(dg.fds.size()) + " fds, expected " +
+                                     std::to_string(ipc::kWelcomeFds));
   return std::make_shared<RemoteReceiver>(std::move(sock), info, std::move(dg.fds));
 }
 

@@ -181,7 +181,7 @@ std::error_code SenderCore::deliver_locked(std::span<Buffer> buffers, std::span<
       o->count_dropped_locked(n);
       o->skip = false;
     } else {
-      o->out.publish();
+      o->publish_locked();
     }
   }
   for (std::size_t i = 0; i < n; ++i) pool_->mark_sent_locked(buffers[i], receivers);

@@ -18,6 +18,7 @@
 #include "ipc/handshake.h"
 #include "ipc/listener.h"
 #include "ipc/outlet.h"
+#include "ipc/readiness.h"
 #include "ipc/receiver_core.h"
 #include "ipc/sender_core.h"
 
@@ -67,7 +68,8 @@ Receiver SenderCore::connect_local() {
   const ReceiverTerms terms = terms_for(nullptr);
   ch->count_held = (terms.policy == SlowReceiverPolicy::kSkip || terms.policy == SlowReceiverPolicy::kCutOff) &&
                    terms.budget != 0;
-  auto outlet = std::make_shared<LocalOutlet>(ch, terms);
+  ReadyPair ready = make_ready_pair();
+  auto outlet = std::make_shared<LocalOutlet>(ch, terms, std::move(ready.signal));
   {
     std::lock_guard lock(pool_->mutex());
     if (closed_) throw_error(Errc::kClosed, "connect_local on a closed sender");
@@ -76,7 +78,7 @@ Receiver SenderCore::connect_local() {
     if (outlets_.size() >= options_.max_receivers) throw_error(Errc::kInvalidArgument, "max_receivers reached");
     add_locked(outlet);
   }
-  return ReceiverAccess::make(make_local_receiver(pool_, std::move(ch)));
+  return ReceiverAccess::make(make_local_receiver(pool_, std::move(ch), std::move(ready.wait)));
 }
 
 bool SenderCore::wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const {
@@ -130,12 +132,14 @@ std::shared_ptr<RemoteOutlet> SenderCore::add_remote(UniqueFd& sock, const ipc::
   }
   capnp::MallocMessageBuilder m;
   ipc::build_welcome(m, info);
-  const int fds[3] = {pool_->read_only_fd(), ring_fd.get(), pool_->doorbell_fd()};
+  ReadyPair ready = make_ready_pair();
+  const int fds[ipc::kWelcomeFds] = {pool_->read_only_fd(), ring_fd.get(), pool_->doorbell_fd(), ready.wait.get()};
   if (auto ec = ipc::send_message(sock.get(), m, fds); ec) throw Error(ec, "sending Welcome");
 
   std::lock_guard lock(pool_->mutex());
   if (closed_) throw_error(Errc::kClosed, "the sender is closing");
-  auto outlet = std::make_shared<RemoteOutlet>(*pool_, std::move(sock), std::move(mem), returns_, terms_for(&hello));
+  auto outlet = std::make_shared<RemoteOutlet>(*pool_, std::move(sock), std::move(mem), returns_, terms_for(&hello),
+                                               std::move(ready.signal));
   add_locked(outlet);
   return outlet;
 }

@@ -14,6 +14,13 @@
 //  - Wake-ups follow fbuf/base/wake.h: the consumer sleeps on
 //    data_seq/consumer_waiters, the producer on space_seq/producer_waiters;
 //    publish() and release() are the waking side.
+//  - consumer_armed is the readiness-fd half of the same protocol (a
+//    consumer that waits in poll/epoll instead of on the futex): only the
+//    consumer sets it to 1 (arming, then a seq_cst fence and a re-check of
+//    the ring); publish() takes it back to 0 with an exchange after its
+//    fence, and only the publish() whose exchange saw 1 tells its caller
+//    to signal the fd. So the fd is signalled at most once per arming and
+//    never while the consumer keeps up (docs/design.md, "Readiness fds").
 //
 // The ring sits in the bottom layer, below the pools, because an owner's
 // pool reads its receivers' return rings when it needs buffers
@@ -51,6 +58,7 @@ struct RingIndices {
   alignas(kCacheLine) std::atomic<std::uint64_t> head{0};   // consumer writes
   alignas(kCacheLine) std::atomic<std::uint32_t> data_seq{0};  // futex: "tail moved"
   std::atomic<std::uint32_t> consumer_waiters{0};
+  std::atomic<std::uint32_t> consumer_armed{0};  // 1: the consumer waits on its readiness fd
   alignas(kCacheLine) std::atomic<std::uint32_t> space_seq{0};  // futex: "head moved"
   std::atomic<std::uint32_t> producer_waiters{0};
 };
@@ -85,19 +93,29 @@ class RingProducer {
   }
 
   // Publishes everything written since the last publish and wakes a
-  // sleeping consumer.
-  void publish() noexcept {
+  // sleeping consumer. Returns true if the consumer had armed its
+  // readiness fd: the caller signals that fd (once; the arming is used up).
+  bool publish() noexcept {
     tail_ = pending_;
     // release: publishes the slots written above; pairs with the acquire
     // load of tail in RingConsumer::take().
     idx_->tail.store(tail_, std::memory_order_release);
     fence_and_wake(idx_->consumer_waiters, idx_->data_seq);
+    // relaxed, both: ordered after the tail store by the seq_cst fence in
+    // fence_and_wake(), which pairs with the consumer's fence after it
+    // armed (ReceiverCore::arm()); the plain load keeps the common case
+    // (not armed) free of a locked instruction, and the exchange makes
+    // sure one arming is signalled once.
+    return idx_->consumer_armed.load(std::memory_order_relaxed) != 0 &&
+           idx_->consumer_armed.exchange(0, std::memory_order_relaxed) != 0;
   }
 
+  // For rings whose consumer never arms a readiness fd (the return ring,
+  // read by the owner's pool).
   bool push(const Descriptor& d) noexcept {
     if (reserve() != RingStatus::kOk) return false;
     write(d);
-    publish();
+    (void)publish();
     return true;
   }
 

@@ -161,12 +161,12 @@ struct Hostile {
     send_hello(sock.get());
     ipc::Datagram dg;
     EXPECT_FALSE(ipc::receive_message(sock.get(), dg, 5s));
-    if (early && dg.fds.size() == 3) {
+    if (early && dg.fds.size() == ipc::kWelcomeFds) {
       early_map = Mapping::map(dg.fds[1].get(), detail::page_size(), PROT_READ | PROT_WRITE, "early");
       early(reinterpret_cast<ipc::ChannelHeader*>(early_map.data()));
     }
     info = ipc::decode_welcome(dg.words);
-    EXPECT_EQ(dg.fds.size(), 3u);
+    EXPECT_EQ(dg.fds.size(), ipc::kWelcomeFds);
     ring = Mapping::map(dg.fds[1].get(), info.ring_bytes, PROT_READ | PROT_WRITE, "ring");
     bell = Mapping::map(dg.fds[2].get(), detail::page_size(), PROT_READ | PROT_WRITE, "bell");
     header = reinterpret_cast<ipc::ChannelHeader*>(ring.data());

@@ -204,6 +204,16 @@ uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out) {
   return UF_OK;
 }
 
+int uf_channel_fd(const uf_channel* receiver) {
+  if (live(receiver) == nullptr || !receiver->receiver) return -1;
+  return receiver->receiver.fd();
+}
+
+int uf_channel_arm(uf_channel* receiver) {
+  if (live(receiver) == nullptr || !receiver->receiver) return 0;
+  return receiver->receiver.arm() ? 1 : 0;
+}
+
 void uf_deallocate(uf_buf* buf) {
   if (buf != nullptr) end_handle("uf_deallocate", buf, kBufDeallocated);
 }

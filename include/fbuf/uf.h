@@ -168,6 +168,17 @@ uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_n
  * the channel's ring holds. Contiguous buffers are protected with one call. */
 uf_error uf_writev(uf_channel* sender, uf_buf* const* bufs, const size_t* lens, size_t n, int64_t timeout_ns);
 uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out);
+/* Event loops (poll, epoll, ...). uf_channel_fd is a receiving end's
+ * readiness fd, -1 for a handle that is not a live receiving end. Before
+ * each wait, after uf_get(..., 0, ...) said UF_EAGAIN, call
+ * uf_channel_arm: 1 means armed, wait for the fd to poll readable (POLLIN);
+ * 0 means something is waiting already (a buffer or the end of the
+ * stream, or the handle is not a receiving end): call uf_get instead of
+ * waiting. The sender signals the fd once per arming and never while the
+ * receiver keeps up; a wake-up may be spurious (uf_get says UF_EAGAIN:
+ * arm again). The fd is closed by uf_channel_close; do not read it. */
+int uf_channel_fd(const uf_channel* receiver);
+int uf_channel_arm(uf_channel* receiver);
 /* Returns an unsent buffer to its pool, or a received one to its owner.
  * Aborts with a message for a buffer already deallocated or consumed. */
 void uf_deallocate(uf_buf* buf);

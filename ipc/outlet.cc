@@ -8,7 +8,7 @@
 
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
-#include "ipc/readiness.h"
+#include "fbuf/base/readiness.h"
 
 namespace fbuf::detail {
 

@@ -95,6 +95,9 @@ class Outlet {
   // Makes the receiver's readiness fd readable: for the end of its stream,
   // which a receiver waiting on the fd must see whether or not it armed.
   void signal_ready_locked() noexcept;
+  // The owner's end of the readiness pair: the receiver signals ring room
+  // and returns through it (SenderCore's epoll set holds it).
+  int ready_fd() const noexcept { return ready_.get(); }
 
   RingProducer out;
   ReceiverTerms terms;  // fixed before the outlet is shared
@@ -102,7 +105,7 @@ class Outlet {
 
  protected:
   // The owner's (signalling) end of the receiver's readiness pair
-  // (ipc/readiness.h); closed with the outlet.
+  // (fbuf/base/readiness.h); closed with the outlet.
   UniqueFd ready_;
 
  private:

@@ -7,7 +7,7 @@
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
 #include "fbuf/buffers/view_owner.h"
-#include "ipc/readiness.h"
+#include "fbuf/base/readiness.h"
 
 namespace fbuf::detail {
 namespace {
@@ -39,7 +39,8 @@ Result<View> ReceiverCore::try_receive() noexcept {
   for (;;) {
     switch (in_.take(d)) {
       case RingStatus::kOk:
-        in_.release();
+        // A sender waiting in epoll for ring space armed its fd: tell it.
+        if (in_.release()) signal_ready(ready_fd_.get());
         received_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
         return make_view(d);
       case RingStatus::kCorrupt:
@@ -149,7 +150,7 @@ class LocalReceiver final : public ReceiverCore {
       Descriptor d;
       while (in_.pop(d) == RingStatus::kOk) pool_->release_ref_locked(d.index, d.generation);
     }
-    ring_doorbell(pool_->doorbell());
+    pool_->ring_doorbell_unlocked();
   }
 
  protected:

@@ -49,10 +49,13 @@ class ReceiverCore {
   // lives on while views are out), so it leaves every epoll set at once.
   void finish() noexcept {
     close();
-    ready_fd_.reset();
+    close_ready();
   }
 
  protected:
+  // Closes ready_fd_. A receiver whose views signal through it from other
+  // threads (RemoteReceiver) closes it under the lock they take.
+  virtual void close_ready() noexcept { ready_fd_.reset(); }
   // True once the sender closed or died.
   virtual bool peer_closed() noexcept = 0;
   // Validates a descriptor (a private copy) and wraps it in a View.
@@ -63,7 +66,7 @@ class ReceiverCore {
 
   ipc::ChannelHeader* header_ = nullptr;
   RingConsumer in_;
-  // The waiting end of the readiness pair (ipc/readiness.h).
+  // The waiting end of the readiness pair (fbuf/base/readiness.h).
   UniqueFd ready_fd_;
   // Set by arm() when the readiness fd read end-of-file: the owner's end
   // is closed, so the sender is gone. Receiving thread only.

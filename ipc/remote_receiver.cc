@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "fbuf/base/assert.h"
+#include "fbuf/base/readiness.h"
 #include "fbuf/buffers/doorbell.h"
 #include "fbuf/buffers/segv_report.h"
 #include "fbuf/buffers/view_owner.h"
@@ -79,6 +80,7 @@ class RemoteReceiver final : public ReceiverCore,
     Descriptor d;
     while (in_.pop(d) == RingStatus::kOk) push_return_locked(d.pool, d.index, d.generation);
     ring_doorbell(bell_);
+    if (take_doorbell_arming(bell_)) signal_ready(ready_fd_.get());
     ::shutdown(sock_.get(), SHUT_WR);
   }
 
@@ -87,6 +89,12 @@ class RemoteReceiver final : public ReceiverCore,
     {
       std::lock_guard lock(return_mu_);
       pushed = push_return_locked(pool, index, generation);
+      // A Sender waiting in epoll for a buffer armed the doorbell: tell it
+      // through this receiver's end of the readiness pair. Under the lock,
+      // so close_ready() cannot close the fd between the check and the
+      // send (the number could be reused). The push's publish() issued the
+      // fence this check needs.
+      if (pushed && take_doorbell_arming(bell_)) signal_ready(ready_fd_.get());
     }
     // publish() in the push issued the fence the doorbell needs.
     if (pushed) ring_doorbell_fenced(bell_);
@@ -113,6 +121,12 @@ class RemoteReceiver final : public ReceiverCore,
     }
     return ViewAccess::make(std::shared_ptr<ViewOwner>(shared_from_this(), this), pool_map_.data() + *at,
                             d.length, d.pool, d.index, d.generation);
+  }
+
+ protected:
+  void close_ready() noexcept override {
+    std::lock_guard lock(return_mu_);
+    ready_fd_.reset();
   }
 
  private:

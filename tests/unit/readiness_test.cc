@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "fbuf/fbuf.h"
 #include "fbuf/uf.h"
@@ -122,6 +123,86 @@ TEST(ReadinessFd, AMovedFromReceiverHasNoneAndNeverArms) {
   EXPECT_GE(other.fd(), 0);
 }
 
+// --- The sending end. ---
+
+TEST(SenderReadinessFd, AnExhaustedPoolArmsAndAReturnedViewMakesItReadable) {
+  Pool pool(PoolOptions{.name = "readiness-tx", .classes = {{4096, 4}}});
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  ASSERT_GE(tx.fd(), 0);
+  // Buffers free: nothing to wait for.
+  EXPECT_FALSE(tx.arm(64));
+  std::vector<View> held;
+  for (int i = 0; i < 4; ++i) {
+    send_one(tx, i);
+    auto v = rx.try_receive();
+    ASSERT_TRUE(v);
+    held.push_back(std::move(*v));
+  }
+  ASSERT_EQ(tx.try_allocate(64).error(), make_error_code(Errc::kWouldBlock));
+  // Ring room is there (size 0 asks only for that): no wait.
+  EXPECT_FALSE(tx.arm(0));
+  ASSERT_TRUE(tx.arm(64));
+  EXPECT_FALSE(readable(tx.fd()));
+  held.pop_back();  // the view goes back to the pool
+  EXPECT_TRUE(readable(tx.fd(), 5000));
+  EXPECT_FALSE(tx.arm(64));
+  EXPECT_FALSE(readable(tx.fd()));  // drained
+  ASSERT_TRUE(tx.try_allocate(64));
+}
+
+TEST(SenderReadinessFd, AFullRingArmsAndAReceiverTakingMakesItReadable) {
+  Pool pool(PoolOptions{.name = "readiness-ring", .classes = {{4096, 16}}});
+  Sender tx(pool, SenderOptions{.ring_capacity = 2});
+  Receiver rx = tx.connect_local();
+  send_one(tx, 1);
+  send_one(tx, 2);
+  auto b = tx.try_allocate(64);
+  ASSERT_TRUE(b);
+  ASSERT_EQ(tx.try_send(std::move(*b), 8), make_error_code(Errc::kWouldBlock));
+  ASSERT_TRUE(tx.arm());
+  ASSERT_TRUE(tx.arm());  // arming twice is harmless
+  EXPECT_FALSE(readable(tx.fd()));
+  std::thread taker([&] {
+    std::this_thread::sleep_for(20ms);
+    ASSERT_TRUE(rx.try_receive());
+  });
+  EXPECT_TRUE(readable(tx.fd(), 5000));
+  taker.join();
+  EXPECT_FALSE(tx.arm());
+  EXPECT_FALSE(tx.try_send(std::move(*b), 8));
+}
+
+TEST(SenderReadinessFd, AReceiverInAnotherProcessSignalsRoomAndReturns) {
+  Pool pool(PoolOptions{.name = "readiness-remote", .classes = {{4096, 2}}});
+  const std::string service = "unit/readiness-tx/" + std::to_string(::getpid());
+  Sender tx(pool, service, SenderOptions{.ring_capacity = 2});
+  // In this process, but through the service socket, the rings and the
+  // doorbell exactly as a receiver in another process.
+  Receiver rx = Receiver::connect(service);
+  ASSERT_TRUE(tx.wait_for_receivers(1, 5s));
+  send_one(tx, 1);
+  send_one(tx, 2);
+  ASSERT_TRUE(tx.arm(64));  // both buffers lent, the ring full
+  auto v = rx.try_receive();
+  ASSERT_TRUE(v);
+  EXPECT_TRUE(readable(tx.fd(), 5000));  // room in the ring
+  ASSERT_TRUE(tx.arm(64));               // still no buffer
+  EXPECT_FALSE(readable(tx.fd()));
+  v->reset();
+  EXPECT_TRUE(readable(tx.fd(), 5000));  // a return through the doorbell
+  EXPECT_FALSE(tx.arm(64));
+}
+
+TEST(SenderReadinessFd, AMovedFromSenderHasNone) {
+  Pool pool = make_pool();
+  Sender tx(pool);
+  Sender other = std::move(tx);
+  EXPECT_EQ(tx.fd(), -1);  // NOLINT(bugprone-use-after-move): the moved-from state is what is tested
+  EXPECT_FALSE(tx.arm(64));
+  EXPECT_GE(other.fd(), 0);
+}
+
 TEST(WaitSet, ReportsOnlyTheReceiversWithSomethingWaiting) {
   Pool a = make_pool(), b = make_pool(), c = make_pool();
   Sender ta(a), tb(b), tc(c);
@@ -168,8 +249,10 @@ TEST(UfChannelFd, ArmsAndPollsFromC) {
   ASSERT_EQ(uf_channel_listen(pool, nullptr, &tx), UF_OK);
   uf_channel* rx = nullptr;
   ASSERT_EQ(uf_channel_connect_local(tx, &rx), UF_OK);
-  EXPECT_EQ(uf_channel_fd(tx), -1);  // a sending end has none
-  EXPECT_EQ(uf_channel_arm(tx), 0);
+  EXPECT_GE(uf_channel_fd(tx), 0);
+  EXPECT_NE(uf_channel_fd(tx), uf_channel_fd(rx));
+  EXPECT_EQ(uf_channel_fd(nullptr), -1);
+  EXPECT_EQ(uf_channel_arm(nullptr), 0);
   const int fd = uf_channel_fd(rx);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(uf_channel_arm(rx), 1);
@@ -183,6 +266,25 @@ TEST(UfChannelFd, ArmsAndPollsFromC) {
   uf_deallocate(v);
   EXPECT_EQ(uf_get(rx, 0, &v), UF_EAGAIN);
   EXPECT_EQ(uf_channel_arm(rx), 1);
+
+  // The sending end: 8 buffers, all sent and held by the receiver.
+  std::vector<uf_buf*> held;
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_EQ(uf_allocb(tx, 64, 0, &b), UF_OK);
+    ASSERT_EQ(uf_write(tx, b, 8, -1), UF_OK);
+    ASSERT_EQ(uf_get(rx, 0, &v), UF_OK);
+    held.push_back(v);
+  }
+  EXPECT_EQ(uf_allocb(tx, 64, 0, &b), UF_EAGAIN);
+  const int tfd = uf_channel_fd(tx);
+  ASSERT_EQ(uf_channel_arm_alloc(tx, 64), 1);
+  EXPECT_FALSE(readable(tfd));
+  uf_deallocate(held.back());
+  held.pop_back();
+  EXPECT_TRUE(readable(tfd, 5000));
+  EXPECT_EQ(uf_channel_arm_alloc(tx, 64), 0);
+  EXPECT_EQ(uf_channel_arm_alloc(rx, 64), 0);  // not a sending end
+  for (uf_buf* h : held) uf_deallocate(h);
   uf_channel_close(rx);
   uf_channel_close(tx);
   uf_pool_destroy(pool);

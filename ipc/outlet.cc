@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <unistd.h>
 
+#include "fbuf/base/readiness.h"
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
-#include "fbuf/base/readiness.h"
 
 namespace fbuf::detail {
 

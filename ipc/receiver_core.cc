@@ -3,11 +3,11 @@
 #include <mutex>
 
 #include "fbuf/base/deadline.h"
+#include "fbuf/base/readiness.h"
 #include "fbuf/base/spin.h"
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
 #include "fbuf/buffers/view_owner.h"
-#include "fbuf/base/readiness.h"
 
 namespace fbuf::detail {
 namespace {

@@ -12,6 +12,7 @@
 #include "fbuf/base/assert.h"
 #include "fbuf/base/deadline.h"
 #include "fbuf/base/limits.h"
+#include "fbuf/base/readiness.h"
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
 #include "fbuf/receiver.h"
@@ -19,7 +20,6 @@
 #include "ipc/handshake.h"
 #include "ipc/listener.h"
 #include "ipc/outlet.h"
-#include "fbuf/base/readiness.h"
 #include "ipc/receiver_core.h"
 #include "ipc/sender_core.h"
 

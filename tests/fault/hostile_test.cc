@@ -34,6 +34,7 @@
 
 #include "fbuf/fbuf.h"
 #include "fbuf/base/fd.h"
+#include "fbuf/base/readiness.h"
 #include "fbuf/buffers/doorbell.h"
 #include "ipc/channel.h"
 #include "ipc/control.h"
@@ -360,6 +361,7 @@ struct FakeChannel {
   UniqueFd bell = detail::make_sealed_memfd("fake-bell", detail::page_size());
   Mapping ring_map = Mapping::map(ring.get(), ipc::ChannelHeader::bytes(kSend, kReturn), PROT_READ | PROT_WRITE, "r");
   Mapping bell_map = Mapping::map(bell.get(), detail::page_size(), PROT_READ | PROT_WRITE, "b");
+  rg::ReadyPair ready = rg::make_ready_pair();
   ipc::ChannelHeader* header = nullptr;
 
   FakeChannel() {
@@ -380,7 +382,7 @@ struct FakeChannel {
     w.setSendCapacity(kSend);
     w.setReturnCapacity(kReturn);
     w.setRingBytes(ipc::ChannelHeader::bytes(kSend, kReturn));
-    const int fds[3] = {pool.get(), ring.get(), bell.get()};
+    const int fds[ipc::kWelcomeFds] = {pool.get(), ring.get(), bell.get(), ready.receiver.get()};
     ASSERT_FALSE(ipc::send_message(sock, m, fds));
   }
 };

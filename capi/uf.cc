@@ -204,6 +204,21 @@ uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out) {
   return UF_OK;
 }
 
+int uf_channel_fd(const uf_channel* ch) {
+  if (live(ch) == nullptr) return -1;
+  return ch->sender ? ch->sender->fd() : ch->receiver.fd();
+}
+
+int uf_channel_arm(uf_channel* ch) {
+  if (live(ch) == nullptr) return 0;
+  return (ch->sender ? ch->sender->arm() : ch->receiver.arm()) ? 1 : 0;
+}
+
+int uf_channel_arm_alloc(uf_channel* sender, size_t size) {
+  if (live(sender) == nullptr || !sender->sender) return 0;
+  return sender->sender->arm(size) ? 1 : 0;
+}
+
 void uf_deallocate(uf_buf* buf) {
   if (buf != nullptr) end_handle("uf_deallocate", buf, kBufDeallocated);
 }

@@ -2,10 +2,12 @@
 # service's Unix socket (SOCK_SEQPACKET: one datagram per message).
 #
 #   receiver -> sender   Hello
-#   sender -> receiver   Welcome, with three fds attached in this order:
+#   sender -> receiver   Welcome, with four fds attached in this order:
 #                          0: the pool memfd, re-opened O_RDONLY
 #                          1: the connection's ring memfd (send + return rings)
 #                          2: the pool's doorbell memfd
+#                          3: the receiver's end of its readiness socket pair
+#                             (AF_UNIX, SOCK_SEQPACKET; ipc/readiness.h)
 #                        or Reject, with no fds.
 #
 #   monitor -> sender    MonitorRequest (instead of a Hello)

@@ -2,6 +2,7 @@
 
 #include <capnp/serialize.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -342,6 +343,26 @@ void check_memfd(int fd, std::uint64_t size, const char* what) {
   if (static_cast<std::uint64_t>(st.st_size) != size)
     protocol_error(std::string(what) + " is " + std::to_string(st.st_size) + " bytes, expected " +
                    std::to_string(size));
+}
+
+void check_ready_socket(int fd, const char* what) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) detail::throw_errno(std::string("fstat(") + what + ")");
+  if (!S_ISSOCK(st.st_mode)) protocol_error(std::string(what) + " is not a socket");
+  int domain = 0, type = 0, listening = 0;
+  socklen_t len = sizeof domain;
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_UNIX)
+    protocol_error(std::string(what) + " is not a Unix socket");
+  len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET)
+    protocol_error(std::string(what) + " is not a SOCK_SEQPACKET socket");
+  len = sizeof listening;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening != 0)
+    protocol_error(std::string(what) + " is a listening socket");
+  sockaddr_storage peer{};
+  len = sizeof peer;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0)
+    protocol_error(std::string(what) + " is not connected");
 }
 
 }  // namespace fbuf::ipc

@@ -74,4 +74,12 @@ void build_monitor_reply(capnp::MessageBuilder& m, const MonitorInfo& info);
 // shrinking and growing. Throws Error(kProtocol) naming `what`.
 void check_memfd(int fd, std::uint64_t size, const char* what);
 
+// The fds a Welcome carries (ipc/handshake.capnp lists them).
+inline constexpr std::size_t kWelcomeFds = 4;
+
+// Checks that `fd` is a connected AF_UNIX SOCK_SEQPACKET socket (the
+// receiver's end of its readiness pair). Throws Error(kProtocol) naming
+// `what`.
+void check_ready_socket(int fd, const char* what);
+
 }  // namespace fbuf::ipc

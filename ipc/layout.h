@@ -30,7 +30,9 @@ using detail::RingIndices;
 using detail::kCacheLine;
 
 // 2: the owner-written `cut_off` and `dropped` words.
-inline constexpr std::uint32_t kProtocolVersion = 2;
+// 3: the rings' `consumer_armed` word and the readiness socket, the
+//    Welcome's fourth fd.
+inline constexpr std::uint32_t kProtocolVersion = 3;
 inline constexpr std::uint64_t kChannelMagic = 0x6662756663686e32ULL;  // "fbufchn2"
 
 struct ChannelHeader {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <unistd.h>
 
+#include "fbuf/base/readiness.h"
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
 
@@ -93,7 +94,13 @@ void Outlet::count_dropped_locked(std::uint64_t n) noexcept {
   header()->dropped.store(dropped_, std::memory_order_relaxed);
 }
 
-LocalOutlet::LocalOutlet(std::shared_ptr<LocalChannel> ch, const ReceiverTerms& t) : ch_(std::move(ch)) {
+void Outlet::signal_ready_locked() noexcept {
+  if (ready_) signal_ready(ready_.get());
+}
+
+LocalOutlet::LocalOutlet(std::shared_ptr<LocalChannel> ch, const ReceiverTerms& t, UniqueFd ready)
+    : ch_(std::move(ch)) {
+  ready_ = std::move(ready);
   terms = t;
   out = RingProducer(&ch_->memory.header()->send, ch_->memory.send_slots(), ch_->memory.send_capacity());
   if (terms.hold_timeout.count() != 0) sent_at_.assign(ch_->memory.send_capacity(), Clock::time_point{});
@@ -122,13 +129,18 @@ void LocalOutlet::cut_off_locked() noexcept {
   if (cut_) return;
   cut_ = true;
   mark_cut_off(header());
+  signal_ready_locked();
 }
 
-void LocalOutlet::close_locked() noexcept { mark_sender_closed(header()); }
+void LocalOutlet::close_locked() noexcept {
+  mark_sender_closed(header());
+  signal_ready_locked();
+}
 
 RemoteOutlet::RemoteOutlet(PoolCore& pool, UniqueFd sock, ChannelMemory memory,
-                           std::shared_ptr<ReturnCounters> counters, const ReceiverTerms& t)
+                           std::shared_ptr<ReturnCounters> counters, const ReceiverTerms& t, UniqueFd ready)
     : pool_(pool), sock_(std::move(sock)), mem_(std::move(memory)), shadow_(mem_.send_capacity()) {
+  ready_ = std::move(ready);
   terms = t;
   auto* h = mem_.header();
   out = RingProducer(&h->send, mem_.send_slots(), mem_.send_capacity());
@@ -177,6 +189,7 @@ void RemoteOutlet::hang_up_locked() noexcept {
 void RemoteOutlet::cut_off_locked() noexcept {
   cut_ = true;
   mark_cut_off(header());
+  signal_ready_locked();
   inlet_->cut_off_locked();
   wake_all(out.indices()->space_seq);
 }
@@ -185,11 +198,13 @@ bool RemoteOutlet::retire_locked() noexcept {
   if (!inlet_->corrupt_locked() || told_) return false;
   told_ = true;
   mark_cut_off(header());
+  signal_ready_locked();
   return true;
 }
 
 void RemoteOutlet::close_locked() noexcept {
   mark_sender_closed(header());
+  signal_ready_locked();
   inlet_->orphan_locked();
 }
 

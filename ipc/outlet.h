@@ -107,6 +107,18 @@ class Outlet {
   // with no drain, no allocation and no syscall.
   virtual void snapshot_locked(ipc::MonitorReceiver& r) const noexcept;
 
+  // Publishes what was written and signals the receiver's readiness fd if
+  // it armed it (fbuf/base/ring.h, consumer_armed).
+  void publish_locked() noexcept {
+    if (out.publish()) signal_ready_locked();
+  }
+  // Makes the receiver's readiness fd readable: for the end of its stream,
+  // which a receiver waiting on the fd must see whether or not it armed.
+  void signal_ready_locked() noexcept;
+  // The owner's end of the readiness pair: the receiver signals ring room
+  // and returns through it (SenderCore's epoll set holds it).
+  int ready_fd() const noexcept { return ready_.get(); }
+
   RingProducer out;
   ReceiverTerms terms;  // fixed before the outlet is shared
   bool skip = false;    // the send under way passes this receiver by
@@ -117,6 +129,11 @@ class Outlet {
   // published (checked against the owner's own tail; 0 if impossible).
   std::uint32_t queued_locked() const noexcept;
 
+ protected:
+  // The owner's (signalling) end of the receiver's readiness pair
+  // (fbuf/base/readiness.h); closed with the outlet.
+  UniqueFd ready_;
+
  private:
   std::uint64_t dropped_ = 0;  // the owner's own count; the header's copy is never read back
   std::uint64_t delivered_ = 0;
@@ -126,7 +143,8 @@ class Outlet {
 // back to the pool directly.
 class LocalOutlet final : public Outlet {
  public:
-  LocalOutlet(std::shared_ptr<LocalChannel> ch, const ReceiverTerms& terms);
+  // `ready` is the signalling end of the receiver's readiness pair.
+  LocalOutlet(std::shared_ptr<LocalChannel> ch, const ReceiverTerms& terms, UniqueFd ready);
   bool usable_locked() const noexcept override { return !ch_->receiver_gone && !cut_; }
   void write_locked(const Descriptor& d, Clock::time_point now) noexcept override {
     if (!sent_at_.empty()) sent_at_[out.pending() & (out.capacity() - 1)] = now;
@@ -153,9 +171,10 @@ class LocalOutlet final : public Outlet {
 // A receiver in another process.
 class RemoteOutlet final : public Outlet {
  public:
-  // `sock` is the receiver's control socket; `memory` its channel.
+  // `sock` is the receiver's control socket; `memory` its channel; `ready`
+  // the signalling end of its readiness pair.
   RemoteOutlet(PoolCore& pool, UniqueFd sock, ChannelMemory memory,
-               std::shared_ptr<ReturnCounters> counters, const ReceiverTerms& terms);
+               std::shared_ptr<ReturnCounters> counters, const ReceiverTerms& terms, UniqueFd ready);
 
   int fd() const noexcept { return sock_.get(); }
   bool usable_locked() const noexcept override { return inlet_->active_locked(); }

@@ -34,12 +34,12 @@ Receiver Receiver::connect(std::string_view service, ReceiverOptions options) {
 Receiver::Receiver() noexcept = default;
 Receiver::Receiver(std::shared_ptr<detail::ReceiverCore> core) noexcept : core_(std::move(core)) {}
 Receiver::~Receiver() {
-  if (core_) core_->close();
+  if (core_) core_->finish();
 }
 Receiver::Receiver(Receiver&&) noexcept = default;
 Receiver& Receiver::operator=(Receiver&& o) noexcept {
   if (this != &o) {
-    if (core_) core_->close();
+    if (core_) core_->finish();
     core_ = std::move(o.core_);
   }
   return *this;
@@ -53,6 +53,8 @@ Result<View> Receiver::receive(std::chrono::nanoseconds timeout) noexcept {
   if (!core_) return Errc::kClosed;
   return core_->receive(timeout);
 }
+int Receiver::fd() const noexcept { return core_ ? core_->fd() : -1; }
+bool Receiver::arm() noexcept { return core_ && core_->arm(); }
 ReceiverStats Receiver::stats() const { return core_ ? core_->stats() : ReceiverStats{}; }
 
 }  // namespace fbuf

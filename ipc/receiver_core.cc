@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "fbuf/base/deadline.h"
+#include "fbuf/base/readiness.h"
 #include "fbuf/base/spin.h"
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
@@ -38,7 +39,8 @@ Result<View> ReceiverCore::try_receive() noexcept {
   for (;;) {
     switch (in_.take(d)) {
       case RingStatus::kOk:
-        in_.release();
+        // A sender waiting in epoll for ring space armed its fd: tell it.
+        if (in_.release()) signal_ready(ready_fd_.get());
         received_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
         return make_view(d);
       case RingStatus::kCorrupt:
@@ -80,6 +82,40 @@ Result<View> ReceiverCore::receive(std::chrono::nanoseconds timeout) noexcept {
   }
 }
 
+bool ReceiverCore::arm() noexcept {
+  if (ended_) return false;
+  // relaxed: only this thread sets the word to 1, only the owner (or
+  // disarm()) takes it back; the exchange tells which. The seq_cst fence
+  // below orders the store for the owner.
+  const bool taken = header_->send.consumer_armed.exchange(1, std::memory_order_relaxed) == 0;
+  if (armed_ && taken) owed_ = true;
+  // Drain before re-checking: a record sent for an earlier arming must not
+  // make the fd read ready for this one. A record still on its way costs
+  // one spurious wake-up, after which the next arm() (armed_) drains it.
+  if (armed_ || owed_) {
+    owed_ = false;
+    if (!drain_ready(ready_fd_.get())) ready_eof_ = true;
+  }
+  armed_ = true;
+  // seq_cst: the sleeping side's store-buffer fence (fbuf/base/wake.h);
+  // pairs with the fence in RingProducer::publish(). Either the owner's
+  // publish() sees the word set and signals, or the check below sees its
+  // tail.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (in_.readable() || peer_closed()) {
+    disarm();
+    return false;
+  }
+  return true;
+}
+
+void ReceiverCore::disarm() noexcept {
+  if (!armed_) return;
+  armed_ = false;
+  // relaxed: as in arm(); 0 means the owner took the arming and signals.
+  if (header_->send.consumer_armed.exchange(0, std::memory_order_relaxed) == 0) owed_ = true;
+}
+
 ReceiverStats ReceiverCore::stats() const noexcept {
   ReceiverStats s;
   s.received = received_.load(std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
@@ -96,8 +132,9 @@ namespace {
 // go back to it directly.
 class LocalReceiver final : public ReceiverCore {
  public:
-  LocalReceiver(std::shared_ptr<PoolCore> pool, std::shared_ptr<LocalChannel> channel)
+  LocalReceiver(std::shared_ptr<PoolCore> pool, std::shared_ptr<LocalChannel> channel, UniqueFd ready)
       : pool_(std::move(pool)), channel_(std::move(channel)) {
+    ready_fd_ = std::move(ready);
     header_ = channel_->memory.header();
     in_ = RingConsumer(&header_->send, channel_->memory.send_slots(), channel_->memory.send_capacity());
   }
@@ -113,7 +150,7 @@ class LocalReceiver final : public ReceiverCore {
       Descriptor d;
       while (in_.pop(d) == RingStatus::kOk) pool_->release_ref_locked(d.index, d.generation);
     }
-    ring_doorbell(pool_->doorbell());
+    pool_->ring_doorbell_unlocked();
   }
 
  protected:
@@ -157,8 +194,8 @@ class LocalReceiver final : public ReceiverCore {
 }  // namespace
 
 std::shared_ptr<ReceiverCore> make_local_receiver(std::shared_ptr<PoolCore> pool,
-                                                  std::shared_ptr<LocalChannel> channel) {
-  return std::make_shared<LocalReceiver>(std::move(pool), std::move(channel));
+                                                  std::shared_ptr<LocalChannel> channel, UniqueFd ready) {
+  return std::make_shared<LocalReceiver>(std::move(pool), std::move(channel), std::move(ready));
 }
 
 }  // namespace fbuf::detail

@@ -10,6 +10,13 @@
 //    receiver off), or at once when the ring is corrupt (kCorrupt once).
 //    Every later call returns kPeerGone: a corrupt channel never makes a
 //    receive loop spin.
+//  - Readiness fd (docs/design.md, "Readiness fds"): armed_ and owed_ are
+//    the receiving thread's. armed_ is true from an arm() that set the
+//    ring's consumer_armed word until this side takes the word back (the
+//    next arm() or a disarm); owed_ is true when the owner took an arming
+//    and so has sent, or is about to send, a record to the fd. Every
+//    arming the owner takes is seen exactly once, by the exchange in arm()
+//    or disarm(), so every record it sends is drained by a later arm().
 #pragma once
 
 #include <atomic>
@@ -32,11 +39,23 @@ class ReceiverCore {
   Result<View> try_receive() noexcept;
   Result<View> receive(std::chrono::nanoseconds timeout) noexcept;
   ReceiverStats stats() const noexcept;
+  // The readiness fd and its arming (Receiver::fd(), Receiver::arm()).
+  int fd() const noexcept { return ready_fd_.get(); }
+  bool arm() noexcept;
   // The Receiver handle is gone: hand back everything not yet received and
   // tell the sender to stop. Views already out stay valid.
   virtual void close() noexcept = 0;
+  // close(), and the readiness fd goes with the handle (the core itself
+  // lives on while views are out), so it leaves every epoll set at once.
+  void finish() noexcept {
+    close();
+    close_ready();
+  }
 
  protected:
+  // Closes ready_fd_. A receiver whose views signal through it from other
+  // threads (RemoteReceiver) closes it under the lock they take.
+  virtual void close_ready() noexcept { ready_fd_.reset(); }
   // True once the sender closed or died.
   virtual bool peer_closed() noexcept = 0;
   // Validates a descriptor (a private copy) and wraps it in a View.
@@ -47,6 +66,11 @@ class ReceiverCore {
 
   ipc::ChannelHeader* header_ = nullptr;
   RingConsumer in_;
+  // The waiting end of the readiness pair (fbuf/base/readiness.h).
+  UniqueFd ready_fd_;
+  // Set by arm() when the readiness fd read end-of-file: the owner's end
+  // is closed, so the sender is gone. Receiving thread only.
+  bool ready_eof_ = false;
   // Statistics, bumped and read with relaxed operations everywhere: each
   // is a counter on its own, nothing is published through it, and
   // stats() wants only recent values.
@@ -56,8 +80,12 @@ class ReceiverCore {
 
  private:
   Result<View> end(Errc first) noexcept;
+  // Takes the ring's consumer_armed word back after an arming.
+  void disarm() noexcept;
 
   bool ended_ = false;
+  bool armed_ = false;
+  bool owed_ = false;
 };
 
 // The library's way to wrap a core in the public handle.
@@ -65,7 +93,8 @@ struct ReceiverAccess {
   static Receiver make(std::shared_ptr<ReceiverCore> core) noexcept { return Receiver(std::move(core)); }
 };
 
+// `ready` is the waiting end of the receiver's readiness pair.
 std::shared_ptr<ReceiverCore> make_local_receiver(std::shared_ptr<PoolCore> pool,
-                                                  std::shared_ptr<LocalChannel> channel);
+                                                  std::shared_ptr<LocalChannel> channel, UniqueFd ready);
 
 }  // namespace fbuf::detail

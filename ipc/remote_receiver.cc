@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "fbuf/base/assert.h"
+#include "fbuf/base/readiness.h"
 #include "fbuf/buffers/doorbell.h"
 #include "fbuf/buffers/segv_report.h"
 #include "fbuf/buffers/view_owner.h"
@@ -37,6 +38,8 @@ class RemoteReceiver final : public ReceiverCore,
     ipc::check_memfd(pool_fd_.get(), info_.pool_size, "pool fd");
     ipc::check_memfd(ring_fd.get(), info_.ring_bytes, "ring fd");
     ipc::check_memfd(bell_fd.get(), page_size(), "doorbell fd");
+    ipc::check_ready_socket(fds[3].get(), "readiness fd");
+    ready_fd_ = std::move(fds[3]);
     pool_map_ = Mapping::map(pool_fd_.get(), info_.pool_size, PROT_READ, "pool '" + info_.pool_name + "'");
     ring_ = ChannelMemory(Mapping::map(ring_fd.get(), info_.ring_bytes, PROT_READ | PROT_WRITE, "ring"),
                           info_.send_capacity, info_.return_capacity);
@@ -77,6 +80,7 @@ class RemoteReceiver final : public ReceiverCore,
     Descriptor d;
     while (in_.pop(d) == RingStatus::kOk) push_return_locked(d.pool, d.index, d.generation);
     ring_doorbell(bell_);
+    if (take_doorbell_arming(bell_)) signal_ready(ready_fd_.get());
     ::shutdown(sock_.get(), SHUT_WR);
   }
 
@@ -85,6 +89,12 @@ class RemoteReceiver final : public ReceiverCore,
     {
       std::lock_guard lock(return_mu_);
       pushed = push_return_locked(pool, index, generation);
+      // A Sender waiting in epoll for a buffer armed the doorbell: tell it
+      // through this receiver's end of the readiness pair. Under the lock,
+      // so close_ready() cannot close the fd between the check and the
+      // send (the number could be reused). The push's publish() issued the
+      // fence this check needs.
+      if (pushed && take_doorbell_arming(bell_)) signal_ready(ready_fd_.get());
     }
     // publish() in the push issued the fence the doorbell needs.
     if (pushed) ring_doorbell_fenced(bell_);
@@ -92,7 +102,9 @@ class RemoteReceiver final : public ReceiverCore,
 
  protected:
   bool peer_closed() noexcept override {
-    if (sender_said_closed() || hung_up_) return true;
+    // ready_eof_: the owner's end of the readiness pair closed, which it
+    // does only when its outlet is gone (the Sender closed, or died).
+    if (sender_said_closed() || hung_up_ || ready_eof_) return true;
     auto now = Clock::now();
     if (now - last_check_ < kHangupCheckEvery) return false;
     last_check_ = now;
@@ -109,6 +121,12 @@ class RemoteReceiver final : public ReceiverCore,
     }
     return ViewAccess::make(std::shared_ptr<ViewOwner>(shared_from_this(), this), pool_map_.data() + *at,
                             d.length, d.pool, d.index, d.generation);
+  }
+
+ protected:
+  void close_ready() noexcept override {
+    std::lock_guard lock(return_mu_);
+    ready_fd_.reset();
   }
 
  private:
@@ -165,8 +183,9 @@ std::shared_ptr<ReceiverCore> connect_remote(std::string_view service, Clock::ti
   ipc::Datagram dg;
   if (auto ec = ipc::receive_message(sock.get(), dg, left()); ec) throw Error(ec, what + ": waiting for Welcome");
   ipc::WelcomeInfo info = ipc::decode_welcome(dg.words);
-  if (dg.fds.size() != 3)
-    throw_error(Errc::kProtocol, what + ": Welcome carried " + std::to_string(dg.fds.size()) + " fds, expected 3");
+  if (dg.fds.size() != ipc::kWelcomeFds)
+    throw_error(Errc::kProtocol, what + ": Welcome carried " + std::to_string(dg.fds.size()) + " fds, expected " +
+                                     std::to_string(ipc::kWelcomeFds));
   return std::make_shared<RemoteReceiver>(std::move(sock), info, std::move(dg.fds));
 }
 

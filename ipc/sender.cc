@@ -181,7 +181,7 @@ std::error_code SenderCore::deliver_locked(std::span<Buffer> buffers, std::span<
       o->count_dropped_locked(n);
       o->skip = false;
     } else {
-      o->out.publish();
+      o->publish_locked();
       o->count_delivered_locked(n);
     }
   }

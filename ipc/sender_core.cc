@@ -3,6 +3,7 @@
 #include "fbuf/sender.h"
 
 #include <capnp/message.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "fbuf/base/assert.h"
 #include "fbuf/base/deadline.h"
 #include "fbuf/base/limits.h"
+#include "fbuf/base/readiness.h"
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
 #include "fbuf/receiver.h"
@@ -46,7 +48,76 @@ SenderCore::SenderCore(Pool pool, std::string service, SenderOptions options)
   if (options_.slow_receiver > SlowReceiverPolicy::kCutOff)
     throw_error(Errc::kInvalidArgument, "slow_receiver is not a SlowReceiverPolicy");
   if (options_.hold_timeout.count() < 0) throw_error(Errc::kInvalidArgument, "hold_timeout must not be negative");
+  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) throw_errno("epoll_create1(Sender readiness)");
+  ReadyPair self = make_ready_pair();
+  self_signal_ = std::move(self.owner);
+  self_wait_ = std::move(self.receiver);
+  watch_ready_fd(self_wait_.get());
+  {
+    std::lock_guard lock(pool_->mutex());
+    pool_->set_owner_signal_locked(self_signal_.get());
+  }
   if (!service_.empty()) listener_ = std::make_unique<Listener>(*this, service_);
+}
+
+void SenderCore::watch_ready_fd(int fd) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl(Sender readiness)");
+}
+
+void SenderCore::drain_ready_fds() noexcept {
+  epoll_event events[32];
+  const int n = ::epoll_wait(epoll_.get(), events, 32, 0);
+  for (int i = 0; i < n; ++i) {
+    const int fd = events[i].data.fd;
+    // End-of-file: the receiver closed its end (it went, or died). Its
+    // outlet may live on a while (returns still to come); its end must
+    // leave the set now or the set would poll readable for ever.
+    if (!drain_ready(fd)) (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  }
+}
+
+bool SenderCore::arm(std::size_t size) noexcept {
+  drain_ready_fds();
+  std::lock_guard lock(pool_->mutex());
+  if (closed_) return false;
+  // relaxed, all: only this side sets the words to 1; the receivers and the
+  // pool take them back with an exchange after their own fence. The
+  // seq_cst fence below orders these stores before the re-check.
+  for (auto& o : outlets_) {
+    if (o->usable_locked()) o->out.indices()->producer_armed.store(1, std::memory_order_relaxed);
+  }
+  pool_->doorbell()->armed.store(1, std::memory_order_relaxed);
+  // seq_cst: the sleeping side's store-buffer fence; pairs with the fence
+  // in RingConsumer::release() (ring room) and in the doorbell's ring
+  // before take_doorbell_arming() (returns).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (would_block_locked(size)) return true;
+  disarm_locked();
+  return false;
+}
+
+bool SenderCore::would_block_locked(std::size_t size) noexcept {
+  if (size != 0 && !pool_->can_allocate_locked(size)) return true;
+  for (auto& o : outlets_) {
+    if (!o->usable_locked()) continue;
+    // Receivers that are skipped or cut off when they fall behind never
+    // make a send wait; under kFailFast a full ring fails the send.
+    const SlowReceiverPolicy p = o->terms.policy;
+    if (p != SlowReceiverPolicy::kBlock && p != SlowReceiverPolicy::kFailFast) continue;
+    if (o->out.reserve(1) == RingStatus::kFull) return true;
+  }
+  return false;
+}
+
+void SenderCore::disarm_locked() noexcept {
+  // relaxed: as in arm(). An arming someone took already was signalled:
+  // the next arm() drains that record.
+  for (auto& o : outlets_) o->out.indices()->producer_armed.exchange(0, std::memory_order_relaxed);
+  pool_->doorbell()->armed.exchange(0, std::memory_order_relaxed);
 }
 
 SenderCore::~SenderCore() {
@@ -56,6 +127,7 @@ SenderCore::~SenderCore() {
   if (listener_) listener_->stop();
   std::lock_guard lock(pool_->mutex());
   closed_ = true;
+  pool_->clear_owner_signal_locked(self_signal_.get());
   for (auto& o : outlets_) o->close_locked();
   if (listener_) listener_->close_remotes_locked();
   outlets_.clear();
@@ -68,7 +140,11 @@ Receiver SenderCore::connect_local() {
   const ReceiverTerms terms = terms_for(nullptr);
   ch->count_held = (terms.policy == SlowReceiverPolicy::kSkip || terms.policy == SlowReceiverPolicy::kCutOff) &&
                    terms.budget != 0;
-  auto outlet = std::make_shared<LocalOutlet>(ch, terms);
+  ReadyPair ready = make_ready_pair();
+  // Before the outlet exists, so that a failure leaves nothing behind; the
+  // end leaves the set by itself when the outlet closes it.
+  watch_ready_fd(ready.owner.get());
+  auto outlet = std::make_shared<LocalOutlet>(ch, terms, std::move(ready.owner));
   outlet->identity.pid = static_cast<std::uint32_t>(::getpid());
   outlet->identity.uid = ::geteuid();
   {
@@ -80,7 +156,7 @@ Receiver SenderCore::connect_local() {
     if (outlets_.size() >= options_.max_receivers) throw_error(Errc::kInvalidArgument, "max_receivers reached");
     add_locked(outlet);
   }
-  return ReceiverAccess::make(make_local_receiver(pool_, std::move(ch)));
+  return ReceiverAccess::make(make_local_receiver(pool_, std::move(ch), std::move(ready.receiver)));
 }
 
 bool SenderCore::wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const {
@@ -134,12 +210,15 @@ std::shared_ptr<RemoteOutlet> SenderCore::add_remote(UniqueFd& sock, const ipc::
   }
   capnp::MallocMessageBuilder m;
   ipc::build_welcome(m, info);
-  const int fds[3] = {pool_->read_only_fd(), ring_fd.get(), pool_->doorbell_fd()};
+  ReadyPair ready = make_ready_pair();
+  const int fds[ipc::kWelcomeFds] = {pool_->read_only_fd(), ring_fd.get(), pool_->doorbell_fd(), ready.receiver.get()};
   if (auto ec = ipc::send_message(sock.get(), m, fds); ec) throw Error(ec, "sending Welcome");
 
+  watch_ready_fd(ready.owner.get());  // as in connect_local()
   std::lock_guard lock(pool_->mutex());
   if (closed_) throw_error(Errc::kClosed, "the sender is closing");
-  auto outlet = std::make_shared<RemoteOutlet>(*pool_, std::move(sock), std::move(mem), returns_, terms_for(&hello));
+  auto outlet = std::make_shared<RemoteOutlet>(*pool_, std::move(sock), std::move(mem), returns_, terms_for(&hello),
+                                               std::move(ready.owner));
   outlet->identity.id = info.receiver_id;
   add_locked(outlet);
   return outlet;
@@ -292,6 +371,8 @@ Result<Buffer> Sender::allocate(std::size_t size, std::chrono::nanoseconds timeo
   if (!core_) return Errc::kClosed;
   return core_->pool_core().allocate(size, timeout);
 }
+int Sender::fd() const noexcept { return core_ ? core_->fd() : -1; }
+bool Sender::arm(std::size_t size) noexcept { return core_ && core_->arm(size); }
 std::error_code Sender::try_send(Buffer&& buffer, std::size_t length) noexcept {
   if (!core_) return Errc::kClosed;
   return core_->send(std::span<Buffer>(&buffer, 1), std::span<const std::size_t>(&length, 1),

@@ -55,6 +55,9 @@ class SenderCore {
   Receiver connect_local();
   std::error_code send(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
                        std::chrono::nanoseconds timeout) noexcept;
+  // The readiness fd (Sender::fd(), Sender::arm()).
+  int fd() const noexcept { return epoll_.get(); }
+  bool arm(std::size_t size) noexcept;
   bool wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const;
   // relaxed: a recent count is all a caller can use; nothing is published
   // through it (wait_for_receivers() reads it under count_mu_).
@@ -123,6 +126,19 @@ class SenderCore {
   void publish_count_locked() noexcept;
   void refresh_terms_locked() noexcept;
 
+  // Reads the records queued on the owner's ends of the readiness pairs
+  // and on self_wait_, so that a level-triggered wait on epoll_ does not
+  // spin on signals for an earlier arming; drops ends whose receiver has
+  // closed its side (they would poll readable for ever).
+  void drain_ready_fds() noexcept;
+  // Adds `fd` to epoll_. Throws Error.
+  void watch_ready_fd(int fd);
+  // True if an allocation of `size` (0: none) or a send of one buffer
+  // would say kWouldBlock now.
+  bool would_block_locked(std::size_t size) noexcept;
+  // Takes back the armings arm() set.
+  void disarm_locked() noexcept;
+
   Pool pool_handle_;
   std::shared_ptr<PoolCore> pool_;
   std::string service_;
@@ -143,6 +159,15 @@ class SenderCore {
   mutable std::mutex count_mu_;
   mutable std::condition_variable count_cv_;
   std::atomic<std::size_t> receivers_{0};
+
+  // The Sender's readiness fd: an epoll set over the owner's end of every
+  // receiver's readiness pair (receivers signal ring room and returns
+  // through them) and over self_wait_, which the pool signals for buffers
+  // freed in this process (PoolCore::wake_owner_locked()). Epoll is
+  // thread-safe: the control thread adds ends as receivers connect.
+  UniqueFd epoll_;
+  UniqueFd self_signal_;
+  UniqueFd self_wait_;
 
   std::unique_ptr<Listener> listener_;
 };

@@ -8,6 +8,7 @@ namespace fbuf::bench::peers {
 const std::vector<PeerInfo>& catalog() {
   static const std::vector<PeerInfo> all = {
       {Peer::kFbufVolatile, Family::kFbuf, "fbuf-volatile", "fbuf volatile", 0, true, 0, false},
+      {Peer::kFbufVolatileFd, Family::kFbuf, "fbuf-volatile-fd", "fbuf volatile, epoll on fd", 0, true, 0, false},
       {Peer::kFbufReadOnly, Family::kFbuf, "fbuf-read_only", "fbuf read_only", 0, true, 1, false},
       {Peer::kFbufCopyOnWrite, Family::kFbuf, "fbuf-copy_on_write", "fbuf copy_on_write", 0, true, 2, false},
       {Peer::kFbufThread, Family::kFbufThread, "fbuf-thread", "fbuf thread handoff", 0, false, -1, false},
@@ -107,7 +108,7 @@ Ends make_ends(Peer p, Side side, EndConfig c, const std::string& name) {
   switch (i.family) {
     case Family::kFbuf:
       if (producer) e.producer = make_fbuf_producer(c, name, i.fbuf_policy);
-      else e.consumer = make_fbuf_consumer(c, name, i.fbuf_policy);
+      else e.consumer = make_fbuf_consumer(c, name, i.fbuf_policy, p == Peer::kFbufVolatileFd);
       break;
     case Family::kFbufThread:
       e = make_fbuf_local_pair(c);

@@ -16,6 +16,9 @@ namespace fbuf::bench::peers {
 
 enum class Peer : std::uint8_t {
   kFbufVolatile,
+  // fbuf volatile whose consumer waits in epoll on the Receiver's
+  // readiness fd (fd(), arm()) instead of in receive(): the cost of the fd.
+  kFbufVolatileFd,
   kFbufReadOnly,
   kFbufCopyOnWrite,
   kFbufThread,

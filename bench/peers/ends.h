@@ -123,8 +123,11 @@ struct Ends {
 // needs no fbuf header).
 std::unique_ptr<ProducerEnd> make_fbuf_producer(const EndConfig& c, const std::string& service,
                                                 int policy);
+// With `via_fd` the consumer waits for data in epoll_wait on the
+// Receiver's readiness fd (after spinning for c.spin, as receive() does),
+// the way an event loop would.
 std::unique_ptr<ConsumerEnd> make_fbuf_consumer(const EndConfig& c, const std::string& service,
-                                                int policy);
+                                                int policy, bool via_fd = false);
 
 // Thread handoff: both ends in this process, through Sender::connect_local()
 // (volatile pools). The two ends share nothing but the channels.

@@ -2,7 +2,13 @@
 // consumer reads the producer's memory through a View and drops it. Replies
 // travel the same way in the other direction, from the consumer's own pool.
 
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -62,12 +68,27 @@ class FbufOutlet final : public Outlet {
 };
 
 // Receives a View, consumes it and drops it (which returns the buffer).
+// With `spin` set, waits the event-loop way: try_receive() for `spin`,
+// then arm() and epoll_wait() on the readiness fd.
 class FbufInlet final : public Inlet {
  public:
-  FbufInlet(Receiver rx, std::size_t size, Mode mode) : rx_(std::move(rx)), size_(size), mode_(mode) {}
+  FbufInlet(Receiver rx, std::size_t size, Mode mode, std::optional<std::chrono::nanoseconds> spin = std::nullopt)
+      : rx_(std::move(rx)), size_(size), mode_(mode), spin_(spin) {
+    if (!spin_) return;
+    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    if (epoll_ < 0 || ::epoll_ctl(epoll_, EPOLL_CTL_ADD, rx_.fd(), &ev) != 0)
+      throw std::system_error(errno, std::system_category(), "epoll for the readiness fd");
+  }
+  ~FbufInlet() override {
+    if (epoll_ >= 0) ::close(epoll_);
+  }
+  FbufInlet(const FbufInlet&) = delete;
+  FbufInlet& operator=(const FbufInlet&) = delete;
 
   bool next(Consumed& out) override {
-    Result<View> v = rx_.receive(kOpTimeout);
+    Result<View> v = spin_ ? receive_via_fd() : rx_.receive(kOpTimeout);
     if (!v) {
       error_ = "fbuf receive: " + v.error().message();
       return false;
@@ -82,9 +103,31 @@ class FbufInlet final : public Inlet {
   }
 
  private:
+  Result<View> receive_via_fd() {
+    const auto wouldblock = make_error_code(Errc::kWouldBlock);
+    Result<View> v = rx_.try_receive();
+    if (v || v.error() != wouldblock) return v;
+    const auto until = std::chrono::steady_clock::now() + *spin_;
+    do {
+      v = rx_.try_receive();
+      if (v || v.error() != wouldblock) return v;
+    } while (std::chrono::steady_clock::now() < until);
+    const int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(kOpTimeout).count());
+    for (;;) {
+      if (rx_.arm()) {
+        epoll_event ev;
+        if (::epoll_wait(epoll_, &ev, 1, ms) == 0) return Errc::kTimedOut;
+      }
+      v = rx_.try_receive();
+      if (v || v.error() != wouldblock) return v;
+    }
+  }
+
   Receiver rx_;
   std::size_t size_;
   Mode mode_;
+  std::optional<std::chrono::nanoseconds> spin_;
+  int epoll_ = -1;
 };
 
 }  // namespace
@@ -106,13 +149,15 @@ std::unique_ptr<ProducerEnd> make_fbuf_producer(const EndConfig& c, const std::s
 }
 
 std::unique_ptr<ConsumerEnd> make_fbuf_consumer(const EndConfig& c, const std::string& service,
-                                                int policy) {
+                                                int policy, bool via_fd) {
   Pool reply_pool(PoolOptions{.name = "peer_bench-reply",
                               .classes = {{kReplySize, kReplyBuffers}},
                               .policy = to_policy(policy)});
   Sender reply_tx(std::move(reply_pool), service + "-r");
   Receiver rx = Receiver::connect(service, ReceiverOptions{.connect_timeout = kOpTimeout});
-  return std::make_unique<ConsumerEnd>(std::make_unique<FbufInlet>(std::move(rx), c.size, c.mode),
+  std::optional<std::chrono::nanoseconds> spin;
+  if (via_fd) spin = c.spin;
+  return std::make_unique<ConsumerEnd>(std::make_unique<FbufInlet>(std::move(rx), c.size, c.mode, spin),
                                        std::make_unique<FbufOutlet>(std::move(reply_tx), kReplySize,
                                                                     Mode::kTransport, true));
 }

@@ -107,6 +107,7 @@ void print_help() {
       "\n"
       "  --quick                 a ~1 minute smoke run (short cells; rough numbers)\n"
       "  --only=LIST             transports, comma-separated: fbuf (= the four below), fbuf-volatile,\n"
+      "                          fbuf-volatile-fd (fbuf-volatile, the consumer waiting in epoll),\n"
       "                          fbuf-read_only, fbuf-copy_on_write, fbuf-thread, iceoryx, mq, unix,\n"
       "                          pipe, unix-block, pipe-block (readers that block at once), streams\n"
       "                          (= the four before), ring, memcpy, all (default)\n"

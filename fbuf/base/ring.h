@@ -14,6 +14,15 @@
 //  - Wake-ups follow fbuf/base/wake.h: the consumer sleeps on
 //    data_seq/consumer_waiters, the producer on space_seq/producer_waiters;
 //    publish() and release() are the waking side.
+//  - consumer_armed is the readiness-fd half of the same protocol (a
+//    consumer that waits in poll/epoll instead of on the futex): only the
+//    consumer sets it to 1 (arming, then a seq_cst fence and a re-check of
+//    the ring); publish() takes it back to 0 with an exchange after its
+//    fence, and only the publish() whose exchange saw 1 tells its caller
+//    to signal the fd. So the fd is signalled at most once per arming and
+//    never while the consumer keeps up (docs/design.md, "Readiness fds").
+//    producer_armed is the same for a producer waiting for space: set only
+//    by the producer, taken back by the exchange in release().
 //
 // The ring sits in the bottom layer, below the pools, because an owner's
 // pool reads its receivers' return rings when it needs buffers
@@ -51,8 +60,10 @@ struct RingIndices {
   alignas(kCacheLine) std::atomic<std::uint64_t> head{0};   // consumer writes
   alignas(kCacheLine) std::atomic<std::uint32_t> data_seq{0};  // futex: "tail moved"
   std::atomic<std::uint32_t> consumer_waiters{0};
+  std::atomic<std::uint32_t> consumer_armed{0};  // 1: the consumer waits on its readiness fd
   alignas(kCacheLine) std::atomic<std::uint32_t> space_seq{0};  // futex: "head moved"
   std::atomic<std::uint32_t> producer_waiters{0};
+  std::atomic<std::uint32_t> producer_armed{0};  // 1: the producer waits on its readiness fd
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
@@ -85,19 +96,29 @@ class RingProducer {
   }
 
   // Publishes everything written since the last publish and wakes a
-  // sleeping consumer.
-  void publish() noexcept {
+  // sleeping consumer. Returns true if the consumer had armed its
+  // readiness fd: the caller signals that fd (once; the arming is used up).
+  bool publish() noexcept {
     tail_ = pending_;
     // release: publishes the slots written above; pairs with the acquire
     // load of tail in RingConsumer::take().
     idx_->tail.store(tail_, std::memory_order_release);
     fence_and_wake(idx_->consumer_waiters, idx_->data_seq);
+    // relaxed, both: ordered after the tail store by the seq_cst fence in
+    // fence_and_wake(), which pairs with the consumer's fence after it
+    // armed (ReceiverCore::arm()); the plain load keeps the common case
+    // (not armed) free of a locked instruction, and the exchange makes
+    // sure one arming is signalled once.
+    return idx_->consumer_armed.load(std::memory_order_relaxed) != 0 &&
+           idx_->consumer_armed.exchange(0, std::memory_order_relaxed) != 0;
   }
 
+  // For rings whose consumer never arms a readiness fd (the return ring,
+  // read by the owner's pool).
   bool push(const Descriptor& d) noexcept {
     if (reserve() != RingStatus::kOk) return false;
     write(d);
-    publish();
+    (void)publish();
     return true;
   }
 
@@ -143,18 +164,27 @@ class RingConsumer {
 
   // Hands back every slot taken since the last release() and wakes a
   // producer waiting for space: one fence per batch, not per descriptor.
-  void release() noexcept {
-    if (released_ == head_) return;
+  // Returns true if the producer had armed its readiness fd: the caller
+  // signals it (once; the arming is used up).
+  bool release() noexcept {
+    if (released_ == head_) return false;
     released_ = head_;
     // release: hands the slots back only after the copies above; pairs
     // with the acquire load of head in RingProducer::reserve().
     idx_->head.store(head_, std::memory_order_release);
     fence_and_wake(idx_->producer_waiters, idx_->space_seq);
+    // relaxed, both: as in RingProducer::publish(), ordered by the fence
+    // in fence_and_wake(), which pairs with the producer's fence after it
+    // armed (SenderCore::arm()).
+    return idx_->producer_armed.load(std::memory_order_relaxed) != 0 &&
+           idx_->producer_armed.exchange(0, std::memory_order_relaxed) != 0;
   }
 
+  // For callers that signal nobody (a receiver handing back what it never
+  // took as it closes: the owner learns of that by the detach).
   RingStatus pop(Descriptor& out) noexcept {
     RingStatus st = take(out);
-    if (st == RingStatus::kOk) release();
+    if (st == RingStatus::kOk) (void)release();
     return st;
   }
 

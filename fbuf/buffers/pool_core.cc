@@ -10,6 +10,7 @@
 
 #include "fbuf/base/assert.h"
 #include "fbuf/base/limits.h"
+#include "fbuf/base/readiness.h"
 
 namespace fbuf {
 namespace detail {
@@ -138,6 +139,14 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
     b.generation_ = s.generation;
     return b;
   }
+}
+
+bool PoolCore::can_allocate_locked(std::size_t size) noexcept {
+  if (size > options_.classes.back().buffer_size) return true;
+  std::size_t k = 0;
+  while (options_.classes[k].buffer_size < size) ++k;
+  if (free_[k].empty()) drain_inlets_locked(/*slow=*/true);
+  return !free_[k].empty();
 }
 
 Result<Buffer> PoolCore::try_allocate(std::size_t size) noexcept {
@@ -327,7 +336,7 @@ void PoolCore::release_unsent(std::uint32_t index, std::uint32_t generation) noe
     --allocated_;
     free_locked(index);
   }
-  ring_doorbell(doorbell());
+  ring_doorbell_unlocked();
 }
 
 void PoolCore::release_ref(std::uint32_t index, std::uint32_t generation) noexcept {
@@ -335,7 +344,21 @@ void PoolCore::release_ref(std::uint32_t index, std::uint32_t generation) noexce
     std::lock_guard lock(mu_);
     release_ref_locked(index, generation);
   }
+  ring_doorbell_unlocked();
+}
+
+void PoolCore::ring_doorbell_unlocked() noexcept {
   ring_doorbell(doorbell());
+  // relaxed: ordered after the ring's seq_cst fence, which pairs with the
+  // fence in SenderCore::arm(); a stale 0 means the Sender armed after
+  // that fence and its own re-check finds the buffer freed above.
+  if (doorbell()->armed.load(std::memory_order_relaxed) == 0) return;
+  std::lock_guard lock(mu_);
+  wake_owner_locked();
+}
+
+void PoolCore::wake_owner_locked() noexcept {
+  if (take_doorbell_arming(doorbell())) signal_ready(owner_signal_);
 }
 
 void PoolCore::add_inlet_locked(std::shared_ptr<ReturnInlet> inlet) { inlets_.push_back(std::move(inlet)); }

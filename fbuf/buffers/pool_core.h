@@ -96,10 +96,30 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   bool release_ref_locked(std::uint32_t index, std::uint32_t generation) noexcept;
   // The seam for returns from other processes (returns.h).
   void add_inlet_locked(std::shared_ptr<ReturnInlet> inlet);
+  // True if try_allocate(size) would not say kWouldBlock now (it may still
+  // fail otherwise: kTooLarge, a failed restore). Collects returns first
+  // if the class is empty.
+  bool can_allocate_locked(std::size_t size) noexcept;
   void drain_inlets_locked(bool slow = true) noexcept;
   // Wakes allocate(timeout) waiters after buffers came back by a path that
-  // rang no doorbell (a reclaim, a detach).
-  void ring_doorbell_locked() noexcept { ring_doorbell(doorbell()); }
+  // rang no doorbell (a reclaim, a detach), and a Sender that armed its
+  // readiness fd for a buffer.
+  void ring_doorbell_locked() noexcept {
+    ring_doorbell(doorbell());
+    wake_owner_locked();
+  }
+  // After ringing: signals the armed Sender's readiness fd, if the doorbell
+  // is armed and this call takes the arming.
+  void wake_owner_locked() noexcept;
+  // The fd a Sender of this pool waits on in epoll (the owner's end of its
+  // own readiness pair), signalled when a buffer is freed in this process
+  // while the doorbell is armed. One Sender's at a time: a pool with two
+  // Senders signals the one that set it last. -1: none.
+  void set_owner_signal_locked(int fd) noexcept { owner_signal_ = fd; }
+  // Forgets `fd` if it is the one set (its Sender is going).
+  void clear_owner_signal_locked(int fd) noexcept {
+    if (owner_signal_ == fd) owner_signal_ = -1;
+  }
   // An inlet became an orphan (+1); fast drains look for hang-ups only
   // while there are orphans.
   void note_orphan_locked(int delta) noexcept { orphans_ = static_cast<std::uint32_t>(static_cast<int>(orphans_) + delta); }
@@ -113,6 +133,9 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // Takes the mutex: a Buffer dropped unsent, or an in-process View done.
   void release_unsent(std::uint32_t index, std::uint32_t generation) noexcept;
   void release_ref(std::uint32_t index, std::uint32_t generation) noexcept;
+  // Rings the doorbell after buffers were freed with the mutex released,
+  // and signals an armed Sender (takes the mutex only then).
+  void ring_doorbell_unlocked() noexcept;
   void release(std::uint32_t /*pool*/, std::uint32_t index, std::uint32_t generation) noexcept override {
     release_ref(index, generation);
   }
@@ -160,6 +183,7 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   std::uint32_t allocated_ = 0;                       // guarded by mu_
   std::uint32_t in_flight_ = 0;                       // guarded by mu_
   std::uint64_t rejected_returns_ = 0;                // guarded by mu_
+  int owner_signal_ = -1;                             // guarded by mu_
 };
 
 }  // namespace fbuf::detail

@@ -6,3 +6,4 @@
 #include "fbuf/pool.h"
 #include "fbuf/receiver.h"
 #include "fbuf/sender.h"
+#include "fbuf/wait_set.h"

@@ -66,6 +66,25 @@ class Receiver {
   Result<View> try_receive() noexcept;
   Result<View> receive(std::chrono::nanoseconds timeout) noexcept;
 
+  // Waiting in an event loop (poll, epoll, io_uring, asio, libuv): fd() is
+  // a file descriptor that polls readable (POLLIN) once this receiver has
+  // something for try_receive() after an arm() that returned true. Call
+  // arm() right before each wait, after try_receive() said kWouldBlock:
+  //  - true: armed; wait on fd(). The next buffer, end of stream or cut-off
+  //    makes it readable (a wake-up may also be spurious: try_receive()
+  //    then says kWouldBlock again, and you arm again).
+  //  - false: something is waiting already (a buffer, or the end of the
+  //    stream); call try_receive() instead of waiting.
+  // Arming costs no syscall on either side while buffers keep coming; the
+  // sender signals the fd once per arming, only when the receiver armed.
+  // arm() drains the fd, so level-triggered polling does not spin. fd()
+  // stays the same for the Receiver's life and is closed with it (-1 for
+  // a moved-from Receiver; arm() then returns false). Do not read or write
+  // the fd yourself. Called by the receiving thread only, like
+  // try_receive().
+  int fd() const noexcept;
+  bool arm() noexcept;
+
   ReceiverStats stats() const;
 
  private:

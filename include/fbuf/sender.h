@@ -92,6 +92,25 @@ class Sender {
   Result<Buffer> try_allocate(std::size_t size) noexcept;
   Result<Buffer> allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept;
 
+  // Waiting for back-pressure to clear in an event loop: fd() polls
+  // readable (POLLIN) after an arm() that returned true, once a receiver
+  // took from its ring or a buffer came back to the pool. Call arm(size)
+  // right before each wait, after try_allocate(size) or try_send() said
+  // kWouldBlock (size 0: only ring room matters, as for a try_send() of a
+  // buffer already held):
+  //  - true: armed; wait on fd(), then try again (a wake-up may be
+  //    spurious).
+  //  - false: a buffer of `size` can be allocated and every receiver's
+  //    ring has room now (or there is nothing to wait for: no receivers,
+  //    closed); try again instead of waiting.
+  // No syscall on either side unless armed; the receivers signal at most
+  // once per arming. fd() is the Sender's for its life (-1 when moved
+  // from; arm() then returns false). Returns come through the pool's
+  // doorbell: with two Senders on one pool, only the one created last is
+  // woken by returns (either is by ring room). Do not read the fd.
+  int fd() const noexcept;
+  bool arm(std::size_t size = 0) noexcept;
+
   // Publishes the first `length` bytes of `buffer` to every receiver. On
   // success the buffer is consumed (the sender's write access ends). On
   // failure `buffer` is left untouched, so the caller still owns it:

@@ -168,6 +168,24 @@ uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_n
  * the channel's ring holds. Contiguous buffers are protected with one call. */
 uf_error uf_writev(uf_channel* sender, uf_buf* const* bufs, const size_t* lens, size_t n, int64_t timeout_ns);
 uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out);
+/* Event loops (poll, epoll, ...). uf_channel_fd is a channel end's
+ * readiness fd, -1 for a handle that is not a live channel. Before each
+ * wait, call uf_channel_arm: 1 means armed, wait for the fd to poll
+ * readable (POLLIN); 0 means do not wait, try again now (or the handle is
+ * not a live channel: the call then says UF_EINVAL).
+ *  - A receiving end, after uf_get(..., 0, ...) said UF_EAGAIN: readable
+ *    once a buffer or the end of the stream is waiting.
+ *  - A sending end, after uf_write(..., 0) said UF_EAGAIN (a receiver's
+ *    ring is full): readable once a receiver made room. After
+ *    uf_allocb(..., 0, ...) said UF_EAGAIN, arm with
+ *    uf_channel_arm_alloc(sender, size) instead: readable once a buffer of
+ *    `size` came back too.
+ * The peer signals the fd once per arming and never while both keep up; a
+ * wake-up may be spurious (try again, arm again). The fd is closed by
+ * uf_channel_close; do not read it. */
+int uf_channel_fd(const uf_channel* ch);
+int uf_channel_arm(uf_channel* ch);
+int uf_channel_arm_alloc(uf_channel* sender, size_t size);
 /* Returns an unsent buffer to its pool, or a received one to its owner.
  * Aborts with a message for a buffer already deallocated or consumed. */
 void uf_deallocate(uf_buf* buf);

@@ -369,7 +369,7 @@ class Hostile {
         fds.emplace_back(fd);
       }
     }
-    if (n <= 0 || fds.size() != 3) return false;  // a Reject, or cut off
+    if (n <= 0 || fds.size() != fbuf::ipc::kWelcomeFds) return false;  // a Reject, or cut off
     // Before anything else: the capacities in the header, while the
     // producer may still be reading them.
     if ((attacks_ & kCapacity) != 0 && !stall_role_ && rng_() % 4 != 0) {

@@ -19,6 +19,7 @@
 
 #include "fbuf/fbuf.h"
 #include "fbuf/base/fd.h"
+#include "fbuf/base/readiness.h"
 #include "fbuf/buffers/doorbell.h"
 #include "ipc/channel.h"
 #include "ipc/control.h"
@@ -361,6 +362,7 @@ struct FakeFds {
   UniqueFd bell = detail::make_sealed_memfd("fake-bell", detail::page_size());
   Mapping ring_map = Mapping::map(ring.get(), ipc::ChannelHeader::bytes(8, 4), PROT_READ | PROT_WRITE, "r");
   Mapping bell_map = Mapping::map(bell.get(), detail::page_size(), PROT_READ | PROT_WRITE, "b");
+  detail::ReadyPair ready = detail::make_ready_pair();
   FakeFds() {
     detail::init_channel_header(ring_map.data(), 8, 4);
     auto* d = new (bell_map.data()) detail::DoorbellHeader{};
@@ -414,7 +416,7 @@ TEST(LyingSender, EveryMalformedWelcomeIsAProtocolError) {
          ASSERT_EQ(pipe(p), 0);
          capnp::MallocMessageBuilder m;
          fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
-         int fds[3] = {p[0], f.ring.get(), f.bell.get()};
+         int fds[4] = {p[0], f.ring.get(), f.bell.get(), f.ready.receiver.get()};
          ipc::send_message(s, m, fds);
          close(p[0]);
          close(p[1]);
@@ -425,7 +427,7 @@ TEST(LyingSender, EveryMalformedWelcomeIsAProtocolError) {
          UniqueFd small = detail::make_sealed_memfd("small-pool", 4096);
          capnp::MallocMessageBuilder m;
          fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
-         int fds[3] = {small.get(), f.ring.get(), f.bell.get()};
+         int fds[4] = {small.get(), f.ring.get(), f.bell.get(), f.ready.receiver.get()};
          ipc::send_message(s, m, fds);
        }},
       {"unsealed",
@@ -435,7 +437,7 @@ TEST(LyingSender, EveryMalformedWelcomeIsAProtocolError) {
          ASSERT_EQ(ftruncate(open_pool.get(), 4 * 4096), 0);
          capnp::MallocMessageBuilder m;
          fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
-         int fds[3] = {open_pool.get(), f.ring.get(), f.bell.get()};
+         int fds[4] = {open_pool.get(), f.ring.get(), f.bell.get(), f.ready.receiver.get()};
          ipc::send_message(s, m, fds);
        }},
       {"inconsistent-size",
@@ -468,10 +470,61 @@ TEST(LyingSender, EveryMalformedWelcomeIsAProtocolError) {
          f.ring_map.data()[0] = std::byte{0};  // magic
          capnp::MallocMessageBuilder m;
          fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
+         int fds[4] = {f.pool.get(), f.ring.get(), f.bell.get(), f.ready.receiver.get()};
+         ipc::send_message(s, m, fds);
+       }},
+      {"three-fds",
+       [](int s) {
+         FakeFds f;
+         capnp::MallocMessageBuilder m;
+         fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
          int fds[3] = {f.pool.get(), f.ring.get(), f.bell.get()};
          ipc::send_message(s, m, fds);
        }},
+      {"pipe-as-readiness-socket",
+       [](int s) {
+         FakeFds f;
+         int p[2];
+         ASSERT_EQ(pipe(p), 0);
+         capnp::MallocMessageBuilder m;
+         fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
+         int fds[4] = {f.pool.get(), f.ring.get(), f.bell.get(), p[0]};
+         ipc::send_message(s, m, fds);
+         close(p[0]);
+         close(p[1]);
+       }},
+      {"datagram-readiness-socket",
+       [](int s) {
+         FakeFds f;
+         int sv[2];
+         ASSERT_EQ(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
+         capnp::MallocMessageBuilder m;
+         fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
+         int fds[4] = {f.pool.get(), f.ring.get(), f.bell.get(), sv[0]};
+         ipc::send_message(s, m, fds);
+         close(sv[0]);
+         close(sv[1]);
+       }},
+      {"unconnected-readiness-socket",
+       [](int s) {
+         FakeFds f;
+         UniqueFd lone(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+         capnp::MallocMessageBuilder m;
+         fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
+         int fds[4] = {f.pool.get(), f.ring.get(), f.bell.get(), lone.get()};
+         ipc::send_message(s, m, fds);
+       }},
   };
+  // The Welcome every malformed one above is made from is accepted: each
+  // case fails for its own fault, not for one they share.
+  EXPECT_EQ(connect_against("well-formed", [](int s) {
+              FakeFds f;
+              capnp::MallocMessageBuilder m;
+              fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
+              int fds[4] = {f.pool.get(), f.ring.get(), f.bell.get(), f.ready.receiver.get()};
+              ipc::send_message(s, m, fds);
+            }),
+            std::error_code());
   for (const auto& [name, reply] : cases) {
     EXPECT_EQ(connect_against(name, reply), make_error_code(Errc::kProtocol)) << name;
   }
@@ -484,7 +537,7 @@ TEST(LyingSender, ForgedDescriptorsAreSkippedCountedAndTheStreamGoesOn) {
   FakeSender fake(service, [&](int s) {
     capnp::MallocMessageBuilder m;
     fill_welcome(m.initRoot<ipc::proto::ControlMessage>().initWelcome());
-    int fds[3] = {f.pool.get(), f.ring.get(), f.bell.get()};
+    int fds[4] = {f.pool.get(), f.ring.get(), f.bell.get(), f.ready.receiver.get()};
     ipc::send_message(s, m, fds);
     while (!done.load()) std::this_thread::sleep_for(1ms);
   });

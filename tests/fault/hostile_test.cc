@@ -34,6 +34,7 @@
 
 #include "fbuf/fbuf.h"
 #include "fbuf/base/fd.h"
+#include "fbuf/base/readiness.h"
 #include "fbuf/buffers/doorbell.h"
 #include "ipc/channel.h"
 #include "ipc/control.h"
@@ -161,14 +162,15 @@ struct Hostile {
     send_hello(sock.get());
     ipc::Datagram dg;
     EXPECT_FALSE(ipc::receive_message(sock.get(), dg, 5s));
-    if (early && dg.fds.size() == 3) {
+    if (early && dg.fds.size() == ipc::kWelcomeFds) {
       early_map = Mapping::map(dg.fds[1].get(), detail::page_size(), PROT_READ | PROT_WRITE, "early");
       early(reinterpret_cast<ipc::ChannelHeader*>(early_map.data()));
     }
     info = ipc::decode_welcome(dg.words);
-    EXPECT_EQ(dg.fds.size(), 3u);
+    EXPECT_EQ(dg.fds.size(), ipc::kWelcomeFds);
     ring = Mapping::map(dg.fds[1].get(), info.ring_bytes, PROT_READ | PROT_WRITE, "ring");
     bell = Mapping::map(dg.fds[2].get(), detail::page_size(), PROT_READ | PROT_WRITE, "bell");
+    if (dg.fds.size() == ipc::kWelcomeFds) ready = std::move(dg.fds[3]);
     header = reinterpret_cast<ipc::ChannelHeader*>(ring.data());
     send_slots = reinterpret_cast<ipc::Descriptor*>(ring.data() + ipc::ChannelHeader::send_slots_offset());
     return_slots = reinterpret_cast<ipc::Descriptor*>(
@@ -188,6 +190,7 @@ struct Hostile {
   }
 
   UniqueFd sock;
+  UniqueFd ready;  // the receiver's end of its readiness pair
   ipc::WelcomeInfo info;
   Mapping early_map;
   Mapping ring;
@@ -358,6 +361,7 @@ struct FakeChannel {
   UniqueFd bell = detail::make_sealed_memfd("fake-bell", detail::page_size());
   Mapping ring_map = Mapping::map(ring.get(), ipc::ChannelHeader::bytes(kSend, kReturn), PROT_READ | PROT_WRITE, "r");
   Mapping bell_map = Mapping::map(bell.get(), detail::page_size(), PROT_READ | PROT_WRITE, "b");
+  rg::ReadyPair ready = rg::make_ready_pair();
   ipc::ChannelHeader* header = nullptr;
 
   FakeChannel() {
@@ -378,7 +382,7 @@ struct FakeChannel {
     w.setSendCapacity(kSend);
     w.setReturnCapacity(kReturn);
     w.setRingBytes(ipc::ChannelHeader::bytes(kSend, kReturn));
-    const int fds[3] = {pool.get(), ring.get(), bell.get()};
+    const int fds[ipc::kWelcomeFds] = {pool.get(), ring.get(), bell.get(), ready.receiver.get()};
     ASSERT_FALSE(ipc::send_message(sock, m, fds));
   }
 };
@@ -734,6 +738,93 @@ TEST(OrphanedReceiver, KilledAfterItsSenderIsGoneGivesItsBuffersBackWithinABound
   EXPECT_EQ(s.in_flight, 0u);
   EXPECT_EQ(s.free, 4u);
   ::close(ready[0]);
+}
+
+// --- The readiness fd. ---
+
+// A receiver that keeps its consumer_armed word set all the time (so the
+// sender signals at every publish), turns its readiness socket blocking
+// and never reads it, so the socket fills; floods the owner's end; later
+// it shuts the socket and closes it. The sender signals with MSG_DONTWAIT | MSG_NOSIGNAL on its
+// own end: no send may block on it, and none may raise SIGPIPE (which
+// would end this test binary).
+TEST(ReadinessFd, AReceiverThatFillsOrBlocksItsSocketCannotStallTheSender) {
+  constexpr std::uint32_t kBuffers = 64;
+  constexpr std::uint64_t kSends = 20000;
+  Pool pool(PoolOptions{.name = "ready-hostile", .classes = {{4096, kBuffers}}});
+  const std::string service = service_name("ready-fill");
+  Sender tx(pool, service, SenderOptions{.ring_capacity = 64});
+  Hostile h(service);
+  ASSERT_TRUE(tx.wait_for_receivers(1, 5s));
+  ASSERT_TRUE(h.ready);
+  const int flags = ::fcntl(h.ready.get(), F_GETFL);
+  ASSERT_EQ(::fcntl(h.ready.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
+
+  // The hostile receiver: arms all the time, takes every descriptor and
+  // gives it back at once, never reads its fd.
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> taken{0};
+  std::thread consumer([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      h.header->send.consumer_armed.store(1, std::memory_order_relaxed);
+      ipc::Descriptor d{};
+      if (h.in.pop(d) == rg::RingStatus::kOk) {
+        EXPECT_TRUE(h.out.push(d));
+        rg::ring_doorbell(reinterpret_cast<rg::DoorbellHeader*>(h.bell.data()));
+        taken.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  });
+  // Sends n buffers; how long that took, or max() if one failed.
+  auto send_all = [&](std::uint64_t n) -> Clock::duration {
+    const auto t0 = Clock::now();
+    for (std::uint64_t i = 0; i < n; ++i) {
+      auto b = tx.allocate(64, 2s);
+      EXPECT_TRUE(b) << b.error().message();
+      if (!b) return Clock::duration::max();
+      const std::error_code ec = tx.send(std::move(*b), 64, 2s);
+      EXPECT_FALSE(ec) << ec.message();
+      if (ec) return Clock::duration::max();
+    }
+    return Clock::now() - t0;
+  };
+  const auto filling = send_all(kSends);
+  ASSERT_NE(filling, Clock::duration::max());
+  // The socket is full: bytes the sender queued and nobody read.
+  int queued = 0;
+  ASSERT_EQ(::fcntl(h.ready.get(), F_SETFL, flags | O_NONBLOCK), 0);
+  char c;
+  while (::recv(h.ready.get(), &c, 1, MSG_DONTWAIT) == 1) ++queued;
+  ASSERT_EQ(::fcntl(h.ready.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
+  EXPECT_GT(queued, 50) << "the socket never filled: the test did not test anything";
+  // The other way: the receiver floods the owner's end, which the Sender's
+  // own readiness fd watches. Arming drains a bounded amount and returns.
+  ASSERT_EQ(::fcntl(h.ready.get(), F_SETFL, flags | O_NONBLOCK), 0);
+  int flooded = 0;
+  while (::send(h.ready.get(), &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1) ++flooded;
+  EXPECT_GT(flooded, 50);
+  ASSERT_EQ(::fcntl(h.ready.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
+  const auto t_arm = Clock::now();
+  for (int i = 0; i < 100; ++i) (void)tx.arm(64);
+  EXPECT_LT(Clock::now() - t_arm, 2s);
+  // Refill it, then shut it and close it under the sender's signals.
+  EXPECT_NE(send_all(kSends / 4), Clock::duration::max());
+  ASSERT_EQ(::shutdown(h.ready.get(), SHUT_RDWR), 0);
+  EXPECT_NE(send_all(kSends / 4), Clock::duration::max());
+  h.ready.reset();
+  const auto closed = send_all(kSends / 4);
+  ASSERT_NE(closed, Clock::duration::max());
+  // The last sends may still sit in the ring.
+  EXPECT_TRUE(eventually([&] { return taken.load() == kSends + 3 * (kSends / 4); }));
+  stop.store(true, std::memory_order_relaxed);
+  consumer.join();
+  EXPECT_EQ(taken.load(), kSends + 3 * (kSends / 4));
+  // No send waited on the socket: the whole run took a few seconds at most
+  // (each send's own timeout is 2 s, so one blocked send fails above).
+  EXPECT_LT(filling, 10s);
+  EXPECT_LT(closed, 10s);
+  SenderStats s = tx.stats();
+  EXPECT_EQ(s.receivers_lost, 0u);
 }
 
 }  // namespace

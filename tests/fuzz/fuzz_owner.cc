@@ -465,7 +465,7 @@ class Script {
       return;
     }
     FUZZ_CHECK(admitted);
-    FUZZ_CHECK(dg.fds.size() == 3);
+    FUZZ_CHECK(dg.fds.size() == fbuf::ipc::kWelcomeFds);
     FUZZ_CHECK(info.pool_size == core_->total_size());
     FUZZ_CHECK(info.classes.size() == 2 && info.classes[0].count + info.classes[1].count == total_);
     FUZZ_CHECK(info.policy == core_->options().policy);

@@ -24,6 +24,7 @@
 #include "fbuf/base/wake.h"
 #include "fbuf/fbuf.h"
 #include "ipc/control.h"
+#include "ipc/handshake.h"
 #include "ipc/handshake.capnp.h"
 #include "ipc/layout.h"
 
@@ -173,7 +174,7 @@ TEST(Doorbell, AnAllocateWaiterWakesWhenAReceiverDetachesLeavingBuffersUnconsume
     ASSERT_FALSE(ipc::send_message(sock.get(), m, {}));
     ipc::Datagram welcome;
     ASSERT_FALSE(ipc::receive_message(sock.get(), welcome, 5s));
-    ASSERT_EQ(welcome.fds.size(), 3u);
+    ASSERT_EQ(welcome.fds.size(), ipc::kWelcomeFds);
   }
   ASSERT_TRUE(tx.wait_for_receivers(1, 5s));
   send_filled(tx, 2);

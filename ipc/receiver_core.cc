@@ -20,7 +20,16 @@ constexpr std::chrono::microseconds kSpin{20};
 // (a killed sender cannot wake it).
 constexpr std::chrono::milliseconds kMaxSleep{20};
 
+std::atomic<ArmHook> g_arm_hook{nullptr};
+void* g_arm_hook_context = nullptr;
+
 }  // namespace
+
+void set_arm_hook_for_tests(ArmHook hook, void* context) noexcept {
+  g_arm_hook_context = context;
+  // release: publishes the context to the arm() that loads the hook.
+  g_arm_hook.store(hook, std::memory_order_release);
+}
 
 bool ReceiverCore::sender_said_closed() const noexcept {
   // acquire: pairs with the owner's release store in mark_sender_closed()
@@ -84,19 +93,29 @@ Result<View> ReceiverCore::receive(std::chrono::nanoseconds timeout) noexcept {
 
 bool ReceiverCore::arm() noexcept {
   if (ended_) return false;
-  // relaxed: only this thread sets the word to 1, only the owner (or
-  // disarm()) takes it back; the exchange tells which. The seq_cst fence
-  // below orders the store for the owner.
-  const bool taken = header_->send.consumer_armed.exchange(1, std::memory_order_relaxed) == 0;
-  if (armed_ && taken) owed_ = true;
-  // Drain before re-checking: a record sent for an earlier arming must not
-  // make the fd read ready for this one. A record still on its way costs
-  // one spurious wake-up, after which the next arm() (armed_) drains it.
-  if (armed_ || owed_) {
+  // The previous arming ends before this one begins: take the word back
+  // (disarm() notes whether the owner took it first, which means its
+  // record is on the socket or on its way) and drain what has arrived.
+  // Only then is the word set again, so every record drained here belongs
+  // to an earlier arming. Draining after setting it would be a lost
+  // wake-up: a publish() whose descriptor this side had already taken
+  // could take the new arming and send its record, the drain would eat
+  // that record, the re-check below would find the ring empty, and the
+  // next publish() would find the word taken and signal nobody. A record
+  // of an earlier arming that arrives after the drain costs one spurious
+  // wake-up; the next arm() drains it.
+  disarm();
+  if (owed_) {
     owed_ = false;
     if (!drain_ready(ready_fd_.get())) ready_eof_ = true;
   }
+  // relaxed: only this thread sets the word to 1 and it is 0 here (taken
+  // back above, and the owner only clears it); the seq_cst fence below
+  // orders the store for the owner.
+  header_->send.consumer_armed.store(1, std::memory_order_relaxed);
   armed_ = true;
+  // acquire: pairs with the release store in set_arm_hook_for_tests().
+  if (ArmHook hook = g_arm_hook.load(std::memory_order_acquire)) hook(g_arm_hook_context);
   // seq_cst: the sleeping side's store-buffer fence (fbuf/base/wake.h);
   // pairs with the fence in RingProducer::publish(). Either the owner's
   // publish() sees the word set and signals, or the check below sees its

@@ -15,8 +15,9 @@
 //    ring's consumer_armed word until this side takes the word back (the
 //    next arm() or a disarm); owed_ is true when the owner took an arming
 //    and so has sent, or is about to send, a record to the fd. Every
-//    arming the owner takes is seen exactly once, by the exchange in arm()
-//    or disarm(), so every record it sends is drained by a later arm().
+//    arming the owner takes is seen exactly once, by the exchange in
+//    disarm() (which arm() calls first), so every record it sends is
+//    drained by a later arm(), before that arm() sets the word again.
 #pragma once
 
 #include <atomic>
@@ -87,6 +88,14 @@ class ReceiverCore {
   bool armed_ = false;
   bool owed_ = false;
 };
+
+// Test hook: arm() calls it right after it sets consumer_armed and before
+// its fence and re-check, the window in which an owner's publish() may
+// take the new arming (tests/fault/hostile_test.cc, ReadinessOrder). Unset
+// (nullptr) outside that test; arm() runs only before a wait, so the load
+// costs nothing on the receive path.
+using ArmHook = void (*)(void* context);
+void set_arm_hook_for_tests(ArmHook hook, void* context) noexcept;
 
 // The library's way to wrap a core in the public handle.
 struct ReceiverAccess {

@@ -40,6 +40,7 @@
 #include "ipc/control.h"
 #include "ipc/handshake.h"
 #include "ipc/handshake.capnp.h"
+#include "ipc/receiver_core.h"
 
 namespace fbuf {
 namespace {
@@ -473,6 +474,82 @@ TEST(RingGeometry, AConsumerSurvivesASenderThatTogglesTheSharedCapacities) {
   }
   const int status = consumer.wait();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << describe(status);
+}
+
+// The order inside Receiver::arm(): a publish() whose descriptor the
+// receiver had already taken may still take the receiver's next arming
+// (its load of consumer_armed comes after its tail store) and send a
+// record for it. arm() must not drain that record: it belongs to the
+// arming that is about to sleep. The fake owner plays exactly that
+// publish() from inside arm(), through the test hook, at the moment the
+// word is set; the fd must then be readable, and the next publish (which
+// finds the word taken) must not be needed to wake the loop. With the
+// drain after the word is set, the record is eaten, the fd stays silent
+// and the consumer sleeps on a ring that the next publish() will not
+// signal (a lost wake-up peer_bench found).
+TEST(ReadinessOrder, ARecordForTheNewArmingIsNeverDrainedByThatArming) {
+  const std::string service = service_name("arm-order");
+  UniqueFd listener = ipc::listen_service(service);
+  FakeChannel ch;
+  std::thread owner([&] {
+    pollfd p{listener.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1);
+    UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(conn);
+    ipc::Datagram hello;
+    ASSERT_FALSE(ipc::receive_message(conn.get(), hello, 5s));
+    ch.welcome(conn.get());
+    // Kept open until the test ends: a closed control socket would read
+    // as a hang-up.
+    std::this_thread::sleep_for(3s);
+  });
+  Receiver rx = Receiver::connect(service, {.connect_timeout = 5s});
+  auto* slots = reinterpret_cast<ipc::Descriptor*>(ch.ring_map.data() + ipc::ChannelHeader::send_slots_offset());
+  rg::RingProducer out(&ch.header->send, slots, FakeChannel::kSend);
+
+  // One ordinary round first, so the receiver comes to the racy arm() as
+  // an event loop does: armed, woken by a record, the buffer taken.
+  ASSERT_TRUE(rx.arm());
+  ASSERT_EQ(out.reserve(), rg::RingStatus::kOk);
+  out.write(ipc::Descriptor{0, 0, 1, 0, 16, 0, 0});
+  ASSERT_TRUE(out.publish());  // armed: this publish signals
+  rg::signal_ready(ch.ready.owner.get());
+  pollfd woke{rx.fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&woke, 1, 2000), 1);
+  auto first = rx.try_receive();
+  ASSERT_TRUE(first) << first.error().message();
+
+  // That same publish() now reaches its load of consumer_armed, after the
+  // receiver set it: it takes the arming and signals.
+  struct Late {
+    FakeChannel* ch;
+    int taken = 0;
+  } late{&ch};
+  detail::set_arm_hook_for_tests(
+      [](void* c) {
+        auto* l = static_cast<Late*>(c);
+        if (l->ch->header->send.consumer_armed.exchange(0) != 0) {
+          ++l->taken;
+          rg::signal_ready(l->ch->ready.owner.get());
+        }
+      },
+      &late);
+  const bool sleeps = rx.arm();
+  detail::set_arm_hook_for_tests(nullptr, nullptr);
+  ASSERT_EQ(late.taken, 1);
+  ASSERT_TRUE(sleeps) << "the ring is empty: the receiver should wait";
+
+  // The loop waits on the fd: the record of its arming must be there.
+  pollfd p{rx.fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 2000), 1) << "the record sent for this arming was drained by arm(): a lost wake-up";
+
+  // And the stream goes on: the next buffer is received after the wake-up.
+  ASSERT_EQ(out.reserve(), rg::RingStatus::kOk);
+  out.write(ipc::Descriptor{0, 1, 1, 0, 16, 0, 1});
+  if (out.publish()) rg::signal_ready(ch.ready.owner.get());
+  auto second = rx.try_receive();
+  EXPECT_TRUE(second) << second.error().message();
+  owner.join();
 }
 
 // --- 4. The control plane cannot be denied to honest receivers. ---

@@ -68,8 +68,9 @@ class FbufOutlet final : public Outlet {
 };
 
 // Receives a View, consumes it and drops it (which returns the buffer).
-// With `spin` set, waits the event-loop way: try_receive() for `spin`,
-// then arm() and epoll_wait() on the readiness fd.
+// With `spin` set, waits the event-loop way: receive(spin) (the library's
+// own polling, for at most `spin`), then arm() and epoll_wait() on the
+// readiness fd.
 class FbufInlet final : public Inlet {
  public:
   FbufInlet(Receiver rx, std::size_t size, Mode mode, std::optional<std::chrono::nanoseconds> spin = std::nullopt)
@@ -104,14 +105,15 @@ class FbufInlet final : public Inlet {
 
  private:
   Result<View> receive_via_fd() {
+    // The library's own spin (receive() polls the ring for its first
+    // microseconds before it would sleep), bounded by --spin-us; only when
+    // that finds nothing does the consumer arm the fd and sleep in epoll.
+    // So the cells differ only in how the consumer sleeps, not in how it
+    // polls.
+    const auto timedout = make_error_code(Errc::kTimedOut);
+    Result<View> v = rx_.receive(*spin_);
+    if (v || v.error() != timedout) return v;
     const auto wouldblock = make_error_code(Errc::kWouldBlock);
-    Result<View> v = rx_.try_receive();
-    if (v || v.error() != wouldblock) return v;
-    const auto until = std::chrono::steady_clock::now() + *spin_;
-    do {
-      v = rx_.try_receive();
-      if (v || v.error() != wouldblock) return v;
-    } while (std::chrono::steady_clock::now() < until);
     const int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(kOpTimeout).count());
     for (;;) {
       if (rx_.arm()) {

@@ -433,7 +433,8 @@ std::string render_markdown(const RunInfo& run, const Results& results) {
        "    consumer; allocate -> produce -> send; receive -> consume -> drop the View. Replies: a second fbuf\n"
        "    channel from a pool of the consumer with the same policy.\n"
        "  - *fbuf volatile, epoll on fd*: fbuf volatile, but the consumer waits the event-loop way:\n"
-       "    try_receive() for --spin-us, then `arm()` and `epoll_wait()` on `Receiver::fd()`. Its ratio to\n"
+       "    receive() for at most --spin-us (the library's own polling), then `arm()` and `epoll_wait()` on\n"
+       "    `Receiver::fd()`. Its ratio to\n"
        "    fbuf volatile is the cost of the readiness fd.\n"
        "  - *fbuf thread handoff*: `Sender tx(pool); Receiver rx = tx.connect_local();` consumer in a second\n"
        "    thread; volatile pools.\n";

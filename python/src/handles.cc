@@ -30,15 +30,24 @@ T* handle_of(PyObject* self) {
   return nullptr;
 }
 
-int buffer_getbuffer(PyObject* self, Py_buffer* out, int flags) {
-  auto* h = handle_of<BufferHandle>(self);
+// The buffer protocol's two slots for a handle type: `describe(handle)`
+// yields the exported bytes and whether they are read-only; every export
+// that succeeds is counted, and the release slot uncounts it.
+struct Exported {
+  void* data;
+  std::size_t size;
+  bool readonly;
+};
+
+template <class Handle, Exported (*describe)(Handle&, int flags)>
+int getbuffer(PyObject* self, Py_buffer* out, int flags) {
+  auto* h = handle_of<Handle>(self);
   if (h == nullptr) return -1;
   try {
-    fbuf::Buffer& b = h->get("export");
+    const Exported e = describe(*h, flags);
     // Fills `out` and takes a reference to `self` in out->obj, which the
     // consumer's PyBuffer_Release drops after calling the release slot.
-    if (PyBuffer_FillInfo(out, self, b.data(), static_cast<Py_ssize_t>(h->size), /*readonly=*/0,
-                          flags) != 0) {
+    if (PyBuffer_FillInfo(out, self, e.data, static_cast<Py_ssize_t>(e.size), e.readonly ? 1 : 0, flags) != 0) {
       return -1;
     }
   } catch (py::error_already_set& e) {
@@ -49,43 +58,29 @@ int buffer_getbuffer(PyObject* self, Py_buffer* out, int flags) {
   return 0;
 }
 
-void buffer_releasebuffer(PyObject* self, Py_buffer*) {
+template <class Handle>
+void releasebuffer(PyObject* self, Py_buffer*) {
   // The release slot cannot fail; the object is alive (out->obj holds it).
-  if (auto* h = handle_of<BufferHandle>(self)) {
+  if (auto* h = handle_of<Handle>(self)) {
     --h->exports;
   } else {
     PyErr_Clear();
   }
 }
 
-int view_getbuffer(PyObject* self, Py_buffer* out, int flags) {
-  auto* h = handle_of<ViewHandle>(self);
-  if (h == nullptr) return -1;
-  try {
-    const fbuf::View& v = h->get("export");
-    if ((flags & PyBUF_WRITABLE) == PyBUF_WRITABLE) {
-      raise_buffer_error("an fbuf.View is read-only (the pool is mapped read-only in receivers)");
-    }
-    // PyBuffer_FillInfo takes a non-const pointer; readonly=1 tells every
-    // consumer not to write, and the pages are mapped PROT_READ anyway.
-    if (PyBuffer_FillInfo(out, self, const_cast<std::byte*>(v.data()),
-                          static_cast<Py_ssize_t>(v.size()), /*readonly=*/1, flags) != 0) {
-      return -1;
-    }
-  } catch (py::error_already_set& e) {
-    e.restore();
-    return -1;
-  }
-  ++h->exports;
-  return 0;
+Exported describe_buffer(BufferHandle& h, int) {
+  fbuf::Buffer& b = h.get("export");
+  return {b.data(), h.size, false};
 }
 
-void view_releasebuffer(PyObject* self, Py_buffer*) {
-  if (auto* h = handle_of<ViewHandle>(self)) {
-    --h->exports;
-  } else {
-    PyErr_Clear();
+Exported describe_view(ViewHandle& h, int flags) {
+  const fbuf::View& v = h.get("export");
+  if ((flags & PyBUF_WRITABLE) == PyBUF_WRITABLE) {
+    raise_buffer_error("an fbuf.View is read-only (the pool is mapped read-only in receivers)");
   }
+  // PyBuffer_FillInfo takes a non-const pointer; readonly tells every
+  // consumer not to write, and the pages are mapped PROT_READ anyway.
+  return {const_cast<std::byte*>(v.data()), v.size(), true};
 }
 
 void install(py::handle cls, getbufferproc get, releasebufferproc release) {
@@ -146,8 +141,8 @@ std::string ViewHandle::repr() const {
 }
 
 void install_buffer_protocol(py::handle buffer_class, py::handle view_class) {
-  install(buffer_class, buffer_getbuffer, buffer_releasebuffer);
-  install(view_class, view_getbuffer, view_releasebuffer);
+  install(buffer_class, getbuffer<BufferHandle, describe_buffer>, releasebuffer<BufferHandle>);
+  install(view_class, getbuffer<ViewHandle, describe_view>, releasebuffer<ViewHandle>);
 }
 
 }  // namespace fbuf::python

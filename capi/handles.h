@@ -40,6 +40,7 @@ enum Tag : std::uint32_t {
   kBufDeallocated = 0xdead7003,
   kBufWritten = 0xdead7004,   // consumed by uf_write
   kBufWrittenV = 0xdead7005,  // consumed by uf_writev
+  kBufIoSent = 0xdead7006,    // consumed by uf_io_send
 };
 
 // Ended handles kept per kind before their memory goes back to malloc.
@@ -108,6 +109,7 @@ struct Kind<uf_buf> {
     case kBufDeallocated: kind = "buffer", ended = "was already deallocated"; break;
     case kBufWritten: kind = "buffer", ended = "was already consumed by uf_write"; break;
     case kBufWrittenV: kind = "buffer", ended = "was already consumed by uf_writev"; break;
+    case kBufIoSent: kind = "buffer", ended = "was already consumed by uf_io_send"; break;
     default: break;
   }
   if (ended != nullptr)

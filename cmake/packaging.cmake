@@ -69,7 +69,7 @@ if(BUILD_SHARED_LIBS)
 else()
   # The static library's users link Cap'n Proto themselves (fbuf.pc,
   # fbufConfig.cmake), and there is no runtime package to depend on.
-  set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "libcapnp-dev, pkg-config")
+  set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "libcapnp-dev, liburing-dev, pkg-config")
 endif()
 
 # python: the Python binding (python/), python3-fbuf_<version>_<arch>.deb:

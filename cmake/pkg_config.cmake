@@ -10,7 +10,7 @@ if(BUILD_SHARED_LIBS)
   set(FBUF_PC_REQUIRES_PRIVATE "")
 else()
   set(FBUF_PC_LIBS_PRIVATE "-lstdc++ -lm -pthread")
-  set(FBUF_PC_REQUIRES_PRIVATE "capnp")
+  set(FBUF_PC_REQUIRES_PRIVATE "capnp liburing")
 endif()
 
 # The prefix is found from the file's own place (${pcfiledir}), so that an

@@ -63,6 +63,9 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // The read-only alias in-process receivers read through, so the policy
   // applied to the sender's mapping never affects them.
   const std::byte* reader_base() const noexcept { return alias_.data(); }
+  // The owner's writable mapping, for the I/O stage (io/), which hands it
+  // to the kernel to fill buffers the owner has allocated.
+  std::byte* writer_base() const noexcept { return map_.data(); }
   int read_only_fd() const noexcept { return ro_fd_.get(); }
   int doorbell_fd() const noexcept { return doorbell_fd_.get(); }
   DoorbellHeader* doorbell() const noexcept { return reinterpret_cast<DoorbellHeader*>(doorbell_map_.data()); }

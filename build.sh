@@ -11,6 +11,9 @@
 #   ./build.sh bench      the benchmarks (policy costs; fbuf against every peer
 #                         transport), tables into results/
 #   ./build.sh soak       the long soak run (CTest label `stress`)
+#   ./build.sh lab [MIB]  the zero-copy lab: a file (default 256 MiB) served
+#                         to a TCP client by every method, over loopback and
+#                         a veth pair (root); tables and plot into results/
 #   ./build.sh package [DIR]  the Debian packages fbuf_<version>_<arch>.deb,
 #                         fbuf-dev_<version>_<arch>.deb and (the Python binding)
 #                         python3-fbuf_<version>_<arch>.deb into DIR (default
@@ -30,6 +33,8 @@ PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev capnproto libcapnp-dev
 # The fbuf command-line tool (cli/).
 PACKAGES+=(libcli11-dev libfmt-dev)
 BENCH_PACKAGES=(iceoryx libiceoryx-posh-dev gnuplot-nox)
+# The zero-copy lab's network namespaces and veth pair.
+LAB_PACKAGES=(iproute2 gnuplot-nox)
 
 install_packages() {
   local missing=()
@@ -110,6 +115,11 @@ case "$cmd" in
     # Every transport, both modes: results/peers-<UTC time>.{md,csv,svg}.
     exec build-release/bench/peers/peer_bench
     ;;
+  lab)
+    install_packages "${PACKAGES[@]}" "${LAB_PACKAGES[@]}"
+    configure_and_build build-release -DCMAKE_BUILD_TYPE=Release -DFBUF_BUILD_TESTS=OFF
+    exec bash bench/io_lab.sh build-release "${2:-256}" results
+    ;;
   soak)
     install_packages "${PACKAGES[@]}"
     configure_and_build build "${BUILD_ARGS[@]}"
@@ -129,7 +139,7 @@ case "$cmd" in
     ls -l "$out"/*.deb
     ;;
   *)
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -137,6 +137,10 @@ uf_error uf_io_send(uf_io_writer* writer, uf_buf* buf, size_t len) {
   return UF_OK;
 }
 
+uint32_t uf_io_poll(uf_io_writer* writer) { return writer == nullptr ? 0 : writer->writer.poll(); }
+
+uint32_t uf_io_wait(uf_io_writer* writer) { return writer == nullptr ? 0 : writer->writer.wait(); }
+
 uf_error uf_io_flush(uf_io_writer* writer) {
   if (writer == nullptr) return UF_EINVAL;
   return to_uf(writer->writer.flush());

@@ -464,6 +464,7 @@ IoReader::IoReader(IoReader&&) noexcept = default;
 IoReader& IoReader::operator=(IoReader&&) noexcept = default;
 
 Result<std::uint64_t> IoReader::run() noexcept {
+  if (!core_) return Errc::kClosed;
   std::uint64_t total = 0;
   for (;;) {
     auto r = core_->pump(64);
@@ -472,10 +473,17 @@ Result<std::uint64_t> IoReader::run() noexcept {
     total += *r;
   }
 }
-Result<std::uint64_t> IoReader::pump(std::uint64_t max_buffers) noexcept { return core_->pump(max_buffers); }
-ReadPath IoReader::path() const noexcept { return core_->path(); }
-bool IoReader::direct() const noexcept { return core_->direct(); }
-const std::string& IoReader::fallback_reason() const noexcept { return core_->reason(); }
-IoReaderStats IoReader::stats() const noexcept { return core_->stats(); }
+Result<std::uint64_t> IoReader::pump(std::uint64_t max_buffers) noexcept {
+  if (!core_) return Errc::kClosed;
+  return core_->pump(max_buffers);
+}
+// A moved-from reader answers as the plain path with nothing read.
+namespace {
+const std::string kNoReason;
+}
+ReadPath IoReader::path() const noexcept { return core_ ? core_->path() : ReadPath::kPlain; }
+bool IoReader::direct() const noexcept { return core_ && core_->direct(); }
+const std::string& IoReader::fallback_reason() const noexcept { return core_ ? core_->reason() : kNoReason; }
+IoReaderStats IoReader::stats() const noexcept { return core_ ? core_->stats() : IoReaderStats{}; }
 
 }  // namespace fbuf

@@ -23,7 +23,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <new>
 #include <variant>
 #include <vector>
 
@@ -121,7 +123,16 @@ class IoWriterCore {
     path_ = WritePath::kDirectFile;
   }
 
-  ~IoWriterCore() { (void)flush(); }
+  // A handle whose notification can no longer be waited for (the ring
+  // failed) is leaked on purpose, with a line on stderr: its pages may
+  // still be read by the kernel, and a leak is safe where a reuse is not.
+  ~IoWriterCore() {
+    if (!flush() || held_ == 0) return;
+    std::fprintf(stderr, "fbuf io writer: %u buffers kept from their pools: the kernel may still read them\n",
+                 held_);
+    for (Slot& s : slots_)
+      if (!std::holds_alternative<std::monostate>(s.h)) new (std::nothrow) Handle(std::move(s.h));
+  }
 
   std::error_code send(Handle& h, const std::byte* data, std::size_t len) noexcept {
     if (len == 0) {
@@ -163,6 +174,11 @@ class IoWriterCore {
   }
 
   WritePath path() const noexcept { return path_; }
+  int event_fd() noexcept {
+    if (path_ == WritePath::kUringSendZc) return ring_.get()->ring_fd;
+    if (path_ == WritePath::kMsgZerocopy) return fd_.get();
+    return -1;
+  }
   const std::string& reason() const noexcept { return reason_; }
   IoWriterStats stats() const noexcept {
     IoWriterStats s = stats_;
@@ -535,7 +551,8 @@ IoWriter::IoWriter(IoWriter&&) noexcept = default;
 IoWriter& IoWriter::operator=(IoWriter&&) noexcept = default;
 
 std::error_code IoWriter::send(Buffer&& buffer, std::size_t length) noexcept {
-  if (!core_ || !buffer || length > buffer.capacity()) return make_error_code(Errc::kInvalidArgument);
+  if (!core_) return make_error_code(Errc::kClosed);
+  if (!buffer || length > buffer.capacity()) return make_error_code(Errc::kInvalidArgument);
   const std::byte* data = buffer.data();
   detail::Handle h(std::move(buffer));
   auto ec = core_->send(h, data, length);
@@ -544,7 +561,8 @@ std::error_code IoWriter::send(Buffer&& buffer, std::size_t length) noexcept {
 }
 
 std::error_code IoWriter::send(View&& view) noexcept {
-  if (!core_ || !view) return make_error_code(Errc::kInvalidArgument);
+  if (!core_) return make_error_code(Errc::kClosed);
+  if (!view) return make_error_code(Errc::kInvalidArgument);
   const std::byte* data = view.data();
   const std::size_t len = view.size();
   detail::Handle h(std::move(view));
@@ -556,8 +574,12 @@ std::error_code IoWriter::send(View&& view) noexcept {
 std::uint32_t IoWriter::poll() noexcept { return core_ ? core_->poll() : 0; }
 std::uint32_t IoWriter::wait() noexcept { return core_ ? core_->wait() : 0; }
 std::error_code IoWriter::flush() noexcept { return core_ ? core_->flush() : std::error_code{}; }
-WritePath IoWriter::path() const noexcept { return core_->path(); }
-const std::string& IoWriter::fallback_reason() const noexcept { return core_->reason(); }
-IoWriterStats IoWriter::stats() const noexcept { return core_->stats(); }
+namespace {
+const std::string kNoReason;
+}
+WritePath IoWriter::path() const noexcept { return core_ ? core_->path() : WritePath::kCopy; }
+int IoWriter::fd() const noexcept { return core_ ? core_->event_fd() : -1; }
+const std::string& IoWriter::fallback_reason() const noexcept { return core_ ? core_->reason() : kNoReason; }
+IoWriterStats IoWriter::stats() const noexcept { return core_ ? core_->stats() : IoWriterStats{}; }
 
 }  // namespace fbuf

@@ -145,9 +145,11 @@ class IoWriter {
   // Sends the first `length` bytes of `buffer` (its owner's writable
   // buffer) or all of `view`. On success the handle is consumed: it is
   // held until the kernel is done with its pages, then dropped (a Buffer
-  // goes back to its pool, a View to its owner). On failure it is left
-  // with the caller. Waits while max_held sends are held. Errors: the
-  // send's errno (EPIPE, ECONNRESET, ...), kInvalidArgument.
+  // goes back to its pool, a View to its owner). On a failure with
+  // nothing sent it is left with the caller; after a partial send it is
+  // held for the kernel and the error returned. Waits while max_held
+  // sends are held. Errors: the send's errno (EPIPE, ECONNRESET, ...),
+  // kInvalidArgument, kClosed (moved from).
   std::error_code send(Buffer&& buffer, std::size_t length) noexcept;
   std::error_code send(View&& view) noexcept;
   // Collects completions without waiting; returns how many are still held.
@@ -158,6 +160,11 @@ class IoWriter {
   // Waits until at least one held handle is released (at once if none is
   // held); returns how many are still held.
   std::uint32_t wait() noexcept;
+  // For an event loop: a descriptor that polls POLLIN or POLLERR when a
+  // notification may be waiting (the io_uring's fd for SEND_ZC, the socket
+  // for MSG_ZEROCOPY); call poll() then. -1 on the paths that hold
+  // nothing. Wake-ups may be spurious. Do not read it.
+  int fd() const noexcept;
   // Waits until nothing is held (or the socket failed: every held handle
   // is then released, the kernel having given up its pages).
   std::error_code flush() noexcept;

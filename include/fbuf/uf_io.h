@@ -73,6 +73,13 @@ uf_error uf_io_writer_file(const char* path, uint32_t flags, uf_io_writer** out)
  * kernel is done with its pages. Otherwise it stays the caller's, errno
  * set for UF_ESYSTEM. */
 uf_error uf_io_send(uf_io_writer* writer, uf_buf* buf, size_t len);
+/* Held buffers go back to their pool only inside the writer's calls: a
+ * producer allocating from that pool calls uf_io_wait when allocation says
+ * UF_EAGAIN. uf_io_poll collects notifications without waiting;
+ * uf_io_wait waits until one held handle is released (at once if none
+ * is held). Both return how many are still held. */
+uint32_t uf_io_poll(uf_io_writer* writer);
+uint32_t uf_io_wait(uf_io_writer* writer);
 /* Waits until the kernel is done with every buffer sent. */
 uf_error uf_io_flush(uf_io_writer* writer);
 uf_write_path uf_io_writer_path(const uf_io_writer* writer);

@@ -2,6 +2,7 @@
 // byte-exact and in order, by every path, each fallback taken with its
 // reason, and nothing held after a receiver goes away.
 #include <fcntl.h>
+#include <signal.h>
 #include <linux/capability.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -288,6 +289,54 @@ TEST(IoReader, AReceiverGoneMidFileLosesTheStreamOnlyAndLeavesThePoolFree) {
     auto [got, bad] = check.result();
     EXPECT_EQ(got, rest);
     EXPECT_EQ(bad, ~0ull);
+  }
+  EXPECT_EQ(pool.stats().free, pool.stats().total);
+}
+
+// A receiver process killed mid-file while the I/O stage streams to it and
+// to a receiver in this process: the other receiver still gets every byte,
+// and once the stream is over every buffer is back in the pool.
+TEST(IoReader, AReceiverProcessKilledMidFileLosesNothingForTheOthers) {
+  const std::size_t size = 24 * 1024 * 1024 + 4321;
+  TempFile file(size);
+  const std::string service = "unit/io-reader-kill/" + std::to_string(::getpid());
+  // The child is forked before this process starts any thread.
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    Receiver rx;
+    for (int i = 0; i < 1000 && !rx; ++i) {
+      try {
+        rx = Receiver::connect(service);
+      } catch (const Error&) {
+        ::usleep(5000);
+      }
+    }
+    if (!rx) ::_exit(20);
+    std::vector<View> held;
+    for (int i = 0; i < 20; ++i) {
+      auto v = rx.receive(10s);
+      if (!v) ::_exit(21);
+      if (i % 4 == 0) held.push_back(std::move(*v));  // dies holding some
+    }
+    ::kill(::getpid(), SIGKILL);
+  }
+  Pool pool = make_pool(Policy::kVolatile, 16);
+  {
+    Sender tx(pool, service);
+    ASSERT_TRUE(tx.wait_for_receivers(1, 10s));
+    Checker check(tx.connect_local(), size);
+    IoReader reader = IoReader::open_file(tx, file.path(), IoReaderOptions{.log_fallbacks = false});
+    auto r = reader.run();
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(*r, size);
+    auto [got, bad] = check.result();
+    EXPECT_EQ(got, size);
+    EXPECT_EQ(bad, ~0ull);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "child status " << status;
+    EXPECT_GE(tx.stats().receivers_lost, 1u);
   }
   EXPECT_EQ(pool.stats().free, pool.stats().total);
 }

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -166,6 +167,38 @@ TEST(IoWriter, MsgZerocopyIsByteExactWhenTheProducerRewritesAtOnce) {
 
 TEST(IoWriter, MsgZerocopyHoldsBuffersWhileASlowClientLeavesThemQueued) {
   stream_buffers(quiet(false), WritePath::kMsgZerocopy, true);
+}
+
+// An event loop waits on fd() instead of wait(): it becomes ready when a
+// notification comes, and poll() then releases what it covers.
+TEST(IoWriter, AnEventLoopWaitsOnFdForNotifications) {
+  for (bool uring : {true, false}) {
+    auto [server, client] = tcp_pair();
+    const std::size_t chunk = 64 * 1024;
+    std::vector<std::byte> expected(chunk * 64);
+    for (std::size_t i = 0; i < expected.size(); ++i) expected[i] = pattern(i, 5);
+    Client c(client, &expected);
+    Pool pool = make_pool(2);
+    {
+      IoWriter w = IoWriter::adopt_socket(server, quiet(uring));
+      ASSERT_GE(w.fd(), 0);
+      for (int k = 0; k < 64; ++k) {
+        auto b = pool.try_allocate(chunk);
+        while (!b) {
+          pollfd p{w.fd(), POLLIN, 0};
+          ASSERT_GE(::poll(&p, 1, 10000), 1) << "no notification within 10 s";
+          w.poll();
+          b = pool.try_allocate(chunk);
+        }
+        std::memcpy(b->data(), expected.data() + static_cast<std::size_t>(k) * chunk, chunk);
+        ASSERT_FALSE(w.send(std::move(*b), chunk));
+      }
+      ASSERT_FALSE(w.flush());
+    }
+    auto [got, bad] = c.result();
+    EXPECT_EQ(got, expected.size());
+    EXPECT_EQ(bad, ~0ull);
+  }
 }
 
 TEST(IoWriter, PlainSendCopiesAndSaysWhy) {
@@ -336,6 +369,15 @@ TEST(IoWriter, TheCApiSendsAndCountsDeferredCopies) {
   ASSERT_EQ(uf_allocate(pool, expected.size(), 1'000'000'000, &b), UF_OK);
   std::memcpy(uf_data(b), expected.data(), expected.size());
   ASSERT_EQ(uf_io_send(w, b, expected.size()), UF_OK);
+  uf_buf* again = nullptr;
+  if (uf_io_poll(w) > 0) {
+    // Still held for the kernel: the pool's one buffer is not free.
+    EXPECT_EQ(uf_allocate(pool, 1, 0, &again), UF_EAGAIN);
+  }
+  while (uf_io_wait(w) > 0) {
+  }
+  ASSERT_EQ(uf_allocate(pool, 1, 0, &again), UF_OK);
+  uf_deallocate(again);
   ASSERT_EQ(uf_io_flush(w), UF_OK);
   std::uint64_t bytes = 0, zc_sent = 0, zc_copied = 0;
   std::uint32_t held = 9;

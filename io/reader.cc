@@ -24,6 +24,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <optional>
 #include <vector>
 
@@ -94,6 +95,11 @@ class IoReaderCore {
     io_uring_submit(r);
     while (in_flight() > 0)
       if (reap_one(true) != 0) break;
+    if (in_flight() == 0) return;
+    // The ring failed with reads still out: their buffers are leaked, not
+    // returned, since the kernel may still write into them.
+    for (Slot& s : slots_)
+      if (!s.done && s.buf) new (std::nothrow) Buffer(std::move(s.buf));
   }
 
   Result<std::uint64_t> pump(std::uint64_t max_buffers) noexcept {

@@ -75,6 +75,11 @@ class IoWriterCore {
   }
 
   void setup_socket() {
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) == 0 && S_ISFIFO(st.st_mode))
+      throw_error(Errc::kInvalidArgument,
+                  "IoWriter: a pipe is refused: vmsplice has no completion, so no pool buffer could be "
+                  "given back safely (docs/design.md, \"Kernel I/O\")");
     int type = 0;
     socklen_t tl = sizeof type;
     if (::getsockopt(fd_.get(), SOL_SOCKET, SO_TYPE, &type, &tl) != 0) throw_errno("getsockopt(io writer socket)");

@@ -132,7 +132,8 @@ struct IoWriterStats {
 class IoWriter {
  public:
   // A connected TCP socket. The IoWriter owns `fd` (closed on
-  // destruction, after every held buffer is released).
+  // destruction, after every held buffer is released; closed at once if
+  // this throws). A pipe is refused (Errc::kInvalidArgument): see below.
   static IoWriter adopt_socket(int fd, IoWriterOptions options = {});
   // A file to write from offset 0 on; O_DIRECT when the file system and
   // the alignment allow (otherwise reported). Throws Error.

@@ -201,6 +201,21 @@ TEST(IoWriter, AnEventLoopWaitsOnFdForNotifications) {
   }
 }
 
+// vmsplice has no completion: a pipe is refused with a reason, never used
+// with a guess about when its pages are free.
+TEST(IoWriter, RefusesAPipe) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  try {
+    (void)IoWriter::adopt_socket(p[1], quiet());
+    ADD_FAILURE() << "a pipe was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("vmsplice has no completion"), std::string::npos) << e.what();
+  }
+  ::close(p[0]);
+}
+
 TEST(IoWriter, PlainSendCopiesAndSaysWhy) {
   auto [server, client] = tcp_pair();
   std::vector<std::byte> expected(100000);

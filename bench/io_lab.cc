@@ -2,8 +2,10 @@
 // lab"). Serves one file to a TCP client through each classic Linux method
 // and through the fbuf path, and prints one CSV row per cell: throughput,
 // CPU seconds (user + sys) at each end, syscalls the server's own code
-// issued, context switches and page faults, and the CPU copies that the
-// server's CPU time implies (its CPU seconds per GiB over a memcpy's).
+// issued, context switches and page faults, the CPU copies that the
+// server's CPU time implies (its CPU seconds per GiB over a memcpy's), and
+// for the zero-copy sends how many notifications said "sent in place" and
+// how many "copied" (the deferred copy of loopback and veth).
 //
 //   io_lab --file F [--methods a,b,..] [--chunks 65536,1048576] [--cache hot,cold]
 //          [--transport NAME] [--host 127.0.0.1] [--client-netns NS] [--header]
@@ -62,6 +64,9 @@ struct Config {
 struct Shared {
   std::atomic<std::uint64_t> syscalls{0};
   std::atomic<int> failed{0};
+  // Zero-copy notifications: pages sent in place, and deferred copies.
+  std::atomic<std::uint64_t> zc_sent{0};
+  std::atomic<std::uint64_t> zc_copied{0};
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -214,6 +219,8 @@ void pool_send(int file, int sock, std::size_t chunk, Shared& sh, bool uring, bo
   // The IoWriter's own calls: one io_uring_enter or send per send, plus
   // the waits; counted from its stats as sends (a lower bound).
   sh.syscalls += w.stats().sends;
+  sh.zc_sent += w.stats().zc_sent;
+  sh.zc_copied += w.stats().zc_copied;
 }
 
 void odirect_send(int file, int sock, std::size_t chunk, Shared& sh) {
@@ -336,6 +343,8 @@ void fbuf_writer(int sock, const std::string& service, Shared& sh) {
   }
   (void)w.flush();
   sh.syscalls += w.stats().sends;
+  sh.zc_sent += w.stats().zc_sent;
+  sh.zc_copied += w.stats().zc_copied;
 }
 
 void fbuf_reader(const std::string& file, std::size_t chunk, const std::string& service, Shared& sh) {
@@ -351,6 +360,7 @@ struct Row {
   double seconds = 0;
   Usage server, client;
   std::uint64_t syscalls = 0;
+  std::uint64_t zc_sent = 0, zc_copied = 0;
   bool ok = true;
 };
 
@@ -408,6 +418,8 @@ Row run_cell(const Config& c, const std::string& method, std::size_t chunk, std:
   row.client = reap(cl, sh);
   row.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   row.syscalls = sh->syscalls.load();
+  row.zc_sent = sh->zc_sent.load();
+  row.zc_copied = sh->zc_copied.load();
   row.ok = sh->failed.load() == 0;
   ::munmap(sh, sizeof(Shared));
   return row;
@@ -462,19 +474,20 @@ int main(int argc, char** argv) {
   if (c.header)
     std::printf("transport,method,cache,chunk,bytes,seconds,gib_per_s,server_cpu_s_per_gib,client_cpu_s_per_gib,"
                 "server_syscalls_per_gib,server_vcsw,server_ivcsw,server_minflt,server_majflt,client_vcsw,"
-                "client_ivcsw,memcpy_cpu_s_per_gib,copies_implied,ok\n");
+                "client_ivcsw,memcpy_cpu_s_per_gib,copies_implied,ok,zc_sent,zc_copied\n");
   for (const auto& cache : c.caches)
     for (std::size_t chunk : c.chunks)
       for (const auto& m : c.methods) {
         if (cache == "cold") drop_cache(c.file);
         else warm_cache(c.file);
         const Row r = run_cell(c, m, chunk, size);
-        std::printf("%s,%s,%s,%zu,%llu,%.4f,%.3f,%.3f,%.3f,%.0f,%ld,%ld,%ld,%ld,%ld,%ld,%.3f,%.2f,%s\n",
+        std::printf("%s,%s,%s,%zu,%llu,%.4f,%.3f,%.3f,%.3f,%.0f,%ld,%ld,%ld,%ld,%ld,%ld,%.3f,%.2f,%s,%llu,%llu\n",
                     c.transport.c_str(), m.c_str(), cache.c_str(), chunk, static_cast<unsigned long long>(size),
                     r.seconds, gib / r.seconds, r.server.cpu / gib, r.client.cpu / gib,
                     static_cast<double>(r.syscalls) / gib, r.server.nvcsw, r.server.nivcsw, r.server.minflt,
                     r.server.majflt, r.client.nvcsw, r.client.nivcsw, memcpy_s, r.server.cpu / gib / memcpy_s,
-                    r.ok ? "yes" : "FAILED");
+                    r.ok ? "yes" : "FAILED", static_cast<unsigned long long>(r.zc_sent),
+                    static_cast<unsigned long long>(r.zc_copied));
         std::fflush(stdout);
       }
   return 0;

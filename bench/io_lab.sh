@@ -60,10 +60,11 @@ fi
 
 # The Markdown table: the columns docs/results.md quotes.
 {
-  echo "| transport | method | cache | chunk | GiB/s | server CPU s/GiB | client CPU s/GiB | server syscalls/GiB | server vcsw/ivcsw | server minflt/majflt | copies implied |"
-  echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-  tail -n +2 "$csv" | awk -F, '{ printf "| %s | %s | %s | %d KiB | %s | %s | %s | %s | %s/%s | %s/%s | %s%s |\n", \
-      $1, $2, $3, $4 / 1024, $7, $8, $9, $10, $11, $12, $13, $14, $18, ($19 == "yes" ? "" : " FAILED") }'
+  echo "| transport | method | cache | chunk | GiB/s | server CPU s/GiB | client CPU s/GiB | server syscalls/GiB | server vcsw/ivcsw | server minflt/majflt | copies implied | zero-copy sent/copied |"
+  echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  tail -n +2 "$csv" | awk -F, '{ printf "| %s | %s | %s | %d KiB | %s | %s | %s | %s | %s/%s | %s/%s | %s%s | %s |\n", \
+      $1, $2, $3, $4 / 1024, $7, $8, $9, $10, $11, $12, $13, $14, $18, ($19 == "yes" ? "" : " FAILED"), \
+      ($20 + $21 > 0 ? $20 "/" $21 : "") }'
   echo
   echo "memcpy on this machine: $(tail -n 1 "$csv" | cut -d, -f17) CPU s/GiB; copies implied = server CPU s/GiB over it."
   echo "Machine: $(nproc) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)."

@@ -273,7 +273,8 @@ class IoWriterCore {
       FBUF_ASSERT(s.pending > 0, "io writer: a notification nobody waits for");
       --s.pending;
       ++stats_.notifications;
-      if (report_usage_) {
+      // A failed request's notification is a formality: no page went out.
+      if (report_usage_ && s.res > 0) {
         if ((static_cast<unsigned>(res) & IORING_NOTIF_USAGE_ZC_COPIED) != 0)
           ++stats_.zc_copied;
         else
@@ -306,8 +307,16 @@ class IoWriterCore {
       io_uring_prep_send_zc(sqe, fd_.get(), data + done, len - done, MSG_WAITALL | MSG_NOSIGNAL,
                             report_usage_ ? IORING_SEND_ZC_REPORT_USAGE : 0);
       io_uring_sqe_set_data64(sqe, i);
-      const int r = io_uring_submit(ring_.get());
+      int r = io_uring_submit(ring_.get());
+      while (r == -EINTR || r == -EAGAIN || r == -EBUSY) {
+        // The entry is still queued: make room in the completion queue and
+        // submit it again (never drop it: a later submit would send it).
+        (void)reap_uring(false);
+        r = io_uring_submit(ring_.get());
+      }
       if (r < 0) {
+        // The entry may stay queued and go out with a later submit: the
+        // handle stays held until its answer (finish() sees no answer yet).
         err = -r;
         break;
       }
@@ -323,12 +332,16 @@ class IoWriterCore {
       if (res == -EINTR || res == -EAGAIN) continue;
       if (res < 0) {
         if (done == 0 && stats_.sends == 0 && (res == -EINVAL || res == -EOPNOTSUPP)) {
-          // The first send says the kernel lacks a feature: drop the usage
-          // report first, then SEND_ZC itself.
+          // The first send says the kernel or the socket lacks a feature:
+          // drop the usage report first (EINVAL), then SEND_ZC itself. Its
+          // notification, if one was promised, comes at once: nothing was
+          // sent.
+          while (slots_[i].pending > 0)
+            if (reap_uring(true) != 0) break;
           if (slots_[i].pending == 0) {
             slots_[i].sealed = true;
             release(i);
-            if (report_usage_) {
+            if (report_usage_ && res == -EINVAL) {
               report_usage_ = false;
               fallback("the kernel does not report zero-copy usage (IORING_SEND_ZC_REPORT_USAGE); "
                        "deferred copies are not counted");

@@ -216,6 +216,35 @@ TEST(IoWriter, RefusesAPipe) {
   ::close(p[0]);
 }
 
+// A Unix stream socket takes neither SEND_ZC nor SO_ZEROCOPY: the first
+// send finds out, falls back twice with the reasons, and loses no byte.
+TEST(IoWriter, FallsBackToCopyingOnASocketWithoutZeroCopy) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::vector<std::byte> expected(3 * 50000);
+  for (std::size_t i = 0; i < expected.size(); ++i) expected[i] = pattern(i, 11);
+  Client c(sv[1], &expected);
+  Pool pool = make_pool(2);
+  {
+    IoWriter w = IoWriter::adopt_socket(sv[0], quiet());
+    EXPECT_EQ(w.path(), WritePath::kUringSendZc);  // until the first send says otherwise
+    for (int k = 0; k < 3; ++k) {
+      Buffer b = take(pool, w, 50000);
+      std::memcpy(b.data(), expected.data() + static_cast<std::size_t>(k) * 50000, 50000);
+      const std::error_code ec = w.send(std::move(b), 50000);
+      ASSERT_FALSE(ec) << ec.message() << "; " << w.fallback_reason();
+    }
+    EXPECT_EQ(w.path(), WritePath::kCopy);
+    EXPECT_NE(w.fallback_reason().find("SEND_ZC refused"), std::string::npos) << w.fallback_reason();
+    EXPECT_NE(w.fallback_reason().find("SO_ZEROCOPY refused"), std::string::npos) << w.fallback_reason();
+    ASSERT_FALSE(w.flush());
+    EXPECT_EQ(pool.stats().free, 2u);
+  }
+  auto [got, bad] = c.result();
+  EXPECT_EQ(got, expected.size());
+  EXPECT_EQ(bad, ~0ull);
+}
+
 TEST(IoWriter, PlainSendCopiesAndSaysWhy) {
   auto [server, client] = tcp_pair();
   std::vector<std::byte> expected(100000);

@@ -4,6 +4,7 @@
 #include "fbuf/buffer.h"
 #include "fbuf/error.h"
 #include "fbuf/io.h"
+#include "fbuf/message.h"
 #include "fbuf/pool.h"
 #include "fbuf/receiver.h"
 #include "fbuf/sender.h"

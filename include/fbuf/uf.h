@@ -50,7 +50,9 @@ typedef enum uf_error {
   UF_ESYSTEM = 11,     /* an OS call failed; errno holds the reason */
   UF_ENOMEM = 12,
   UF_ECORRUPT = 13,    /* the peer corrupted the channel; reported once, then UF_EPEERGONE */
-  UF_ECUTOFF = 14      /* the sender cut this receiver off (slow-consumer policy) */
+  UF_ECUTOFF = 14,     /* the sender cut this receiver off (slow-consumer policy) */
+  UF_EMSG = 15,        /* uf_get: the next item is a message of several slices (uf_msg_receive) */
+  UF_ENOTSUP = 16      /* not supported yet: a received buffer in a message sent on (forwarding) */
 } uf_error;
 
 typedef enum uf_policy {
@@ -108,6 +110,7 @@ struct uf_receiver_stats {
   uint64_t returned;
   uint64_t rejected_descriptors; /* failed validation; skipped */
   uint64_t dropped;              /* buffers the sender skipped for this receiver */
+  uint64_t rejected_messages;    /* malformed messages rejected whole (uf_msg_receive) */
 };
 #if defined(__cplusplus) && defined(__GNUC__)
 /* Legal C++ (as `struct stat` and stat()); only -Wshadow objects. */
@@ -200,5 +203,7 @@ size_t uf_size(const uf_buf* buf);
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
+
+#include "fbuf/uf_msg.h" /* aggregates: uf_msg_* */
 
 #endif /* FBUF_UF_H_ */

@@ -137,6 +137,12 @@ uf_error uf_io_send(uf_io_writer* writer, uf_buf* buf, size_t len) {
   return UF_OK;
 }
 
+uf_error uf_io_send_msg(uf_io_writer* writer, uf_msg* msg) {
+  if (writer == nullptr || live(msg) == nullptr) return UF_EINVAL;
+  // On success the C++ call leaves the Message moved from: empty, reusable.
+  return to_uf(writer->writer.send(std::move(msg->m)));
+}
+
 uint32_t uf_io_poll(uf_io_writer* writer) { return writer == nullptr ? 0 : writer->writer.poll(); }
 
 uint32_t uf_io_wait(uf_io_writer* writer) { return writer == nullptr ? 0 : writer->writer.wait(); }

@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstring>
 #include <new>
+#include <span>
 #include <variant>
 #include <vector>
 
@@ -62,7 +63,30 @@ namespace {
 
 std::error_code errno_code(int e) noexcept { return {e, std::system_category()}; }
 
-using Handle = std::variant<std::monostate, Buffer, View>;
+using Handle = std::variant<std::monostate, Buffer, View, Message>;
+
+// The bytes of one handle: one part for a Buffer or a View, one per slice
+// for a Message, sent in order as one stream.
+struct Part {
+  const std::byte* data;
+  std::size_t len;
+};
+using Parts = std::span<const Part>;
+
+std::size_t total(Parts parts) noexcept {
+  std::size_t n = 0;
+  for (const Part& p : parts) n += p.len;
+  return n;
+}
+
+// The rest of the part that byte `done` of `parts` falls in.
+Part rest_at(Parts parts, std::size_t done) noexcept {
+  for (const Part& p : parts) {
+    if (done < p.len) return {p.data + done, p.len - done};
+    done -= p.len;
+  }
+  return {nullptr, 0};
+}
 
 }  // namespace
 
@@ -139,18 +163,18 @@ class IoWriterCore {
       if (!std::holds_alternative<std::monostate>(s.h)) new (std::nothrow) Handle(std::move(s.h));
   }
 
-  std::error_code send(Handle& h, const std::byte* data, std::size_t len) noexcept {
-    if (len == 0) {
+  std::error_code send(Handle& h, Parts parts) noexcept {
+    if (total(parts) == 0) {
       h = std::monostate{};
       ++stats_.sends;
       return {};
     }
     switch (path_) {
-      case WritePath::kUringSendZc: return send_uring(h, data, len);
-      case WritePath::kMsgZerocopy: return send_msg_zerocopy(h, data, len);
-      case WritePath::kCopy: return send_copy(h, data, len);
+      case WritePath::kUringSendZc: return send_uring(h, parts);
+      case WritePath::kMsgZerocopy: return send_msg_zerocopy(h, parts);
+      case WritePath::kCopy: return send_copy(h, parts);
       case WritePath::kDirectFile:
-      case WritePath::kFile: return write_file(h, data, len);
+      case WritePath::kFile: return write_file(h, parts);
     }
     return make_error_code(Errc::kInvalidArgument);
   }
@@ -289,10 +313,13 @@ class IoWriterCore {
     return 0;
   }
 
-  std::error_code send_uring(Handle& h, const std::byte* data, std::size_t len) noexcept {
+  // One SEND_ZC request per part (a Message's slices one after another),
+  // each waited for before the next, all under one slot.
+  std::error_code send_uring(Handle& h, Parts parts) noexcept {
     while (free_.empty())
       if (auto ec = wait_one()) return ec;
     const std::uint32_t i = take_slot();
+    const std::size_t len = total(parts);
     std::size_t done = 0;
     int err = 0;
     while (done < len) {
@@ -304,7 +331,8 @@ class IoWriterCore {
         sqe = io_uring_get_sqe(ring_.get());
       }
       FBUF_ASSERT(sqe != nullptr, "io writer: no submission entry");
-      io_uring_prep_send_zc(sqe, fd_.get(), data + done, len - done, MSG_WAITALL | MSG_NOSIGNAL,
+      const Part cur = rest_at(parts, done);
+      io_uring_prep_send_zc(sqe, fd_.get(), cur.data, cur.len, MSG_WAITALL | MSG_NOSIGNAL,
                             report_usage_ ? IORING_SEND_ZC_REPORT_USAGE : 0);
       io_uring_sqe_set_data64(sqe, i);
       int r = io_uring_submit(ring_.get());
@@ -345,11 +373,11 @@ class IoWriterCore {
               report_usage_ = false;
               fallback("the kernel does not report zero-copy usage (IORING_SEND_ZC_REPORT_USAGE); "
                        "deferred copies are not counted");
-              return send_uring(h, data, len);
+              return send_uring(h, parts);
             }
             fallback(std::string("io_uring SEND_ZC refused (") + std::strerror(-res) + "); trying MSG_ZEROCOPY");
             setup_msg_zerocopy();
-            return send(h, data, len);
+            return send(h, parts);
           }
         }
         err = -res;
@@ -439,14 +467,16 @@ class IoWriterCore {
     }
   }
 
-  std::error_code send_msg_zerocopy(Handle& h, const std::byte* data, std::size_t len) noexcept {
+  std::error_code send_msg_zerocopy(Handle& h, Parts parts) noexcept {
     while (free_.empty())
       if (auto ec = wait_one()) return ec;
     const std::uint32_t i = take_slot();
+    const std::size_t len = total(parts);
     std::size_t done = 0;
     int err = 0;
     while (done < len) {
-      const ssize_t n = ::send(fd_.get(), data + done, len - done, MSG_ZEROCOPY | MSG_NOSIGNAL);
+      const Part cur = rest_at(parts, done);
+      const ssize_t n = ::send(fd_.get(), cur.data, cur.len, MSG_ZEROCOPY | MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == ENOBUFS || errno == EAGAIN) {
@@ -474,10 +504,12 @@ class IoWriterCore {
 
   // --- copies ---
 
-  std::error_code send_copy(Handle& h, const std::byte* data, std::size_t len) noexcept {
+  std::error_code send_copy(Handle& h, Parts parts) noexcept {
+    const std::size_t len = total(parts);
     std::size_t done = 0;
     while (done < len) {
-      const ssize_t n = ::send(fd_.get(), data + done, len - done, MSG_NOSIGNAL);
+      const Part cur = rest_at(parts, done);
+      const ssize_t n = ::send(fd_.get(), cur.data, cur.len, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
         if (done == 0) return errno_code(errno);
@@ -492,35 +524,19 @@ class IoWriterCore {
     return err != 0 ? errno_code(err) : std::error_code{};
   }
 
-  std::error_code write_file(Handle& h, const std::byte* data, std::size_t len) noexcept {
-    std::size_t done = 0;
-    if (path_ == WritePath::kDirectFile && offset_ % align_ == 0) {
-      const std::size_t aligned = len - len % align_;
-      while (done < aligned) {
-        const ssize_t n = ::pwrite(fd_.get(), data + done, aligned - done, static_cast<off_t>(offset_ + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-          const int e = n < 0 ? errno : EIO;
-          if (done == 0) return errno_code(e);
-          stats_.bytes += done;
-          offset_ += done;
-          ++stats_.sends;
-          h = std::monostate{};
-          return errno_code(e);
-        }
-        done += static_cast<std::size_t>(n);
-      }
+  // Writes the parts at the file offset, synchronously: the whole-block
+  // part of each through O_DIRECT while the offset is aligned, the rest
+  // through the page cache.
+  std::error_code write_file(Handle& h, Parts parts) noexcept {
+    std::size_t written = 0;
+    int err = 0;
+    for (const Part& p : parts) {
+      const std::size_t n = write_part(p.data, p.len, err);
+      written += n;
+      if (err != 0) break;
     }
-    while (done < len) {  // the unaligned tail through the page cache
-      const ssize_t n = ::pwrite(buffered_.get(), data + done, len - done, static_cast<off_t>(offset_ + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      done += static_cast<std::size_t>(n);
-    }
-    const int err = done < len ? (errno != 0 ? errno : EIO) : 0;
-    if (err != 0 && done == 0) return errno_code(err);
-    stats_.bytes += done;
-    offset_ += done;
+    if (err != 0 && written == 0) return errno_code(err);
+    stats_.bytes += written;
     ++stats_.sends;
     h = std::monostate{};  // written before pwrite returned: released at once
     if (path_ == WritePath::kDirectFile && offset_ % align_ != 0 && !tail_noted_) {
@@ -528,6 +544,36 @@ class IoWriterCore {
       fallback("an unaligned write left the file offset unaligned; later writes go through the page cache");
     }
     return err != 0 ? errno_code(err) : std::error_code{};
+  }
+
+  // Returns the bytes written and moves offset_ past them; `err` is set
+  // when fewer than `len` were.
+  std::size_t write_part(const std::byte* data, std::size_t len, int& err) noexcept {
+    std::size_t done = 0;
+    if (path_ == WritePath::kDirectFile && offset_ % align_ == 0) {
+      const std::size_t aligned = len - len % align_;
+      while (done < aligned) {
+        const ssize_t n = ::pwrite(fd_.get(), data + done, aligned - done, static_cast<off_t>(offset_ + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          err = n < 0 ? errno : EIO;
+          offset_ += done;
+          return done;
+        }
+        done += static_cast<std::size_t>(n);
+      }
+    }
+    while (done < len) {  // the unaligned tail through the page cache
+      const ssize_t n = ::pwrite(buffered_.get(), data + done, len - done, static_cast<off_t>(offset_ + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        err = n < 0 ? errno : EIO;
+        break;
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    offset_ += done;
+    return done;
   }
 
   UniqueFd fd_;
@@ -571,9 +617,9 @@ IoWriter& IoWriter::operator=(IoWriter&&) noexcept = default;
 std::error_code IoWriter::send(Buffer&& buffer, std::size_t length) noexcept {
   if (!core_) return make_error_code(Errc::kClosed);
   if (!buffer || length > buffer.capacity()) return make_error_code(Errc::kInvalidArgument);
-  const std::byte* data = buffer.data();
+  const detail::Part part{buffer.data(), length};
   detail::Handle h(std::move(buffer));
-  auto ec = core_->send(h, data, length);
+  auto ec = core_->send(h, detail::Parts(&part, 1));
   if (auto* b = std::get_if<Buffer>(&h)) buffer = std::move(*b);  // not sent: the caller's again
   return ec;
 }
@@ -581,11 +627,27 @@ std::error_code IoWriter::send(Buffer&& buffer, std::size_t length) noexcept {
 std::error_code IoWriter::send(View&& view) noexcept {
   if (!core_) return make_error_code(Errc::kClosed);
   if (!view) return make_error_code(Errc::kInvalidArgument);
-  const std::byte* data = view.data();
-  const std::size_t len = view.size();
+  const detail::Part part{view.data(), view.size()};
   detail::Handle h(std::move(view));
-  auto ec = core_->send(h, data, len);
+  auto ec = core_->send(h, detail::Parts(&part, 1));
   if (auto* v = std::get_if<View>(&h)) view = std::move(*v);
+  return ec;
+}
+
+std::error_code IoWriter::send(Message&& message) noexcept {
+  if (!core_) return make_error_code(Errc::kClosed);
+  detail::Part parts[Message::kMaxSlices];
+  const std::size_t n = message.slice_count();
+  if (n > Message::kMaxSlices) return make_error_code(Errc::kInvalidArgument);
+  for (std::size_t k = 0; k < n; ++k) {
+    const auto bytes = message.slice(k);
+    parts[k] = {bytes.data(), bytes.size()};
+  }
+  // The slices' bytes stay where they are while the Message moves: its
+  // holders own them.
+  detail::Handle h(std::move(message));
+  auto ec = core_->send(h, detail::Parts(parts, n));
+  if (auto* m = std::get_if<Message>(&h)) message = std::move(*m);
   return ec;
 }
 

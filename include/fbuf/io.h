@@ -25,6 +25,7 @@
 
 #include "fbuf/buffer.h"
 #include "fbuf/error.h"
+#include "fbuf/message.h"
 #include "fbuf/sender.h"
 
 namespace fbuf {
@@ -153,6 +154,10 @@ class IoWriter {
   // kInvalidArgument, kClosed (moved from).
   std::error_code send(Buffer&& buffer, std::size_t length) noexcept;
   std::error_code send(View&& view) noexcept;
+  // An aggregate: its slices in order, as one stream, each read in place;
+  // the Message (and every Buffer and View its slices hold) is held until
+  // the notifications of every slice have come.
+  std::error_code send(Message&& message) noexcept;
   // Collects completions without waiting; returns how many are still held.
   // A producer that allocates from the pool the writer holds buffers of
   // calls this, or wait(), when the pool says kWouldBlock: held buffers go

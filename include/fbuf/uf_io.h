@@ -73,6 +73,11 @@ uf_error uf_io_writer_file(const char* path, uint32_t flags, uf_io_writer** out)
  * kernel is done with its pages. Otherwise it stays the caller's, errno
  * set for UF_ESYSTEM. */
 uf_error uf_io_send(uf_io_writer* writer, uf_buf* buf, size_t len);
+/* Sends an aggregate, its slices in order, each in place. On UF_OK `msg` is
+ * empty and still the caller's (free or reuse it): the writer holds its
+ * slices until the kernel is done with them. On error with nothing sent
+ * it is untouched. */
+uf_error uf_io_send_msg(uf_io_writer* writer, uf_msg* msg);
 /* Held buffers go back to their pool only inside the writer's calls: a
  * producer allocating from that pool calls uf_io_wait when allocation says
  * UF_EAGAIN. uf_io_poll collects notifications without waiting;

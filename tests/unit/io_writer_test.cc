@@ -201,6 +201,56 @@ TEST(IoWriter, AnEventLoopWaitsOnFdForNotifications) {
   }
 }
 
+// An aggregate goes out as one stream, slices in order (ranges of Buffers
+// and a received View), and is held, every slice's buffer with it, until
+// the kernel is done; the producer rewrites each buffer the moment it is
+// free again.
+TEST(IoWriter, SendsAMessageSliceBySliceAndHoldsItUntilTheKernelIsDone) {
+  for (bool uring : {true, false}) {
+    auto [server, client] = tcp_pair(16 * 1024);
+    const int rounds = 60;
+    const std::size_t a = 40000, b = 30000, c_len = 20000;  // per round: two Buffer ranges, one View
+    std::vector<std::byte> expected((a + b + c_len) * rounds);
+    for (std::size_t i = 0; i < expected.size(); ++i) expected[i] = pattern(i, 13);
+    Client cl(client, &expected, true);
+    Pool pool = make_pool(3);
+    {
+      Sender tx(pool);
+      Receiver rx = tx.connect_local();
+      IoWriter w = IoWriter::adopt_socket(server, quiet(uring));
+      std::size_t at = 0;
+      for (int k = 0; k < rounds; ++k) {
+        Message m;
+        // The View first travels through the channel.
+        Buffer vb = take(pool, w, c_len);
+        Buffer b1 = take(pool, w, a + 100);
+        Buffer b2 = take(pool, w, b);
+        std::memcpy(b1.data() + 100, expected.data() + at, a);  // a range at offset 100
+        std::memcpy(b2.data(), expected.data() + at + a, b);
+        std::memcpy(vb.data(), expected.data() + at + a + b, c_len);
+        ASSERT_FALSE(tx.send(std::move(vb), c_len, 10s));
+        auto v = rx.receive(10s);
+        ASSERT_TRUE(v);
+        ASSERT_FALSE(m.append(std::move(b1), 100, a));
+        ASSERT_FALSE(m.append(std::move(b2), b));
+        ASSERT_FALSE(m.append(std::move(*v)));
+        ASSERT_FALSE(w.send(std::move(m)));
+        EXPECT_TRUE(m.empty());
+        if (w.stats().held > 0) {
+          // Held: the three buffers of the message are not free.
+          EXPECT_LT(pool.stats().free, 3u);
+        }
+        at += a + b + c_len;
+      }
+      ASSERT_FALSE(w.flush());
+      EXPECT_EQ(pool.stats().free, 3u);
+    }
+    auto [got, bad] = cl.result();
+    EXPECT_EQ(got, expected.size());
+    EXPECT_EQ(bad, ~0ull) << (uring ? "SEND_ZC" : "MSG_ZEROCOPY");
+  }
+}
+
 // vmsplice has no completion: a pipe is refused with a reason, never used
 // with a guess about when its pages are free.
 TEST(IoWriter, RefusesAPipe) {

@@ -247,6 +247,17 @@ void owner_seeds(const fs::path& dir) {
   write_file(dir / "honest_detach", b);
 
   b.clear();
+  // read_only, ring of 2: two-slice messages (chains) to two receivers
+  // until a ring is full (the message is refused whole), a single buffer
+  // between them, returns and a detach.
+  put_bytes(b, {(1 << 3) | 1, 12});
+  owner_ops(b, {{kJoin, 0}, {kJoin, 0}, {kSendBuffers, 0x81}, {kSendBuffers, 0x81}, {kSendBuffers, 0x80},
+                {kTakeOne, 0}, {kTakeOne, 0}, {kSendBuffers, 0x83}, {kTakeOne, 1}, {kTakeOne, 1},
+                {kTakeOne, 0}, {kTakeOne, 0}, {kReturnOne, 0, 0}, {kReturnOne, 0, 1}, {kDrainOwner, 2},
+                {kShutWrite, 0x81}, {kControlEvents, 1}, {kDrainOwner, 1}, {kDrainOwner, 2}});
+  write_file(dir / "messages", b);
+
+  b.clear();
   // volatile, ring of 8: receiver 1 forges returns of what receiver 0
   // holds (real index and generation), then rewrites a return slot and its
   // return ring's tail.

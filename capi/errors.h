@@ -30,6 +30,8 @@ inline uf_error to_uf(std::error_code ec) noexcept {
       case fbuf::Errc::kTooLarge: return UF_ETOOLARGE;
       case fbuf::Errc::kCorrupt: return UF_ECORRUPT;
       case fbuf::Errc::kCutOff: return UF_ECUTOFF;
+      case fbuf::Errc::kMessage: return UF_EMSG;
+      case fbuf::Errc::kUnsupported: return UF_ENOTSUP;
     }
     return UF_EPROTO;
   }

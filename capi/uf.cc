@@ -43,6 +43,8 @@ const char* uf_strerror(uf_error e) {
     case UF_ENOMEM: return "out of memory";
     case UF_ECORRUPT: return "the peer corrupted the channel; the stream has ended";
     case UF_ECUTOFF: return "cut off by the sender (slow-consumer policy)";
+    case UF_EMSG: return "the next item is a message of several slices: receive it with uf_msg_receive";
+    case UF_ENOTSUP: return "not supported: sending a received buffer on requires forwarding";
   }
   return "unknown uf_error";
 }

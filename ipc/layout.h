@@ -32,8 +32,17 @@ using detail::kCacheLine;
 // 2: the owner-written `cut_off` and `dropped` words.
 // 3: the rings' `consumer_armed` word and the readiness socket, the
 //    Welcome's fourth fd.
-inline constexpr std::uint32_t kProtocolVersion = 3;
+// 4: aggregates, descriptor chains marked by kMoreFollows.
+inline constexpr std::uint32_t kProtocolVersion = 4;
 inline constexpr std::uint64_t kChannelMagic = 0x6662756663686e32ULL;  // "fbufchn2"
+
+// Descriptor::flags. Bit 0: another descriptor of the same message
+// follows; set on every slice of an aggregate but the last, which the
+// owner publishes with one tail store (docs/design.md, "Aggregates").
+// Bits 1..7 are reserved for aggregates and must be 0 (a receiver rejects
+// a descriptor with one set); bits 8..15 belong to forwarding.
+inline constexpr std::uint32_t kMoreFollows = 1u << 0;
+inline constexpr std::uint32_t kAggregateReserved = 0xFEu;
 
 struct ChannelHeader {
   std::uint64_t magic;

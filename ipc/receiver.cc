@@ -53,6 +53,14 @@ Result<View> Receiver::receive(std::chrono::nanoseconds timeout) noexcept {
   if (!core_) return Errc::kClosed;
   return core_->receive(timeout);
 }
+Result<Message> Receiver::try_receive_message() noexcept {
+  if (!core_) return Errc::kClosed;
+  return core_->try_receive_message();
+}
+Result<Message> Receiver::receive_message(std::chrono::nanoseconds timeout) noexcept {
+  if (!core_) return Errc::kClosed;
+  return core_->receive_message(timeout);
+}
 int Receiver::fd() const noexcept { return core_ ? core_->fd() : -1; }
 bool Receiver::arm() noexcept { return core_ && core_->arm(); }
 ReceiverStats Receiver::stats() const { return core_ ? core_->stats() : ReceiverStats{}; }

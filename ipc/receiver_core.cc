@@ -1,12 +1,15 @@
 #include "ipc/receiver_core.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include "fbuf/base/deadline.h"
 #include "fbuf/base/readiness.h"
 #include "fbuf/base/spin.h"
 #include "fbuf/base/wake.h"
+#include "fbuf/base/limits.h"
 #include "fbuf/buffers/pool_core.h"
+#include "fbuf/buffers/slice_holder.h"
 #include "fbuf/buffers/view_owner.h"
 
 namespace fbuf::detail {
@@ -37,24 +40,16 @@ bool ReceiverCore::sender_said_closed() const noexcept {
   return header_->sender_closed.load(std::memory_order_acquire) != 0;
 }
 
-Result<View> ReceiverCore::end(Errc first) noexcept {
-  ended_ = true;
-  return first;
-}
-
-Result<View> ReceiverCore::try_receive() noexcept {
+std::error_code ReceiverCore::next(Descriptor& d) noexcept {
   if (ended_) return Errc::kPeerGone;
-  Descriptor d;
   for (;;) {
     switch (in_.take(d)) {
       case RingStatus::kOk:
-        // A sender waiting in epoll for ring space armed its fd: tell it.
-        if (in_.release()) signal_ready(ready_fd_.get());
-        received_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
-        return make_view(d);
+        return {};
       case RingStatus::kCorrupt:
         rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
-        return end(Errc::kCorrupt);
+        ended_ = true;
+        return Errc::kCorrupt;
       case RingStatus::kEmpty:
       case RingStatus::kFull:
         break;
@@ -65,24 +60,122 @@ Result<View> ReceiverCore::try_receive() noexcept {
     if (in_.readable()) continue;
     // acquire: pairs with the owner's release store of cut_off.
     const bool cut = header_->cut_off.load(std::memory_order_acquire) != 0;
-    return end(cut ? Errc::kCutOff : Errc::kPeerGone);
+    ended_ = true;
+    return cut ? Errc::kCutOff : Errc::kPeerGone;
   }
 }
 
-Result<View> ReceiverCore::receive(std::chrono::nanoseconds timeout) noexcept {
+Result<View> ReceiverCore::try_receive() noexcept {
+  // A message met earlier waits for receive_message(): nothing after it
+  // may overtake it.
+  if (stashed_) return Errc::kMessage;
+  Descriptor d;
+  if (std::error_code ec = next(d); ec) return ec;
+  if ((d.flags & ipc::kMoreFollows) != 0) {
+    Result<Message> m = collect(d);
+    if (!m) return m.error();
+    stash_ = std::move(*m);
+    stashed_ = true;
+    return Errc::kMessage;
+  }
+  // A sender waiting in epoll for ring space armed its fd: tell it.
+  if (in_.release()) signal_ready(ready_fd_.get());
+  received_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+  Result<View> v = make_view(d);
+  if (v && (d.flags & ipc::kAggregateReserved) != 0) {
+    // Reserved bits set: rejected, and the buffer goes back (the View's
+    // destructor) since the descriptor names it validly.
+    rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+    return Errc::kBadDescriptor;
+  }
+  return v;
+}
+
+Result<Message> ReceiverCore::collect(const Descriptor& first) noexcept {
+  View views[kMaxMessageSlices];
+  std::uint64_t names[kMaxMessageSlices];  // (pool << 32 | index) of each view, for duplicates
+  std::size_t n = 0, taken = 0;
+  std::uint64_t total = 0;
+  bool bad = false;
+  Descriptor d = first;
+  for (;;) {
+    ++taken;
+    const bool more = (d.flags & ipc::kMoreFollows) != 0;
+    // make_view() validates the private copy `d` and counts a bad one.
+    Result<View> v = make_view(d);
+    if (!v || (d.flags & ipc::kAggregateReserved) != 0 || n == kMaxMessageSlices) {
+      bad = true;
+    } else {
+      total += v->size();
+      const std::uint64_t name = std::uint64_t{d.pool} << 32 | d.index;
+      // A buffer named twice would be returned twice: a sender never does.
+      if (total > kMaxMessageBytes || std::find(names, names + n, name) != names + n) bad = true;
+      if (!bad) {
+        names[n] = name;
+        views[n++] = std::move(*v);
+      }
+    }
+    // Once bad, every View made goes back to the sender at once: the
+    // destructors of `v` here and of views[] below.
+    if (bad) {
+      for (std::size_t i = 0; i < n; ++i) views[i].reset();
+      n = 0;
+    }
+    if (!more) break;
+    // A hostile sender that keeps publishing "more follows" cannot keep
+    // this call: it ends after one ring's worth.
+    if (taken >= in_.capacity()) break;
+    const RingStatus st = in_.take(d);
+    if (st == RingStatus::kOk) continue;
+    if (st == RingStatus::kCorrupt) {
+      rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+      ended_ = true;
+      received_.fetch_add(taken, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+      return Errc::kCorrupt;
+    }
+    // The published tail ends inside the message: an honest sender
+    // publishes a message with one tail store, so this one is malformed.
+    bad = true;
+    for (std::size_t i = 0; i < n; ++i) views[i].reset();
+    n = 0;
+    break;
+  }
+  if (in_.release()) signal_ready(ready_fd_.get());
+  received_.fetch_add(taken, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+  if (bad) {
+    rejected_messages_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+    return Errc::kBadDescriptor;
+  }
+  Message m;
+  if (std::error_code ec = MessageAccess::adopt(m, std::span<View>(views, n)); ec) return ec;
+  return m;
+}
+
+Result<Message> ReceiverCore::try_receive_message() noexcept {
+  if (stashed_) {
+    stashed_ = false;
+    return std::move(stash_);
+  }
+  Descriptor d;
+  if (std::error_code ec = next(d); ec) return ec;
+  return collect(d);
+}
+
+template <class T, class F>
+Result<T> ReceiverCore::wait_for(F try_once, std::chrono::nanoseconds timeout) noexcept {
   const auto start = Clock::now();
   const auto deadline = deadline_after(timeout);
   const auto wouldblock = make_error_code(Errc::kWouldBlock);
   for (unsigned i = 0;; ++i) {
-    if (in_.readable() || (i % 256) == 0) {
-      Result<View> r = try_receive();
+    if (stashed_ || in_.readable() || (i % 256) == 0) {
+      Result<T> r = try_once();
       if (r || r.error() != wouldblock) return r;
       if (Clock::now() - start > kSpin) break;
     }
     cpu_relax();
   }
   for (;;) {
-    Result<View> r = try_receive();
+    Result<T> r = try_once();
     if (r || r.error() != wouldblock) return r;
     const auto left = time_left(deadline, sleep_slice(kMaxSleep));
     if (left.count() == 0) return Errc::kTimedOut;
@@ -91,8 +184,17 @@ Result<View> ReceiverCore::receive(std::chrono::nanoseconds timeout) noexcept {
   }
 }
 
+Result<View> ReceiverCore::receive(std::chrono::nanoseconds timeout) noexcept {
+  return wait_for<View>([this] { return try_receive(); }, timeout);
+}
+
+Result<Message> ReceiverCore::receive_message(std::chrono::nanoseconds timeout) noexcept {
+  return wait_for<Message>([this] { return try_receive_message(); }, timeout);
+}
+
 bool ReceiverCore::arm() noexcept {
-  if (ended_) return false;
+  // A stashed message is something waiting, like a buffer in the ring.
+  if (ended_ || stashed_) return false;
   // The previous arming ends before this one begins: take the word back
   // (disarm() notes whether the owner took it first, which means its
   // record is on the socket or on its way) and drain what has arrived.
@@ -140,6 +242,7 @@ ReceiverStats ReceiverCore::stats() const noexcept {
   s.received = received_.load(std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
   s.returned = returned_.load(std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
   s.rejected_descriptors = rejected_.load(std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+  s.rejected_messages = rejected_messages_.load(std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
   // relaxed: a counter the owner bumps; no data is published through it.
   s.dropped = header_->dropped.load(std::memory_order_relaxed);
   return s;

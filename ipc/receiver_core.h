@@ -3,7 +3,7 @@
 // Private to the library.
 //
 // Invariants:
-//  - in_, ended_ and last_error_ are touched only by the one thread that
+//  - in_, ended_, stash_ and last_error_ are touched only by the one thread that
 //    receives; the counters are atomics read by stats() from any thread.
 //  - The stream ends exactly once: after the sender closed or died and the
 //    ring is drained (kPeerGone, or kCutOff once if the sender cut this
@@ -39,6 +39,8 @@ class ReceiverCore {
 
   Result<View> try_receive() noexcept;
   Result<View> receive(std::chrono::nanoseconds timeout) noexcept;
+  Result<Message> try_receive_message() noexcept;
+  Result<Message> receive_message(std::chrono::nanoseconds timeout) noexcept;
   ReceiverStats stats() const noexcept;
   // The readiness fd and its arming (Receiver::fd(), Receiver::arm()).
   int fd() const noexcept { return ready_fd_.get(); }
@@ -49,6 +51,10 @@ class ReceiverCore {
   // close(), and the readiness fd goes with the handle (the core itself
   // lives on while views are out), so it leaves every epoll set at once.
   void finish() noexcept {
+    // The stash's Views name this core as their owner: dropped first, or
+    // the core would keep itself alive.
+    stash_.clear();
+    stashed_ = false;
     close();
     close_ready();
   }
@@ -78,13 +84,24 @@ class ReceiverCore {
   std::atomic<std::uint64_t> received_{0};
   std::atomic<std::uint64_t> returned_{0};
   std::atomic<std::uint64_t> rejected_{0};
+  std::atomic<std::uint64_t> rejected_messages_{0};
 
  private:
-  Result<View> end(Errc first) noexcept;
+  // Takes the next descriptor into `d`; otherwise kWouldBlock, or the
+  // error that ends the stream (kCorrupt, kCutOff, kPeerGone).
+  std::error_code next(Descriptor& d) noexcept;
+  // Takes the rest of the chain that `first` (taken already) starts and
+  // makes it a Message: all or nothing (docs/design.md, "Aggregates").
+  Result<Message> collect(const Descriptor& first) noexcept;
+  template <class T, class F>
+  Result<T> wait_for(F try_once, std::chrono::nanoseconds timeout) noexcept;
   // Takes the ring's consumer_armed word back after an arming.
   void disarm() noexcept;
 
   bool ended_ = false;
+  // A message plain receive() met and left for receive_message().
+  Message stash_;
+  bool stashed_ = false;
   bool armed_ = false;
   bool owed_ = false;
 };

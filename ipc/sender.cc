@@ -13,6 +13,7 @@
 #include "fbuf/base/limits.h"
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
+#include "fbuf/buffers/slice_holder.h"
 #include "fbuf/receiver.h"
 #include "ipc/control.h"
 #include "ipc/handshake.h"
@@ -43,6 +44,51 @@ std::error_code SenderCore::send(std::span<Buffer> buffers, std::span<const std:
   const std::size_t n = buffers.size();
   if (n == 0 || lengths.size() != n || n > options_.ring_capacity) return Errc::kInvalidArgument;
   // Small batches need no allocation; larger ones are rare and may.
+  OutSlice local[kStackBatch];
+  std::vector<OutSlice> heap;
+  std::span<OutSlice> slices;
+  if (n <= kStackBatch) {
+    slices = std::span<OutSlice>(local, n);
+  } else {
+    try {
+      heap.resize(n);
+    } catch (...) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
+    slices = heap;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (lengths[i] > UINT32_MAX) return Errc::kInvalidArgument;
+    slices[i] = OutSlice{&buffers[i], 0, static_cast<std::uint32_t>(lengths[i])};
+  }
+  return send_slices(slices, false, timeout);
+}
+
+std::error_code SenderCore::send(Message& message, std::chrono::nanoseconds timeout) noexcept {
+  std::span<const MessageAccess::Slice> in = MessageAccess::slices(message);
+  const std::size_t n = in.size();
+  static_assert(Message::kMaxSlices <= kStackBatch);
+  if (n == 0 || n > options_.ring_capacity) return Errc::kInvalidArgument;
+  OutSlice slices[Message::kMaxSlices];
+  for (std::size_t i = 0; i < n; ++i) {
+    SliceHolder& h = *in[i].holder;
+    // A received View sent on names another pool's buffer (or this pool's,
+    // lent out already): that is forwarding's to describe.
+    if (!h.buffer) return Errc::kUnsupported;
+    // The Buffer is handed over whole: no other slice, of this message or
+    // another, may still name it.
+    if (in[i].holder.use_count() != 1) return Errc::kInvalidArgument;
+    // Message keeps every range inside its handle and under kMaxBytes.
+    slices[i] = OutSlice{&h.buffer, static_cast<std::uint32_t>(in[i].offset), static_cast<std::uint32_t>(in[i].length)};
+  }
+  std::error_code ec = send_slices(std::span<const OutSlice>(slices, n), true, timeout);
+  if (!ec) MessageAccess::forget(message);
+  return ec;
+}
+
+std::error_code SenderCore::send_slices(std::span<const OutSlice> slices, bool chained,
+                                        std::chrono::nanoseconds timeout) noexcept {
+  const std::size_t n = slices.size();
   std::uint32_t local[kStackBatch];
   std::vector<std::uint32_t> heap;
   std::span<std::uint32_t> indices;
@@ -57,8 +103,10 @@ std::error_code SenderCore::send(std::span<Buffer> buffers, std::span<const std:
     indices = heap;
   }
   for (std::size_t i = 0; i < n; ++i) {
-    PoolCore::BufferRef ref = PoolCore::inspect(buffers[i]);
-    if (ref.pool != pool_.get() || lengths[i] > ref.capacity) return Errc::kInvalidArgument;
+    PoolCore::BufferRef ref = PoolCore::inspect(*slices[i].buffer);
+    if (ref.pool != pool_.get() || slices[i].offset > ref.capacity ||
+        slices[i].length > ref.capacity - slices[i].offset)
+      return Errc::kInvalidArgument;
     indices[i] = ref.index;
   }
   const auto count = static_cast<std::uint32_t>(n);
@@ -95,7 +143,7 @@ std::error_code SenderCore::send(std::span<Buffer> buffers, std::span<const std:
       prune_locked();
       if (outlets_.empty()) return Errc::kNoReceivers;
       if (fail_fast) return Errc::kWouldBlock;
-      if (!blocked) return deliver_locked(buffers, lengths, indices, skipping, now);
+      if (!blocked) return deliver_locked(slices, indices, chained, skipping, now);
     }
     if (timeout.count() <= 0) return Errc::kWouldBlock;
     const auto left = time_left(deadline, sleep_slice(kMaxSleep));
@@ -154,10 +202,15 @@ bool SenderCore::over_budget_locked(Outlet& o, std::uint32_t n) noexcept {
   return std::uint64_t{o.outstanding_locked()} + n > budget;
 }
 
-std::error_code SenderCore::deliver_locked(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
-                                           std::span<const std::uint32_t> indices, bool skipping,
-                                           Clock::time_point now) noexcept {
-  const std::size_t n = buffers.size();
+Descriptor SenderCore::describe_locked(const OutSlice& s, std::uint32_t flags, std::uint64_t sequence,
+                                       const Outlet& /*outlet*/) noexcept {
+  PoolCore::BufferRef ref = PoolCore::inspect(*s.buffer);
+  return Descriptor{0, ref.index, ref.generation, s.offset, s.length, flags, sequence};
+}
+
+std::error_code SenderCore::deliver_locked(std::span<const OutSlice> slices, std::span<const std::uint32_t> indices,
+                                           bool chained, bool skipping, Clock::time_point now) noexcept {
+  const std::size_t n = slices.size();
   auto receivers = static_cast<std::uint32_t>(outlets_.size());
   if (skipping) {
     receivers = static_cast<std::uint32_t>(
@@ -170,10 +223,11 @@ std::error_code SenderCore::deliver_locked(std::span<Buffer> buffers, std::span<
   // buffers.
   if (std::error_code ec = pool_->guard_locked(indices); ec) return ec;
   for (std::size_t i = 0; i < n; ++i) {
-    PoolCore::BufferRef ref = PoolCore::inspect(buffers[i]);
-    Descriptor d{0, ref.index, ref.generation, 0, static_cast<std::uint32_t>(lengths[i]), 0, sequence_++};
+    // A chain: every slice but the last says another follows.
+    const std::uint32_t flags = chained && i + 1 < n ? kMoreFollows : 0;
+    const std::uint64_t sequence = sequence_++;
     for (auto& o : outlets_) {
-      if (!skipping || !o->skip) o->write_locked(d, now);
+      if (!skipping || !o->skip) o->write_locked(describe_locked(slices[i], flags, sequence, *o), now);
     }
   }
   for (auto& o : outlets_) {
@@ -185,7 +239,7 @@ std::error_code SenderCore::deliver_locked(std::span<Buffer> buffers, std::span<
       o->count_delivered_locked(n);
     }
   }
-  for (std::size_t i = 0; i < n; ++i) pool_->mark_sent_locked(buffers[i], receivers);
+  for (std::size_t i = 0; i < n; ++i) pool_->mark_sent_locked(*slices[i].buffer, receivers);
   counters_.sent += n;
   counters_.delivered += n * receivers;
   counters_.dropped += n * (outlets_.size() - receivers);

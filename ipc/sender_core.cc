@@ -387,6 +387,14 @@ std::error_code Sender::send_many(std::span<Buffer> buffers, std::span<const std
   if (!core_) return Errc::kClosed;
   return core_->send(buffers, lengths, timeout);
 }
+std::error_code Sender::try_send(Message&& message) noexcept {
+  if (!core_) return Errc::kClosed;
+  return core_->send(message, std::chrono::nanoseconds(0));
+}
+std::error_code Sender::send(Message&& message, std::chrono::nanoseconds timeout) noexcept {
+  if (!core_) return Errc::kClosed;
+  return core_->send(message, timeout);
+}
 bool Sender::wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const {
   return core_ && core_->wait_for_receivers(n, timeout);
 }

@@ -31,6 +31,7 @@
 #include "fbuf/base/fd.h"
 #include "fbuf/buffers/returns.h"
 #include "fbuf/sender.h"
+#include "ipc/layout.h"
 
 namespace fbuf::ipc {
 struct HelloInfo;
@@ -45,6 +46,16 @@ class PoolCore;
 class RemoteOutlet;
 struct ReceiverTerms;
 
+// One slice the send path publishes: bytes [offset, offset + length) of
+// a Buffer of the Sender's pool, whose handle is emptied when it is sent.
+using ipc::kMoreFollows;
+
+struct OutSlice {
+  Buffer* buffer;
+  std::uint32_t offset;
+  std::uint32_t length;
+};
+
 class SenderCore {
  public:
   SenderCore(Pool pool, std::string service, SenderOptions options);
@@ -55,6 +66,9 @@ class SenderCore {
   Receiver connect_local();
   std::error_code send(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
                        std::chrono::nanoseconds timeout) noexcept;
+  // Sends `message` as one chain (docs/design.md, "Aggregates"); on
+  // success it is left empty, on failure untouched.
+  std::error_code send(Message& message, std::chrono::nanoseconds timeout) noexcept;
   // The readiness fd (Sender::fd(), Sender::arm()).
   int fd() const noexcept { return epoll_.get(); }
   bool arm(std::size_t size) noexcept;
@@ -115,11 +129,20 @@ class SenderCore {
   // True if `n` more buffers take `o` past its budget (after collecting
   // its returns).
   static bool over_budget_locked(Outlet& o, std::uint32_t n) noexcept;
+  // The send path of send() and send(Message&): every slice is checked
+  // (its buffer of this pool, its range inside it) and published to every
+  // receiver in one critical section; with `chained`, as one message.
+  std::error_code send_slices(std::span<const OutSlice> slices, bool chained,
+                              std::chrono::nanoseconds timeout) noexcept;
   // Writes, publishes and marks sent: to every outlet, or with `skipping`
   // to those not skipped (the others are counted as dropped).
-  std::error_code deliver_locked(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
-                                 std::span<const std::uint32_t> indices, bool skipping,
-                                 Clock::time_point now) noexcept;
+  std::error_code deliver_locked(std::span<const OutSlice> slices, std::span<const std::uint32_t> indices,
+                                 bool chained, bool skipping, Clock::time_point now) noexcept;
+  // The descriptor of one slice as `outlet` gets it: the one place a slice
+  // becomes a descriptor, so that slices of other pools (forwarding) can
+  // be named per receiver here.
+  static Descriptor describe_locked(const OutSlice& s, std::uint32_t flags, std::uint64_t sequence,
+                                    const Outlet& outlet) noexcept;
   void check_holds_locked(Clock::time_point now) noexcept;
   void add_locked(std::shared_ptr<Outlet> outlet);
   void prune_locked() noexcept;

@@ -27,6 +27,8 @@ class Category final : public std::error_category {
       case Errc::kTooLarge: return "no size class is large enough";
       case Errc::kCorrupt: return "the peer corrupted the channel's shared memory; the stream has ended";
       case Errc::kCutOff: return "cut off by the sender (slow-consumer policy or a corrupt channel)";
+      case Errc::kMessage: return "the next item is a message of several slices: receive it with receive_message()";
+      case Errc::kUnsupported: return "not supported: sending a received View on requires forwarding";
     }
     return "unknown fbuf error " + std::to_string(c);
   }

@@ -19,5 +19,10 @@ inline constexpr std::uint32_t kMaxRingCapacity = 1u << 22;
 inline constexpr std::size_t kCacheLine = 64;
 // Descriptors a stack array holds before a batch call allocates.
 inline constexpr std::size_t kStackBatch = 64;
+// An aggregate (fbuf::Message) has at most this many slices and bytes: a
+// protocol limit, fixed by the protocol version (ipc/layout.h) and checked
+// by every receiver. Message::kMaxSlices / kMaxBytes repeat them publicly.
+inline constexpr std::size_t kMaxMessageSlices = 64;
+inline constexpr std::uint64_t kMaxMessageBytes = 0xFFFFFFFFu;
 
 }  // namespace fbuf::detail

@@ -28,6 +28,8 @@ enum class Errc {
   kTooLarge,        // no size class can hold the requested size
   kCorrupt,         // the peer corrupted the channel; reported once, then kPeerGone
   kCutOff,          // the sender cut this receiver off (slow-consumer policy)
+  kMessage,         // receive(): the next item is a Message of several slices; use receive_message()
+  kUnsupported,     // not supported yet: a View slice in a Message sent on (requires forwarding)
 };
 
 // A timeout that never expires: every timed call accepts it (deadlines

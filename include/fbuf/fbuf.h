@@ -3,6 +3,7 @@
 
 #include "fbuf/buffer.h"
 #include "fbuf/error.h"
+#include "fbuf/message.h"
 #include "fbuf/pool.h"
 #include "fbuf/receiver.h"
 #include "fbuf/sender.h"

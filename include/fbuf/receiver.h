@@ -10,6 +10,7 @@
 
 #include "fbuf/buffer.h"
 #include "fbuf/error.h"
+#include "fbuf/message.h"
 #include "fbuf/sender.h"
 
 namespace fbuf {
@@ -36,6 +37,7 @@ struct ReceiverStats {
   std::uint64_t returned = 0;
   std::uint64_t rejected_descriptors = 0;  // failed validation; skipped
   std::uint64_t dropped = 0;  // buffers the sender skipped for this receiver (slow-consumer budget)
+  std::uint64_t rejected_messages = 0;  // malformed aggregates rejected whole; their valid slices returned
 };
 
 // One thread receives at a time; Views may be dropped from any thread, and
@@ -65,6 +67,19 @@ class Receiver {
   // before, then kPeerGone). `timeout` may be kForever.
   Result<View> try_receive() noexcept;
   Result<View> receive(std::chrono::nanoseconds timeout) noexcept;
+  // Plain receive() returns one-slice items only: when the next item is a
+  // message of several slices it says kMessage, takes nothing more from
+  // the ring, and the message waits for receive_message().
+
+  // The next item as a Message of View slices, all or none: a single
+  // buffer comes as a one-slice message. Errors as receive(), and
+  // kBadDescriptor when a malformed message (too many slices or bytes, a
+  // chain cut short by the sender's publication, an invalid slice) was
+  // rejected whole: counted in rejected_messages, its valid slices given
+  // back to the sender, and the next call continues. Allocates one small
+  // block per slice (receive() allocates nothing).
+  Result<Message> try_receive_message() noexcept;
+  Result<Message> receive_message(std::chrono::nanoseconds timeout) noexcept;
 
   // Waiting in an event loop (poll, epoll, io_uring, asio, libuv): fd() is
   // a file descriptor that polls readable (POLLIN) once this receiver has

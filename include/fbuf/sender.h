@@ -17,6 +17,7 @@
 
 #include "fbuf/buffer.h"
 #include "fbuf/error.h"
+#include "fbuf/message.h"
 #include "fbuf/pool.h"
 
 namespace fbuf {
@@ -130,6 +131,18 @@ class Sender {
   // caller. `lengths[i]` is the valid length of `buffers[i]`.
   std::error_code send_many(std::span<Buffer> buffers, std::span<const std::size_t> lengths,
                             std::chrono::nanoseconds timeout) noexcept;
+
+  // Sends an aggregate as one unit: every receiver's ring gets room for
+  // all its slices at once, they are written and published together, and
+  // a receiver gets all of them or none (receive_message()). Protection
+  // applies to every Buffer slice as in send_many. All or nothing: on
+  // failure `message` is left untouched, every slice still the caller's.
+  // Errors as try_send/send, and kInvalidArgument (empty, more slices than
+  // ring_capacity, a Buffer of another pool or held by another message
+  // too, a Buffer in two slices), kUnsupported (a View slice: sending a
+  // received View on requires forwarding).
+  std::error_code try_send(Message&& message) noexcept;
+  std::error_code send(Message&& message, std::chrono::nanoseconds timeout) noexcept;
 
   // Waits until at least `n` receivers are connected; false on timeout.
   bool wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const;

@@ -50,7 +50,9 @@ typedef enum uf_error {
   UF_ESYSTEM = 11,     /* an OS call failed; errno holds the reason */
   UF_ENOMEM = 12,
   UF_ECORRUPT = 13,    /* the peer corrupted the channel; reported once, then UF_EPEERGONE */
-  UF_ECUTOFF = 14      /* the sender cut this receiver off (slow-consumer policy) */
+  UF_ECUTOFF = 14,     /* the sender cut this receiver off (slow-consumer policy) */
+  UF_EMSG = 15,        /* uf_get: the next item is a message of several slices (uf_msg_receive) */
+  UF_ENOTSUP = 16      /* not supported yet: a received buffer in a message sent on (forwarding) */
 } uf_error;
 
 typedef enum uf_policy {

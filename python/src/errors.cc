@@ -24,8 +24,8 @@ struct ExceptionSpec {
 // import, and their references are never dropped (as pybind11 does for its
 // own exception types), so that no destructor runs after finalization.
 PyObject* g_error = nullptr;
-std::array<PyObject*, 13> g_by_code{};
-static_assert(static_cast<std::size_t>(Errc::kCutOff) + 1 == std::tuple_size_v<decltype(g_by_code)>,
+std::array<PyObject*, 15> g_by_code{};
+static_assert(static_cast<std::size_t>(Errc::kUnsupported) + 1 == std::tuple_size_v<decltype(g_by_code)>,
               "one exception class per fbuf::Errc: add the new code to register_errors()");
 
 PyObject* type_for(const std::error_code& ec) {
@@ -70,6 +70,10 @@ void register_errors(py::module_& m) {
        "The peer corrupted the channel's shared memory: the stream ends (once, then PeerGone)."},
       {Errc::kCutOff, "CutOff", nullptr,
        "The sender cut this receiver off (slow-consumer policy); once, then PeerGone."},
+      {Errc::kMessage, "MessageWaiting", nullptr,
+       "receive() found a message of several slices next; the C++ and C APIs receive it whole."},
+      {Errc::kUnsupported, "Unsupported", nullptr,
+       "Not supported yet: sending a received View on requires forwarding."},
   };
   for (const ExceptionSpec& s : specs) {
     py::tuple bases = s.also != nullptr ? py::make_tuple(py::handle(g_error), py::handle(s.also))

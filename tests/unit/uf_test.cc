@@ -31,7 +31,8 @@ struct Fixture {
 TEST(UfApi, NamesEveryError) {
   EXPECT_STREQ(uf_strerror(UF_OK), "success");
   EXPECT_NE(std::strstr(uf_strerror(UF_EPEERGONE), "peer gone"), nullptr);
-  EXPECT_STREQ(uf_strerror(static_cast<uf_error>(15)), "unknown uf_error");
+  EXPECT_NE(std::strstr(uf_strerror(UF_EMSG), "uf_msg_receive"), nullptr);
+  EXPECT_STREQ(uf_strerror(static_cast<uf_error>(17)), "unknown uf_error");
 }
 
 TEST(UfApi, RejectsBadArguments) {

@@ -59,16 +59,29 @@ struct Seen {
   bool inside = true;
 };
 
-Seen read_frame(typed::CapnpMessage& m, std::span<const std::byte> received) {
+using Received = std::vector<std::span<const std::byte>>;
+
+Received slices_of(const Message& m) {
+  Received r;
+  for (std::size_t i = 0; i < m.slice_count(); ++i) r.push_back(m.slice(i));
+  return r;
+}
+
+Seen read_frame(typed::CapnpMessage& m, const Received& received) {
   Seen s;
-  const auto lo = reinterpret_cast<std::uintptr_t>(received.data());
-  const auto hi = lo + received.size();
   auto in = [&](const void* p) {
     auto a = reinterpret_cast<std::uintptr_t>(p);
-    if (a < lo || a >= hi) s.inside = false;
+    for (auto r : received) {
+      auto lo = reinterpret_cast<std::uintptr_t>(r.data());
+      if (a >= lo && a < lo + r.size()) return;
+    }
+    s.inside = false;
   };
   // The reader's segments are the received bytes, not a copy.
-  for (std::size_t i = 0; i < m.segment_count(); ++i) in(m.segment(i).data());
+  if (m.segment_count() != received.size()) s.inside = false;
+  for (std::size_t i = 0; i < m.segment_count() && i < received.size(); ++i)
+    if (m.segment(i).data() != received[i].data() || m.segment(i).size() != received[i].size())
+      s.inside = false;
   auto f = m.root<TestFrame>();
   s.seq = f.getSeq();
   s.camera = f.getCamera();
@@ -92,25 +105,25 @@ std::uint64_t expected_payload_sum(std::uint64_t seq, std::size_t n) {
 
 int run_receiver(const char* service) {
   auto rx = Receiver::connect(service);
-  auto v = rx.receive(20s);
-  if (!v) {
-    std::printf("receive failed: %s\n", v.error().message().c_str());
+  auto msg = rx.receive_message(20s);
+  if (!msg) {
+    std::printf("receive failed: %s\n", msg.error().message().c_str());
     return 2;
   }
-  const std::span<const std::byte> received = v->bytes();
+  const Received received = slices_of(*msg);
   typed::TypedStats stats;
-  auto m = typed::read_capnp(std::move(*v), {}, &stats);
+  auto m = typed::read_capnp(std::move(*msg), {}, &stats);
   if (!m) {
     std::printf("rejected: %s\n", stats.last_reason);
     return 3;
   }
   Seen s;
-  if (m->read([&](typed::CapnpMessage& msg) { s = read_frame(msg, received); }, &stats)) {
+  if (m->read([&](typed::CapnpMessage& mm) { s = read_frame(mm, received); }, &stats)) {
     std::printf("read rejected: %s\n", stats.last_reason);
     return 4;
   }
-  std::printf("seq %llu camera %s boxes %.1f payload %zu sum %llu inside %d\n",
-              static_cast<unsigned long long>(s.seq), s.camera.c_str(), s.box_sum, s.payload_size,
+  std::printf("segments %zu seq %llu camera %s boxes %.1f payload %zu sum %llu inside %d\n",
+              m->segment_count(), static_cast<unsigned long long>(s.seq), s.camera.c_str(), s.box_sum, s.payload_size,
               static_cast<unsigned long long>(s.payload_sum), s.inside ? 1 : 0);
   std::fflush(stdout);
   return 0;
@@ -126,12 +139,12 @@ TEST(TypedCapnp, ThreadReadsASingleSegmentInPlace) {
   std::thread reader([&] {
     auto v = rx.receive(20s);
     ASSERT_TRUE(v);
-    const auto received = v->bytes();
+    const Received received{v->bytes()};
     typed::TypedStats stats;
     auto m = typed::read_capnp(std::move(*v), {}, &stats);
     ASSERT_TRUE(m) << stats.last_reason;
     ASSERT_EQ(m->segment_count(), 1u);
-    EXPECT_EQ(m->segment(0).data(), received.data());
+    EXPECT_EQ(m->segment(0).data(), received[0].data());
     Seen s;
     EXPECT_FALSE(m->read([&](typed::CapnpMessage& msg) { s = read_frame(msg, received); }, &stats));
     EXPECT_EQ(s.seq, 7u);
@@ -177,18 +190,51 @@ TEST(TypedCapnp, SegmentsStartZeroedInReusedBuffers) {
   EXPECT_FALSE(m->root<TestFrame>().hasPayload());
 }
 
-TEST(TypedCapnp, ProcessReadsInPlaceThroughItsMapping) {
+TEST(TypedCapnp, ThreadReadsSeveralSegmentsInPlace) {
+  Pool pool = make_pool("capnp-multi");
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  // 4 KiB first, then as large as all before: the payload needs a third.
+  typed::CapnpBuilder b(pool, {.first_segment_bytes = 4096});
+  build_frame(b, 9, 300, 30000);
+  ASSERT_GT(b.segment_count(), 2u);
+  const std::size_t segments = b.segment_count();
+  ASSERT_FALSE(b.send(tx, 5s));
+  std::thread reader([&] {
+    // One unit: plain receive() leaves it for receive_message().
+    EXPECT_EQ(rx.receive(1s).error(), make_error_code(Errc::kMessage));
+    auto msg = rx.receive_message(1s);
+    ASSERT_TRUE(msg);
+    ASSERT_EQ(msg->slice_count(), segments);
+    const Received received = slices_of(*msg);
+    typed::TypedStats stats;
+    auto m = typed::read_capnp(std::move(*msg), {}, &stats);
+    ASSERT_TRUE(m) << stats.last_reason;
+    Seen s;
+    EXPECT_FALSE(m->read([&](typed::CapnpMessage& mm) { s = read_frame(mm, received); }, &stats));
+    EXPECT_EQ(s.seq, 9u);
+    EXPECT_EQ(s.box_sum, 3 * (299 * 300 / 2));
+    EXPECT_EQ(s.payload_sum, expected_payload_sum(9, 30000));
+    EXPECT_TRUE(s.inside);  // every segment is a received slice; every read lies in one
+  });
+  reader.join();
+  EXPECT_EQ(testing::check_all_buffers_return(pool, 5s), "");
+}
+
+TEST(TypedCapnp, ProcessReadsSeveralSegmentsInPlaceThroughItsMapping) {
   Pool pool = make_pool("capnp-process");
   const std::string service = "fbuf-test/capnp-" + std::to_string(getpid());
   Sender tx(pool, service);
   testing::Child child(g_self, {"--receiver", service});
   ASSERT_TRUE(tx.wait_for_receivers(1, 20s));
-  typed::CapnpBuilder b(pool, {.first_segment_bytes = 1 << 20});
+  typed::CapnpBuilder b(pool, {.first_segment_bytes = 4096});
   build_frame(b, 42, 100, 200000);
-  ASSERT_EQ(b.segment_count(), 1u);
+  ASSERT_GT(b.segment_count(), 1u);
+  const std::string segments = "segments " + std::to_string(b.segment_count()) + " ";
   ASSERT_FALSE(b.send(tx, 5s));
   auto status = child.wait(30000ms);
   ASSERT_TRUE(status.exited_with(0)) << status.describe() << "\n" << child.output();
+  EXPECT_EQ(child.output().rfind(segments, 0), 0u) << child.output();
   char want[160];
   std::snprintf(want, sizeof want, "seq 42 camera camera/front-left boxes %.1f payload 200000 sum %llu inside 1",
                 3.0 * (99 * 100 / 2), static_cast<unsigned long long>(expected_payload_sum(42, 200000)));
@@ -255,6 +301,49 @@ TEST(TypedCapnp, HostileMessagesAreRefusedAndCounted) {
   EXPECT_EQ(stats.accepted, 0u);
   // The well-formed neighbour of the first: accepted.
   EXPECT_EQ(send_raw(pool, {struct_ptr(0, 1, 0), 0}, stats), std::error_code{});
+  EXPECT_EQ(stats.accepted, 1u);
+  EXPECT_EQ(testing::check_all_buffers_return(pool, 5s), "");
+}
+
+// Sends `segments` as one aggregate (slice i: the first lengths[i] bytes of
+// segment i, all of it by default) and reads it.
+std::error_code send_segments(Pool& pool, const std::vector<std::vector<std::uint64_t>>& segments,
+                              typed::TypedStats& stats, std::vector<std::size_t> lengths = {}) {
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  Message m;
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    auto b = pool.try_allocate(segments[i].size() * 8);
+    EXPECT_TRUE(b);
+    std::memcpy(b->data(), segments[i].data(), segments[i].size() * 8);
+    EXPECT_FALSE(m.append(std::move(*b), i < lengths.size() ? lengths[i] : segments[i].size() * 8));
+  }
+  EXPECT_FALSE(tx.send(std::move(m), 1s));
+  auto r = typed::receive_capnp(rx, 1s, {}, &stats);
+  if (r) {
+    EXPECT_EQ(r->root<TestFrame>().getSeq(), 5u);
+  }
+  return r ? std::error_code{} : r.error();
+}
+
+TEST(TypedCapnp, HostileSegmentTablesAreRefused) {
+  Pool pool = make_pool("capnp-segments");
+  typed::TypedStats stats;
+  // The control: a far pointer from segment 0 to a landing pad in segment 1.
+  EXPECT_EQ(send_segments(pool, {{far_ptr(0, 1)}, {struct_ptr(0, 1, 0), 5}}, stats), std::error_code{});
+  // To segment 2 of two.
+  EXPECT_EQ(send_segments(pool, {{far_ptr(0, 2)}, {struct_ptr(0, 1, 0), 5}}, stats), kBad);
+  EXPECT_NE(std::strstr(stats.last_reason, "segment"), nullptr) << stats.last_reason;
+  // To a landing pad past the end of segment 1.
+  EXPECT_EQ(send_segments(pool, {{far_ptr(100, 1)}, {struct_ptr(0, 1, 0), 5}}, stats), kBad);
+  // A double-far whose landing pad points at a missing segment.
+  EXPECT_EQ(send_segments(pool, {{far_ptr(0, 1) | 4}, {far_ptr(0, 9), struct_ptr(0, 1, 0), 5}}, stats), kBad);
+  // A landing pad that points back out of its segment.
+  EXPECT_EQ(send_segments(pool, {{far_ptr(0, 1)}, {struct_ptr(50, 1, 0), 5}}, stats), kBad);
+  // A segment of 12 bytes.
+  EXPECT_EQ(send_segments(pool, {{far_ptr(0, 1)}, {struct_ptr(0, 1, 0), 5}}, stats, {8, 12}), kBad);
+  EXPECT_STREQ(stats.last_reason, "segment not a whole number of words");
+  EXPECT_EQ(stats.rejected, 5u);
   EXPECT_EQ(stats.accepted, 1u);
   EXPECT_EQ(testing::check_all_buffers_return(pool, 5s), "");
 }

@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
@@ -40,6 +41,7 @@
 
 #include "fbuf/buffer.h"
 #include "fbuf/error.h"
+#include "fbuf/message.h"
 #include "fbuf/pool.h"
 #include "fbuf/receiver.h"
 #include "fbuf/sender.h"
@@ -47,7 +49,7 @@
 
 namespace fbuf::typed {
 
-inline constexpr std::size_t kMaxCapnpSegments = 64;
+inline constexpr std::size_t kMaxCapnpSegments = Message::kMaxSlices;
 
 struct CapnpBuilderOptions {
   std::size_t first_segment_bytes = 4096;  // the hint; rounded up to whole pages
@@ -71,6 +73,8 @@ class CapnpBuilder final : public capnp::MessageBuilder {
     const std::size_t needed = round_up(std::size_t{minimum_words} * sizeof(capnp::word), kPage);
     const std::size_t wanted = round_up(segments_.empty() ? options_.first_segment_bytes : allocated_, kPage);
     const std::size_t bytes = std::max(needed, std::min(wanted, pool_.max_buffer_size()));
+    if (segments_.size() == kMaxCapnpSegments || pending_)
+      throw Error(make_error_code(Errc::kTooLarge), "CapnpBuilder: more segments than a Message holds");
     auto b = pool_.allocate(bytes, options_.allocate_timeout);
     if (!b) throw Error(b.error(), "CapnpBuilder: a segment of " + std::to_string(bytes) + " bytes");
     std::memset(b->data(), 0, bytes);
@@ -79,15 +83,33 @@ class CapnpBuilder final : public capnp::MessageBuilder {
     return {reinterpret_cast<capnp::word*>(segments_.back().data()), bytes / sizeof(capnp::word)};
   }
 
-  std::size_t segment_count() const noexcept { return segments_.size(); }
+  std::size_t segment_count() const noexcept {
+    return pending_ ? pending_->slice_count() : segments_.size();
+  }
 
-  // Sends the message: a single segment as one buffer of its used words.
-  // (Several segments need an aggregate: kInvalidArgument until then.) On
-  // failure every segment stays here, unchanged, and send() may be retried.
+  // Sends the message, each segment's used words only: one segment as one
+  // buffer (Sender::send), several as one aggregate of a slice per segment
+  // (Sender::send(Message&&)), which a receiver takes whole or not at all.
+  // On failure the segments stay here and send() may be retried.
   std::error_code send(Sender& tx, std::chrono::nanoseconds timeout) noexcept {
-    std::size_t used = 0;
-    if (!used_bytes(0, used) || segments_.size() != 1) return Errc::kInvalidArgument;
-    return tx.send(std::move(segments_[0]), used, timeout);
+    if (segments_.size() == 1 && !pending_) {
+      std::size_t used = 0;
+      if (!used_bytes(0, used)) return Errc::kInvalidArgument;
+      return tx.send(std::move(segments_[0]), used, timeout);
+    }
+    if (auto ec = to_message()) return ec;
+    return tx.send(std::move(*pending_), timeout);
+  }
+
+  // The segments as a Message of one slice per segment, to send with other
+  // slices (a receiver's read_capnp then takes only these slices). ENOMEM
+  // or kInvalidArgument (nothing built); on ENOMEM the segments are lost
+  // (they go back to the pool).
+  Result<Message> release_message() && noexcept {
+    if (auto ec = to_message()) return ec;
+    Message m = std::move(*pending_);
+    pending_.reset();
+    return m;
   }
 
  private:
@@ -105,10 +127,30 @@ class CapnpBuilder final : public capnp::MessageBuilder {
     return true;
   }
 
+  // Moves the segments into pending_, once.
+  std::error_code to_message() noexcept {
+    if (pending_) return {};
+    if (segments_.empty()) return Errc::kInvalidArgument;
+    std::vector<std::size_t> used(segments_.size());
+    for (std::size_t i = 0; i < segments_.size(); ++i)
+      if (!used_bytes(i, used[i])) return Errc::kInvalidArgument;
+    Message m;
+    for (std::size_t i = 0; i < segments_.size(); ++i) {
+      if (auto ec = m.append(std::move(segments_[i]), used[i])) {
+        segments_.clear();
+        return ec;
+      }
+    }
+    segments_.clear();
+    pending_.emplace(std::move(m));
+    return {};
+  }
+
   Pool pool_;
   CapnpBuilderOptions options_;
   std::vector<Buffer> segments_;
   std::size_t allocated_ = 0;
+  std::optional<Message> pending_;  // the segments, once made an aggregate
 };
 
 namespace detail {
@@ -155,9 +197,9 @@ inline void walk_capnp(capnp::AnyPointer::Reader p) {
 
 }  // namespace detail
 
-class CapnpMessage;
-inline Result<CapnpMessage> read_capnp(View view, capnp::ReaderOptions options = {},
-                                       TypedStats* stats = nullptr) noexcept;
+namespace detail {
+struct CapnpAccess;
+}
 
 // A received message, validated, read in place. Holds the received buffers
 // (they stay mapped and lent until it is destroyed) and a capnp reader over
@@ -192,52 +234,91 @@ class CapnpMessage {
   CapnpMessage& operator=(CapnpMessage&&) noexcept = default;
 
  private:
-  friend Result<CapnpMessage> read_capnp(View, capnp::ReaderOptions, TypedStats*) noexcept;
-  CapnpMessage(View view, capnp::ReaderOptions options)
-      : view_(std::move(view)),
-        segments_{{reinterpret_cast<const capnp::word*>(view_.data()), view_.size() / sizeof(capnp::word)}},
-        reader_(std::make_unique<capnp::SegmentArrayMessageReader>(
-            kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>(segments_.data(), segments_.size()),
-            options)) {}
+  friend struct detail::CapnpAccess;
+  using Segments = kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>;
+  static kj::ArrayPtr<const capnp::word> words(std::span<const std::byte> b) noexcept {
+    return {reinterpret_cast<const capnp::word*>(b.data()), b.size() / sizeof(capnp::word)};
+  }
+  // `view` or `message` holds the segments (the other is empty).
+  CapnpMessage(View view, Message message, capnp::ReaderOptions options)
+      : view_(std::move(view)), message_(std::move(message)) {
+    if (view_) segments_.push_back(words(view_.bytes()));
+    for (std::size_t i = 0; i < message_.slice_count(); ++i) segments_.push_back(words(message_.slice(i)));
+    reader_ = std::make_unique<capnp::SegmentArrayMessageReader>(Segments(segments_.data(), segments_.size()),
+                                                                 options);
+  }
 
   View view_;
+  Message message_;
   std::vector<kj::ArrayPtr<const capnp::word>> segments_;  // heap: stays put when moved
   std::unique_ptr<capnp::SegmentArrayMessageReader> reader_;
 };
 
-// read_capnp: checks and validates a received single-buffer message (see
-// the top of this file). Errc::kBadDescriptor, counted in `stats` with the reason, for
-// a message refused; the View is then dropped (back to its owner).
-// nestingLimit is capped at kMaxCapnpNesting (the walk recurses).
+// nestingLimit is capped at this (the validating walk recurses).
 inline constexpr int kMaxCapnpNesting = 256;
-inline Result<CapnpMessage> read_capnp(View view, capnp::ReaderOptions options,
-                                       TypedStats* stats) noexcept {
-  const auto bytes = view.bytes();
-  const char* why = nullptr;
-  if (bytes.empty()) why = "empty segment";
-  else if (bytes.size() % sizeof(capnp::word) != 0) why = "segment not a whole number of words";
-  else if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(capnp::word) != 0)
-    why = "segment not word-aligned";
-  if (why) {
-    detail::count_rejection(stats, why);
-    return Errc::kBadDescriptor;
+
+namespace detail {
+
+struct CapnpAccess {
+  static Result<CapnpMessage> open(View view, Message message, capnp::ReaderOptions options,
+                                   TypedStats* stats) noexcept {
+    const char* why = nullptr;
+    const std::size_t n = view ? 1 : message.slice_count();
+    if (n == 0) why = "no segments";
+    else if (n > kMaxCapnpSegments) why = "more segments than a message may have";
+    for (std::size_t i = 0; i < n && !why; ++i) {
+      const auto b = view ? view.bytes() : message.slice(i);
+      if (b.empty()) why = "empty segment";
+      else if (b.size() % sizeof(capnp::word) != 0) why = "segment not a whole number of words";
+      else if (reinterpret_cast<std::uintptr_t>(b.data()) % alignof(capnp::word) != 0)
+        why = "segment not word-aligned";
+    }
+    if (why) {
+      count_rejection(stats, why);
+      return Errc::kBadDescriptor;
+    }
+    options.nestingLimit = std::min(options.nestingLimit, kMaxCapnpNesting);
+    try {
+      CapnpMessage m(std::move(view), std::move(message), options);
+      // A reader of its own for the walk, so that the message's reader
+      // starts with its whole traversal budget.
+      capnp::SegmentArrayMessageReader check(CapnpMessage::Segments(m.segments_.data(), m.segments_.size()),
+                                             options);
+      walk_capnp(check.getRoot<capnp::AnyPointer>());
+      if (stats) ++stats->accepted;
+      return m;
+    } catch (const kj::Exception& e) {
+      count_capnp_rejection(stats, e);
+      return Errc::kBadDescriptor;
+    } catch (const std::bad_alloc&) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
   }
-  options.nestingLimit = std::min(options.nestingLimit, kMaxCapnpNesting);
-  try {
-    CapnpMessage m(std::move(view), options);
-    // A reader of its own for the walk, so that the message's reader starts
-    // with its whole traversal budget.
-    capnp::SegmentArrayMessageReader check(
-        kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>(m.segments_.data(), m.segments_.size()), options);
-    detail::walk_capnp(check.getRoot<capnp::AnyPointer>());
-    if (stats) ++stats->accepted;
-    return m;
-  } catch (const kj::Exception& e) {
-    detail::count_capnp_rejection(stats, e);
-    return Errc::kBadDescriptor;
-  } catch (const std::bad_alloc&) {
-    return std::make_error_code(std::errc::not_enough_memory);
-  }
+};
+
+}  // namespace detail
+
+// Checks and validates a received message (see the top of this file): one
+// buffer (a View), or an aggregate whose slices are its segments in order.
+// Errc::kBadDescriptor, counted in `stats` with the reason, for a message
+// refused; its buffers are then dropped (back to their owner).
+inline Result<CapnpMessage> read_capnp(View view, capnp::ReaderOptions options = {},
+                                       TypedStats* stats = nullptr) noexcept {
+  if (!view) return Errc::kInvalidArgument;
+  return detail::CapnpAccess::open(std::move(view), Message(), options, stats);
+}
+inline Result<CapnpMessage> read_capnp(Message message, capnp::ReaderOptions options = {},
+                                       TypedStats* stats = nullptr) noexcept {
+  return detail::CapnpAccess::open(View(), std::move(message), options, stats);
+}
+
+// Receives the next message (one buffer or an aggregate) and reads it:
+// the receiver's errors as Receiver::receive_message(), then read_capnp's.
+inline Result<CapnpMessage> receive_capnp(Receiver& rx, std::chrono::nanoseconds timeout,
+                                          capnp::ReaderOptions options = {}, TypedStats* stats = nullptr) noexcept {
+  auto m = rx.receive_message(timeout);
+  if (!m) return m.error();
+  return read_capnp(std::move(*m), options, stats);
 }
 
 }  // namespace fbuf::typed

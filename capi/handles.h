@@ -40,6 +40,9 @@ enum Tag : std::uint32_t {
   kBufDeallocated = 0xdead7003,
   kBufWritten = 0xdead7004,   // consumed by uf_write
   kBufWrittenV = 0xdead7005,  // consumed by uf_writev
+  kBufInMessage = 0xdead7006,  // consumed by uf_msg_append / uf_msg_prepend
+  kMsgLive = 0x75666d31,  // "ufm1"
+  kMsgFreed = 0xdead7007,
 };
 
 // Ended handles kept per kind before their memory goes back to malloc.
@@ -71,6 +74,11 @@ struct uf_buf {
   std::variant<fbuf::Buffer, fbuf::View> v;
 };
 
+struct uf_msg {
+  std::atomic<std::uint32_t> tag{fbuf::capi::kMsgLive};
+  fbuf::Message m;
+};
+
 namespace fbuf::capi {
 
 template <class H>
@@ -88,6 +96,11 @@ struct Kind<uf_channel> {
     h.receiver = fbuf::Receiver();
     h.sender.reset();
   }
+};
+template <>
+struct Kind<uf_msg> {
+  static constexpr std::uint32_t kLive = kMsgLive;
+  static void empty(uf_msg& h) noexcept { h.m.clear(); }
 };
 template <>
 struct Kind<uf_buf> {
@@ -108,6 +121,9 @@ struct Kind<uf_buf> {
     case kBufDeallocated: kind = "buffer", ended = "was already deallocated"; break;
     case kBufWritten: kind = "buffer", ended = "was already consumed by uf_write"; break;
     case kBufWrittenV: kind = "buffer", ended = "was already consumed by uf_writev"; break;
+    case kBufInMessage: kind = "buffer", ended = "was already consumed by uf_msg_append or uf_msg_prepend"; break;
+    case kMsgLive: kind = "message"; break;
+    case kMsgFreed: kind = "message", ended = "was already freed"; break;
     default: break;
   }
   if (ended != nullptr)
@@ -124,6 +140,7 @@ template <class H>
 const char* noun() noexcept {
   if constexpr (std::is_same_v<H, uf_pool>) return "pool";
   else if constexpr (std::is_same_v<H, uf_channel>) return "channel";
+  else if constexpr (std::is_same_v<H, uf_msg>) return "message";
   else return "buffer";
 }
 

@@ -2,6 +2,7 @@
 // report, in structs that callers size for forward compatibility.
 #include "fbuf/uf.h"
 
+#include <cstddef>
 #include <cstring>
 
 #include "capi/errors.h"
@@ -28,7 +29,8 @@ uf_error copy_out(const S& full, S* out, std::size_t min_size) noexcept {
 // against them must keep working when fields are appended.
 constexpr std::size_t kPoolStatsV1 = sizeof(struct uf_pool_stats);
 constexpr std::size_t kSenderStatsV1 = sizeof(struct uf_sender_stats);
-constexpr std::size_t kReceiverStatsV1 = sizeof(struct uf_receiver_stats);
+// uf_receiver_stats grew rejected_messages (aggregates).
+constexpr std::size_t kReceiverStatsV1 = offsetof(struct uf_receiver_stats, rejected_messages);
 
 // One line per field SenderStats has. SenderStats does not count dropped
 // buffers or cut-off receivers (yet): those read 0 until it does.
@@ -49,6 +51,7 @@ void fill_receiver_stats(const fbuf::ReceiverStats& s, struct uf_receiver_stats&
   out.returned = s.returned;
   out.rejected_descriptors = s.rejected_descriptors;
   out.dropped = s.dropped;
+  out.rejected_messages = s.rejected_messages;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "fbuf/buffers/pool_core.h"
 #include "fbuf/buffers/slice_holder.h"
 #include "fbuf/buffers/view_owner.h"
+#include "ipc/validate.h"
 
 namespace fbuf::detail {
 namespace {
@@ -93,56 +94,44 @@ Result<View> ReceiverCore::try_receive() noexcept {
 
 Result<Message> ReceiverCore::collect(const Descriptor& first) noexcept {
   View views[kMaxMessageSlices];
-  std::uint64_t names[kMaxMessageSlices];  // (pool << 32 | index) of each view, for duplicates
-  std::size_t n = 0, taken = 0;
-  std::uint64_t total = 0;
-  bool bad = false;
+  std::size_t n = 0;
+  ipc::ChainCheck check;
   Descriptor d = first;
   for (;;) {
-    ++taken;
-    const bool more = (d.flags & ipc::kMoreFollows) != 0;
     // make_view() validates the private copy `d` and counts a bad one.
     Result<View> v = make_view(d);
-    if (!v || (d.flags & ipc::kAggregateReserved) != 0 || n == kMaxMessageSlices) {
-      bad = true;
+    if (check.add(d, v.ok())) {
+      views[n++] = std::move(*v);
     } else {
-      total += v->size();
-      const std::uint64_t name = std::uint64_t{d.pool} << 32 | d.index;
-      // A buffer named twice would be returned twice: a sender never does.
-      if (total > kMaxMessageBytes || std::find(names, names + n, name) != names + n) bad = true;
-      if (!bad) {
-        names[n] = name;
-        views[n++] = std::move(*v);
-      }
-    }
-    // Once bad, every View made goes back to the sender at once: the
-    // destructors of `v` here and of views[] below.
-    if (bad) {
+      // At fault: every View made goes back to the sender at once (this
+      // one by its destructor).
       for (std::size_t i = 0; i < n; ++i) views[i].reset();
       n = 0;
     }
-    if (!more) break;
+    if (!check.open()) break;
     // A hostile sender that keeps publishing "more follows" cannot keep
-    // this call: it ends after one ring's worth.
-    if (taken >= in_.capacity()) break;
+    // this call: no honest message is longer than the ring.
+    if (check.taken() >= in_.capacity()) {
+      check.cut();
+      break;
+    }
     const RingStatus st = in_.take(d);
     if (st == RingStatus::kOk) continue;
     if (st == RingStatus::kCorrupt) {
       rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+      received_.fetch_add(check.taken(), std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
       ended_ = true;
-      received_.fetch_add(taken, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
       return Errc::kCorrupt;
     }
     // The published tail ends inside the message: an honest sender
-    // publishes a message with one tail store, so this one is malformed.
-    bad = true;
-    for (std::size_t i = 0; i < n; ++i) views[i].reset();
-    n = 0;
+    // publishes a message with one tail store.
+    check.cut();
     break;
   }
   if (in_.release()) signal_ready(ready_fd_.get());
-  received_.fetch_add(taken, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
-  if (bad) {
+  received_.fetch_add(check.taken(), std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+  if (check.fault() != ipc::ChainCheck::Fault::kNone) {
+    for (std::size_t i = 0; i < n; ++i) views[i].reset();
     rejected_messages_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
     return Errc::kBadDescriptor;
   }

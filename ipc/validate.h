@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "fbuf/pool.h"
+#include "fbuf/base/limits.h"
 #include "fbuf/base/ring.h"
+#include "ipc/layout.h"
 
 namespace fbuf::ipc {
 
@@ -54,6 +56,61 @@ class PoolGeometry {
   std::vector<std::uint64_t> first_, offset_, size_;
   std::uint64_t count_ = 0;
   std::uint64_t bytes_ = 0;
+};
+
+// One aggregate as a receiver takes it from its ring (docs/design.md,
+// "Aggregates"): the descriptors of a chain are fed in ring order, each a
+// private copy with whether the receiver could map its bytes. The chain is
+// at fault, and rejected whole, if it has more than kMaxMessageSlices
+// slices or more than kMaxMessageBytes bytes, an invalid slice (bytes
+// outside its buffer, reserved flag bits), a buffer named twice, or if the
+// published tail ends it (cut()). Pure, so the descriptor fuzzer drives it.
+class ChainCheck {
+ public:
+  enum class Fault : std::uint8_t { kNone, kTooLong, kTooLarge, kBadSlice, kDuplicate, kCut };
+
+  // Feeds the next descriptor. True if its slice belongs in the message;
+  // false once the chain is at fault (the caller gives back every slice it
+  // kept and, if `valid`, this one too).
+  bool add(const Descriptor& d, bool valid) noexcept {
+    ++taken_;
+    open_ = (d.flags & kMoreFollows) != 0;
+    if (fault_ != Fault::kNone) return false;
+    if (!valid || (d.flags & kAggregateReserved) != 0) return fail(Fault::kBadSlice);
+    if (kept_ == detail::kMaxMessageSlices) return fail(Fault::kTooLong);
+    total_ += d.length;
+    if (total_ > detail::kMaxMessageBytes) return fail(Fault::kTooLarge);
+    const std::uint64_t name = std::uint64_t{d.pool} << 32 | d.index;
+    if (std::find(names_, names_ + kept_, name) != names_ + kept_) return fail(Fault::kDuplicate);
+    names_[kept_++] = name;
+    return true;
+  }
+  // The published tail (or the receiver's patience) ended the chain while
+  // it was still open.
+  void cut() noexcept {
+    if (open_ && fault_ == Fault::kNone) fault_ = Fault::kCut;
+    open_ = false;
+  }
+
+  // True while the last descriptor fed says another follows.
+  bool open() const noexcept { return open_; }
+  Fault fault() const noexcept { return fault_; }
+  // Descriptors fed, and slices kept (0 once at fault).
+  std::size_t taken() const noexcept { return taken_; }
+  std::size_t kept() const noexcept { return fault_ == Fault::kNone ? kept_ : 0; }
+
+ private:
+  bool fail(Fault f) noexcept {
+    fault_ = f;
+    return false;
+  }
+
+  std::uint64_t names_[detail::kMaxMessageSlices];  // (pool << 32 | index) of each slice kept
+  std::size_t kept_ = 0;
+  std::size_t taken_ = 0;
+  std::uint64_t total_ = 0;
+  bool open_ = true;
+  Fault fault_ = Fault::kNone;
 };
 
 }  // namespace fbuf::ipc

@@ -110,6 +110,7 @@ struct uf_receiver_stats {
   uint64_t returned;
   uint64_t rejected_descriptors; /* failed validation; skipped */
   uint64_t dropped;              /* buffers the sender skipped for this receiver */
+  uint64_t rejected_messages;    /* malformed messages rejected whole (uf_msg_receive) */
 };
 #if defined(__cplusplus) && defined(__GNUC__)
 /* Legal C++ (as `struct stat` and stat()); only -Wshadow objects. */
@@ -202,5 +203,7 @@ size_t uf_size(const uf_buf* buf);
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
+
+#include "fbuf/uf_msg.h" /* aggregates: uf_msg_* */
 
 #endif /* FBUF_UF_H_ */

@@ -6,12 +6,18 @@
 //
 // Input: one byte for the number of size classes (1..8), two bytes per
 // class (size, count), then records of one op byte followed by a 32-byte
-// Descriptor, until the input ends. A size byte gives 1..64 pages, or with
+// Descriptor, until the input ends.
+//
+// Aggregates: the kChain* ops feed the descriptors of a chain into a
+// ChainCheck (ipc/validate.h) as a receiver takes them from its ring, and
+// compare its verdict after each with a model that judges the whole chain
+// again from scratch. A size byte gives 1..64 pages, or with
 // its top bit set one of the 64 largest sizes the handshake admits
 // (2^32 - page downwards), so locate()'s arithmetic meets 32-bit limits.
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "fbuf/pool.h"
@@ -75,6 +81,71 @@ void check_locate(const fbuf::ipc::PoolGeometry& geometry, const std::vector<Siz
   FUZZ_CHECK(*at + d.length <= geometry.bytes());
 }
 
+// One descriptor of a chain as the receiver saw it.
+struct Fed {
+  Descriptor d;
+  bool valid;  // the receiver could map its bytes
+};
+
+using Fault = fbuf::ipc::ChainCheck::Fault;
+
+// The verdict on a chain, from scratch: the first rule the slices, in
+// order, break; kept is how many slices a message of it would have.
+struct Verdict {
+  Fault fault = Fault::kNone;
+  std::size_t kept = 0;
+};
+
+Verdict reference_chain(const std::vector<Fed>& chain, bool cut) {
+  Verdict v;
+  std::set<std::pair<std::uint32_t, std::uint32_t>> named;
+  std::uint64_t total = 0;
+  for (const Fed& f : chain) {
+    if (!f.valid || (f.d.flags & 0xFEu) != 0) return {Fault::kBadSlice, 0};
+    if (v.kept == 64) return {Fault::kTooLong, 0};
+    total += f.d.length;
+    if (total > 0xFFFFFFFFu) return {Fault::kTooLarge, 0};
+    if (!named.insert({f.d.pool, f.d.index}).second) return {Fault::kDuplicate, 0};
+    ++v.kept;
+  }
+  if (cut) return {Fault::kCut, 0};
+  return v;
+}
+
+// The chain under way and its checker.
+struct Chain {
+  fbuf::ipc::ChainCheck check;
+  std::vector<Fed> fed;
+
+  void add(const Descriptor& d, bool valid) {
+    const bool kept = check.add(d, valid);
+    fed.push_back({d, valid});
+    const Verdict want = reference_chain(fed, false);
+    FUZZ_CHECK(kept == (want.fault == Fault::kNone));
+    FUZZ_CHECK(check.fault() == want.fault);
+    FUZZ_CHECK(check.kept() == want.kept);
+    FUZZ_CHECK(check.taken() == fed.size());
+    FUZZ_CHECK(check.kept() <= fbuf::detail::kMaxMessageSlices);
+    FUZZ_CHECK(check.open() == ((d.flags & fbuf::ipc::kMoreFollows) != 0));
+    if (!check.open()) reset();
+  }
+  void cut() {
+    const bool open = check.open() && !fed.empty();
+    check.cut();
+    FUZZ_CHECK(!check.open());
+    if (open) {
+      const Verdict want = reference_chain(fed, true);
+      FUZZ_CHECK(check.fault() == want.fault);
+      FUZZ_CHECK(check.kept() == 0);
+    }
+    reset();
+  }
+  void reset() {
+    check = fbuf::ipc::ChainCheck();
+    fed.clear();
+  }
+};
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -96,6 +167,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // return that take_back() accepts is erased, so accepting the same loan
   // twice shows up as a mismatch with the model.
   std::map<std::uint32_t, std::uint32_t> model;
+  Chain chain;
 
   while (!in.empty()) {
     auto op = static_cast<DescriptorOp>(in.take<std::uint8_t>() % kDescriptorOpCount);
@@ -140,6 +212,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         model.clear();
         break;
       }
+      case kChainAddNear:
+        d.pool = 0;
+        d.index %= count + 1;
+        d.offset = 0;
+        d.length = (d.flags & (1u << 30)) != 0 ? 0xFFFFFFFFu : 16;
+        d.flags &= (d.flags & (1u << 31)) != 0 ? 0xFFu : fbuf::ipc::kMoreFollows;
+        [[fallthrough]];
+      case kChainAdd:
+        chain.add(d, geometry.locate(d).has_value());
+        break;
+      case kChainCut:
+        chain.cut();
+        break;
       case kDescriptorOpCount:
         break;
     }

@@ -58,6 +58,12 @@ enum DescriptorOp : std::uint8_t {
   kTakeBack,      // take_back() the descriptor as given: a forged return
   kTakeBackNear,  // take_back() pool 0, index % count, the lent generation unless flags bit 0
   kTakeAll,       // take_all(), as when a receiver disconnects
+  // Aggregates (ChainCheck): the descriptors of one chain, fed in order
+  // until one without "more follows" ends it.
+  kChainAdd,      // add() the descriptor as given
+  kChainAddNear,  // add() it with pool 0, index % (count + 1), offset 0, the reserved flags only
+                  // if flags bit 31, and a length of 16 unless flags bit 30 (then the largest)
+  kChainCut,      // cut(): the published tail ends the chain here
   kDescriptorOpCount,
 };
 

@@ -171,6 +171,24 @@ void descriptor_seeds(const fs::path& dir) {
   write_file(dir / "two_classes", b);
 
   b.clear();
+  // Aggregates: a good chain, one cut by the tail, one naming a buffer
+  // twice, one with a reserved flag, one too long, one too large.
+  put<std::uint8_t>(b, 1);
+  put_bytes(b, {0, 63, 0x80, 3});
+  descriptor_op(b, kChainAdd, {0, 0, 1, 0, 16, 1, 0});
+  descriptor_op(b, kChainAdd, {0, 1, 1, 0, 16, 0, 0});
+  descriptor_op(b, kChainAdd, {0, 2, 1, 0, 16, 1, 0});
+  descriptor_op(b, kChainCut, {});
+  descriptor_op(b, kChainAdd, {0, 3, 1, 0, 16, 1, 0});
+  descriptor_op(b, kChainAdd, {0, 3, 1, 8, 8, 0, 0});
+  descriptor_op(b, kChainAdd, {0, 4, 1, 0, 16, 3, 0});
+  descriptor_op(b, kChainAdd, {0, 5, 1, 0, 16, 0, 0});
+  for (std::uint32_t i = 0; i < 66; ++i) descriptor_op(b, kChainAddNear, {0, i, 1, 0, 0, i < 65 ? 1u : 0u, 0});
+  descriptor_op(b, kChainAdd, {0, 64, 1, 0, 0xFFFFF000u, 1, 0});
+  descriptor_op(b, kChainAdd, {0, 65, 1, 0, 0xFFFFF000u, 0, 0});
+  write_file(dir / "chains", b);
+
+  b.clear();
   // Eight classes, four of them near the 2^32 byte limit.
   put<std::uint8_t>(b, 7);
   put_bytes(b, {0, 63, 0x80, 0, 63, 7, 0x81, 1, 5, 5, 0xbf, 2, 1, 9, 0x90, 3});

@@ -343,7 +343,20 @@ TEST(TypedCapnp, HostileSegmentTablesAreRefused) {
   // A segment of 12 bytes.
   EXPECT_EQ(send_segments(pool, {{far_ptr(0, 1)}, {struct_ptr(0, 1, 0), 5}}, stats, {8, 12}), kBad);
   EXPECT_STREQ(stats.last_reason, "segment not a whole number of words");
-  EXPECT_EQ(stats.rejected, 5u);
+  {  // A segment that starts 4 bytes into its buffer (a slice is any range).
+    Sender tx(pool);
+    Receiver rx = tx.connect_local();
+    const std::uint64_t words[3] = {0, struct_ptr(0, 1, 0), 5};
+    auto b = pool.try_allocate(sizeof words);
+    ASSERT_TRUE(b);
+    std::memcpy(b->data(), words, sizeof words);
+    Message m;
+    ASSERT_FALSE(m.append(std::move(*b), 4, 16));
+    ASSERT_FALSE(tx.send(std::move(m), 1s));
+    EXPECT_EQ(typed::receive_capnp(rx, 1s, {}, &stats).error(), kBad);
+    EXPECT_STREQ(stats.last_reason, "segment not word-aligned");
+  }
+  EXPECT_EQ(stats.rejected, 6u);
   EXPECT_EQ(stats.accepted, 1u);
   EXPECT_EQ(testing::check_all_buffers_return(pool, 5s), "");
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstring>
+#include <new>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -100,23 +101,26 @@ class CapnpBuilder final : public capnp::MessageBuilder {
     return true;
   }
 
-  // Moves the segments into pending_, once.
+  // Moves the segments into pending_, once. Building the Message
+  // allocates (a small block per slice): ENOMEM loses the segments.
   std::error_code to_message() noexcept {
     if (pending_) return {};
     if (segments_.empty()) return Errc::kInvalidArgument;
-    std::vector<std::size_t> used(segments_.size());
-    for (std::size_t i = 0; i < segments_.size(); ++i)
-      if (!used_bytes(i, used[i])) return Errc::kInvalidArgument;
-    Message m;
-    for (std::size_t i = 0; i < segments_.size(); ++i) {
-      if (auto ec = m.append(std::move(segments_[i]), used[i])) {
-        segments_.clear();
-        return ec;
-      }
+    try {
+      std::vector<std::size_t> used(segments_.size());
+      for (std::size_t i = 0; i < segments_.size(); ++i)
+        if (!used_bytes(i, used[i])) return Errc::kInvalidArgument;
+      Message m;
+      std::error_code ec;
+      for (std::size_t i = 0; i < segments_.size() && !ec; ++i) ec = m.append(std::move(segments_[i]), used[i]);
+      segments_.clear();
+      if (ec) return ec;
+      pending_.emplace(std::move(m));
+      return {};
+    } catch (const std::bad_alloc&) {
+      segments_.clear();
+      return std::make_error_code(std::errc::not_enough_memory);
     }
-    segments_.clear();
-    pending_.emplace(std::move(m));
-    return {};
   }
 
   Pool pool_;

@@ -56,7 +56,9 @@ class InPlaceBounds {
   template <class K, class V, class C, class A>
   Result<std::span<const std::pair<K, V>>> entries(const boost::container::flat_map<K, V, C, A>& m) const noexcept {
     const std::size_t n = m.size();
-    const std::pair<K, V>* p = n == 0 ? nullptr : &*m.nth(0);
+    // The entries' address by offset_ptr arithmetic alone: dereferencing
+    // the iterator would bind a reference to an address not yet checked.
+    const std::pair<K, V>* p = n == 0 ? nullptr : boost::to_address(m.nth(0).get_ptr());
     return checked(p, n, "map entries outside the buffer");
   }
 

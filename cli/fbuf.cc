@@ -30,6 +30,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -494,7 +495,8 @@ int run_hz(const std::string& service, long intervals, double duration_s, double
     for (;;) {
       const auto now = Clock::now();
       if (now >= until) break;
-      fbuf::Result<fbuf::View> v = rx.receive(until - now);
+      // Messages of several slices (aggregates) count once, by their size.
+      fbuf::Result<fbuf::Message> v = rx.receive_message(until - now);
       if (!v) {
         if (v.error() == fbuf::Errc::kTimedOut) break;
         if (v.error() == fbuf::Errc::kBadDescriptor) continue;
@@ -530,9 +532,9 @@ int run_peek(const std::string& service, long count, std::size_t max_bytes, doub
   fbuf::Receiver rx = connect_watcher(service, timeout_s);
   std::vector<unsigned char> head;
   for (long i = 0; i < count; ++i) {
-    std::size_t size = 0;
+    std::size_t size = 0, slices = 0;
     {
-      fbuf::Result<fbuf::View> v = rx.receive(seconds(timeout_s));
+      fbuf::Result<fbuf::Message> v = rx.receive_message(seconds(timeout_s));
       if (!v) {
         if (v.error() == fbuf::Errc::kBadDescriptor) {
           --i;
@@ -544,10 +546,15 @@ int run_peek(const std::string& service, long count, std::size_t max_bytes, doub
       // Copy what is shown and let the buffer go before printing, which
       // may be slow (a terminal, a pipe nobody reads).
       size = v->size();
-      const auto* p = reinterpret_cast<const unsigned char*>(v->data());
-      head.assign(p, p + std::min(size, max_bytes));
+      slices = v->slice_count();
+      head.resize(std::min(size, max_bytes));
+      v->copy_to(std::as_writable_bytes(std::span<unsigned char>(head)));
     }
-    fmt::print("message {}: {} bytes\n", i + 1, size);
+    if (slices > 1) {
+      fmt::print("message {}: {} bytes in {} slices\n", i + 1, size, slices);
+    } else {
+      fmt::print("message {}: {} bytes\n", i + 1, size);
+    }
     for (std::size_t off = 0; off < head.size(); off += 16) {
       std::string hex, text;
       for (std::size_t j = off; j < off + 16; ++j) {

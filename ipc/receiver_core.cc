@@ -4,10 +4,10 @@
 #include <mutex>
 
 #include "fbuf/base/deadline.h"
+#include "fbuf/base/limits.h"
 #include "fbuf/base/readiness.h"
 #include "fbuf/base/spin.h"
 #include "fbuf/base/wake.h"
-#include "fbuf/base/limits.h"
 #include "fbuf/buffers/pool_core.h"
 #include "fbuf/buffers/slice_holder.h"
 #include "fbuf/buffers/view_owner.h"

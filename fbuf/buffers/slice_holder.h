@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <memory>
+#include <span>
+#include <system_error>
 
 #include "fbuf/buffer.h"
 #include "fbuf/message.h"

@@ -24,7 +24,9 @@ Timeouts are seconds (float); None waits for ever. Errors are exceptions
 named as fbuf's error codes, all subclasses of fbuf.Error (an OSError):
 WouldBlock, TimedOut, PeerGone (the end of the stream), NoReceivers,
 InvalidArgument, BadDescriptor, VersionMismatch, Protocol, Closed,
-TooLarge, Corrupt, CutOff. docs/api.md ("Python") has the whole API.
+TooLarge, Corrupt, CutOff, MessageWaiting (receive() met a message of
+several slices, which this binding does not receive yet), Unsupported.
+docs/api.md ("Python") has the whole API.
 """
 
 import collections as _collections
@@ -37,6 +39,7 @@ from ._fbuf import (  # noqa: F401  (re-exported)
     CutOff,
     Error,
     InvalidArgument,
+    MessageWaiting,
     NoReceivers,
     PeerGone,
     Pool,
@@ -48,6 +51,7 @@ from ._fbuf import (  # noqa: F401  (re-exported)
     SenderStats,
     TimedOut,
     TooLarge,
+    Unsupported,
     VersionMismatch,
     View,
     WouldBlock,
@@ -59,6 +63,7 @@ __all__ = [
     "PoolStats", "SenderStats", "ReceiverStats",
     "Error", "WouldBlock", "TimedOut", "PeerGone", "NoReceivers", "InvalidArgument",
     "BadDescriptor", "VersionMismatch", "Protocol", "Closed", "TooLarge", "Corrupt", "CutOff",
+    "MessageWaiting", "Unsupported",
     "Mapping", "mapping_of",
 ]
 

@@ -71,7 +71,8 @@ void register_errors(py::module_& m) {
       {Errc::kCutOff, "CutOff", nullptr,
        "The sender cut this receiver off (slow-consumer policy); once, then PeerGone."},
       {Errc::kMessage, "MessageWaiting", nullptr,
-       "receive() found a message of several slices next; the C++ and C APIs receive it whole."},
+       "receive() found a message of several slices next (an aggregate); the C++ and C APIs "
+       "receive it whole, this binding does not yet."},
       {Errc::kUnsupported, "Unsupported", nullptr,
        "Not supported yet: sending a received View on requires forwarding."},
   };

@@ -328,7 +328,7 @@ the Receiver.)doc")
       .def("receive", &receive, "timeout"_a = py::none(),
            "The next View, waiting up to `timeout` seconds (None: for ever) with the GIL released. "
            "Raises TimedOut, PeerGone (end of stream), BadDescriptor (one was skipped; call again), "
-           "Corrupt, CutOff.")
+           "Corrupt, CutOff, MessageWaiting (a message of several slices is next).")
       .def("try_receive", &try_receive, "The next View if one is waiting; else raises WouldBlock.")
       .def("stats",
            [](ReceiverHandle& r) { return r.get("stats")->receiver.stats(); },

@@ -14,7 +14,8 @@ import fbuf
 
 # fbuf::Errc, in its order (include/fbuf/error.h).
 ERRC = ["WouldBlock", "TimedOut", "PeerGone", "NoReceivers", "InvalidArgument", "BadDescriptor",
-        "VersionMismatch", "Protocol", "Closed", "TooLarge", "Corrupt", "CutOff"]
+        "VersionMismatch", "Protocol", "Closed", "TooLarge", "Corrupt", "CutOff", "MessageWaiting",
+        "Unsupported"]
 
 
 def test_every_error_code_has_its_exception_class_under_fbuf_error():

@@ -229,6 +229,33 @@ TEST(MessageProcess, AFullRingOfARemoteReceiverFailsTheWholeMessage) {
   EXPECT_EQ(got->slice(1)[0], std::byte{'z'});
 }
 
+// A message that receive() met and left for receive_message() holds Views
+// whose owner is the receiver itself: closing the receiver must give them
+// back, not keep the receiver (and the buffers) alive.
+TEST(MessageProcess, AMessageLeftByReceiveGoesBackWhenTheRemoteReceiverCloses) {
+  Pool pool = frame_pool("msg-process-stash");
+  const std::string service = testing::unique_service("message-stash");
+  Sender tx(pool, service);
+  {
+    Receiver rx = Receiver::connect(service);
+    ASSERT_TRUE(tx.wait_for_receivers(1, 5s));
+    Message m;
+    for (int i = 0; i < 3; ++i) {
+      Result<Buffer> b = tx.try_allocate(16);
+      ASSERT_TRUE(b);
+      ASSERT_FALSE(m.append(std::move(*b), 16));
+    }
+    ASSERT_FALSE(tx.send(std::move(m), 1s));
+    EXPECT_EQ(rx.receive(1s).error(), Errc::kMessage);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (pool.stats().free != pool.stats().total && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(pool.stats().free, pool.stats().total);
+  EXPECT_EQ(pool.stats().rejected_returns, 0u);
+}
+
 }  // namespace
 }  // namespace fbuf
 

@@ -4,11 +4,14 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <limits>
 #include <new>
 
 #include "fbuf/base/assert.h"
+#include "fbuf/base/cpu_cache.h"
 #include "fbuf/base/limits.h"
 #include "fbuf/base/readiness.h"
 
@@ -22,8 +25,30 @@ constexpr std::chrono::milliseconds kMaxSleep{50};
 // How often drains look for orphaned receivers that hung up.
 constexpr std::chrono::milliseconds kPeerCheckEvery{5};
 
-// Buffers at least this large are reused as soon as they come back.
-constexpr std::size_t kReuseReturnedFrom = std::size_t{4} << 20;
+// Mapping entries that live protected pools may still need, beyond the
+// ones they have now (PoolCore::map_budget_).
+std::atomic<std::uint64_t> g_map_budget_reserved{0};
+
+// A number from a one-line /proc file; 0 if it cannot be read.
+std::uint64_t read_proc_number(const char* path) noexcept {
+  std::FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return 0;
+  unsigned long long v = 0;
+  const bool ok = std::fscanf(f, "%llu", &v) == 1;
+  std::fclose(f);
+  return ok ? v : 0;
+}
+
+// The mappings this process has now (lines of /proc/self/maps); 0 if
+// unknown.
+std::uint64_t mappings_in_use() noexcept {
+  std::FILE* f = std::fopen("/proc/self/maps", "re");
+  if (f == nullptr) return 0;
+  std::uint64_t lines = 0;
+  for (int c; (c = std::fgetc(f)) != EOF;) lines += c == '\n';
+  std::fclose(f);
+  return lines;
+}
 
 }  // namespace
 
@@ -49,6 +74,8 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   std::sort(options_.classes.begin(), options_.classes.end(),
             [](const SizeClass& a, const SizeClass& b) { return a.buffer_size < b.buffer_size; });
 
+  reserve_mappings(count, what);
+
   slots_.reserve(count);
   free_.resize(options_.classes.size());
   for (std::size_t k = 0; k < options_.classes.size(); ++k) {
@@ -61,6 +88,19 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
       total_size_ += c.buffer_size;
     }
   }
+  // Whether a class collects returns at every allocation (docs/results.md,
+  // "When returns are collected"): when its buffers together overflow the
+  // largest cache, cycling through them reads memory, and the buffer just
+  // returned is the warm one; while they fit, cycling is faster (the
+  // buffer just returned still sits in the receiving core's cache, and
+  // writing it again costs the producer a cross-core invalidation per
+  // line). Without a cache size from the kernel, every class reuses
+  // returned buffers: never much slower, and never the collapse of a pool
+  // that cycles through memory.
+  const std::size_t cache = last_level_cache_size();
+  reuse_returned_.reserve(options_.classes.size());
+  for (const auto& c : options_.classes)
+    reuse_returned_.push_back(cache == 0 || std::uint64_t{c.count} * c.buffer_size > cache);
   // LIFO free lists, lowest index on top: recently used buffers are reused
   // first while their pages are warm.
   for (std::uint32_t i = static_cast<std::uint32_t>(slots_.size()); i-- > 0;)
@@ -93,24 +133,56 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
 
 PoolCore::~PoolCore() = default;
 
+PoolCore::MapReservation::~MapReservation() {
+  // relaxed: a counter of reservations; no data is published through it.
+  if (count != 0) g_map_budget_reserved.fetch_sub(count, std::memory_order_relaxed);
+}
+
+void PoolCore::reserve_mappings(std::uint64_t count, const std::string& what) {
+  if (options_.policy == Policy::kVolatile) return;
+  // A protected or private buffer between unprotected neighbours is a
+  // mapping of its own, so a protected pool may need one mapping per
+  // buffer, sent and held in any order. Refusing a pool that could pass
+  // vm.max_map_count here is what keeps send from failing with ENOMEM
+  // later. The process's other protected pools count with their own
+  // worst case (their splits may not have happened yet); mappings made
+  // later by anything else are not foreseen (docs/design.md).
+  const std::uint64_t limit = read_proc_number("/proc/sys/vm/max_map_count");
+  if (limit == 0) return;  // no /proc: nothing to check against
+  const std::uint64_t need = count;
+  // relaxed: a counter of reservations, as in the destructor; two pools
+  // created at once each see the other's reservation or make their own
+  // first, and both check the sum.
+  const std::uint64_t others = g_map_budget_reserved.fetch_add(need, std::memory_order_relaxed);
+  // Four mappings of each pool besides the buffers' (the read-only alias,
+  // the copy_on_write master, the doorbell, a receiver's view of it).
+  const std::uint64_t want = mappings_in_use() + others + need + 4;
+  if (want > limit) {
+    g_map_budget_reserved.fetch_sub(need, std::memory_order_relaxed);
+    throw_error(Errc::kInvalidArgument,
+                what + ": " + std::to_string(count) + " buffers with policy " +
+                    (options_.policy == Policy::kReadOnly ? "read_only" : "copy_on_write") +
+                    " may need one memory mapping each, and with the mappings this process has and its other "
+                    "protected pools may need that makes " + std::to_string(want) + ", over vm.max_map_count (" +
+                    std::to_string(limit) + "): raise vm.max_map_count, use fewer and larger buffers, or the "
+                    "volatile policy");
+  }
+  map_reservation_.count = need;
+}
+
 Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   if (size > options_.classes.back().buffer_size) return Errc::kTooLarge;
   std::size_t first = 0;
   while (options_.classes[first].buffer_size < size) ++first;
-  // When to collect pending returns is a measured choice (docs/results.md,
-  // "When returns are collected"). Always when the class has run dry. For
-  // buffers of 4 MiB and more, also at every allocation: the free lists are
-  // LIFO, so the buffer just returned is handed out next, and a deep pool
-  // of 16 MiB buffers no longer cycles through hundreds of MiB (2.3x the
-  // buffers/s at 16 buffers of 16 MiB when the payload is written and
-  // read). That costs a cross-core read of each return ring's tail (~60 ns
-  // per buffer), which only shows when the payload is not touched. For
-  // smaller buffers, cycling through the pool was measured faster (2x at
-  // 64 KiB, 1.2x at 1 MiB): the just-returned buffer's lines still sit in
-  // the receiving core's cache.
+  // Returns are collected when the class has run dry, and at every
+  // allocation in a class that does not fit in the cache (see the
+  // constructor): the free lists are LIFO, so the buffer just returned is
+  // handed out next. That costs a cross-core read of each return ring's
+  // tail (~60 ns per buffer), which only shows when the payload is not
+  // touched.
   const std::size_t k = first;
   const bool empty = free_[k].empty();
-  if (empty || options_.classes[k].buffer_size >= kReuseReturnedFrom) drain_inlets_locked(/*slow=*/empty);
+  if (empty || reuse_returned_[k] != 0) drain_inlets_locked(/*slow=*/empty);
   auto& list = free_[k];
   if (list.empty()) return Errc::kWouldBlock;
   std::uint32_t index = list.back();

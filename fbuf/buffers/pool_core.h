@@ -152,6 +152,9 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
     bool guarded = false;  // the sender's pages are protected or private
   };
 
+  // Protected policies: refuses (throws Error) a pool whose buffers could
+  // split its mapping past vm.max_map_count, and reserves their count.
+  void reserve_mappings(std::uint64_t count, const std::string& what);
   Result<Buffer> try_allocate_locked(std::size_t size) noexcept;
   void free_locked(std::uint32_t index) noexcept;
   // Gives the sender its write access to a free, guarded buffer back.
@@ -162,7 +165,18 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // on top. False, with no buffer ready, if none could be made ready.
   bool take_another_locked(std::vector<std::uint32_t>& list) noexcept;
 
+  // Mappings reserved by reserve_mappings, given back when the pool goes
+  // (or when its constructor throws later).
+  struct MapReservation {
+    MapReservation() = default;
+    MapReservation(const MapReservation&) = delete;
+    MapReservation& operator=(const MapReservation&) = delete;
+    ~MapReservation();
+    std::uint64_t count = 0;
+  };
+
   PoolOptions options_;  // classes sorted by size, sizes rounded to pages
+  MapReservation map_reservation_;
   std::size_t total_size_ = 0;
   UniqueFd fd_;
   UniqueFd ro_fd_;
@@ -177,6 +191,7 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   mutable SpinThenSleepMutex mu_;
   std::vector<Slot> slots_;                           // guarded by mu_ (geometry is immutable)
   std::vector<std::vector<std::uint32_t>> free_;      // per class, LIFO; guarded by mu_
+  std::vector<std::uint8_t> reuse_returned_;          // per class: collect at every allocation (immutable)
   std::vector<std::shared_ptr<ReturnInlet>> inlets_;  // guarded by mu_
   Clock::time_point last_peer_check_{};               // guarded by mu_
   std::uint32_t orphans_ = 0;                         // guarded by mu_: inlets whose Sender is gone

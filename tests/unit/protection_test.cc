@@ -341,5 +341,103 @@ INSTANTIATE_TEST_SUITE_P(Policies, ProtectionFailure, ::testing::Values(Policy::
                            return std::string(p.param == Policy::kReadOnly ? "ReadOnly" : "CopyOnWrite");
                          });
 
+// --- The mapping count: checked when the pool is made, never at send. ---
+
+std::uint64_t read_max_map_count() {
+  std::ifstream f("/proc/sys/vm/max_map_count");
+  std::uint64_t v = 0;
+  f >> v;
+  return v;
+}
+
+std::uint64_t mappings_now() {
+  std::ifstream maps("/proc/self/maps");
+  std::uint64_t n = 0;
+  for (std::string line; std::getline(maps, line);) ++n;
+  return n;
+}
+
+// The pool sizes follow the machine's current vm.max_map_count (a global
+// setting: the test reads it rather than lowering it for everyone).
+class MapCount : public ::testing::TestWithParam<Policy> {
+ protected:
+  void SetUp() override {
+    limit_ = read_max_map_count();
+    if (limit_ == 0) GTEST_SKIP() << "no /proc/sys/vm/max_map_count";
+    // One page per buffer: a large limit makes a large (sparse) pool and
+    // as many sends; beyond this the test would take too long.
+    if (limit_ > (std::uint64_t{1} << 18)) GTEST_SKIP() << "vm.max_map_count is " << limit_;
+  }
+  std::uint64_t limit_ = 0;
+};
+
+TEST_P(MapCount, APoolOfMoreProtectedBuffersThanHalfTheLimitSendsEveryOtherBuffer) {
+  // More than limit / 2 buffers, every other one sent and held: each held
+  // buffer is a mapping of its own between two writable neighbours.
+  const auto count = static_cast<std::uint32_t>(limit_ / 2 + limit_ / 8);
+  Pool pool(PoolOptions{.name = "map-count", .classes = {{4096, count}}, .policy = GetParam()});
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  std::vector<Buffer> all;
+  all.reserve(count);
+  for (std::uint32_t i = 0; i < count; ++i) {
+    auto b = tx.try_allocate(1);
+    ASSERT_TRUE(b) << i;
+    all.push_back(std::move(*b));
+  }
+  std::vector<View> held;
+  held.reserve(count / 2);
+  std::byte* first_sent = all[0].data();
+  std::byte* last_sent = nullptr;
+  for (std::uint32_t i = 0; i < count; i += 2) {
+    ASSERT_EQ(all[i].index(), i);
+    last_sent = all[i].data();
+    all[i].data()[0] = std::byte{1};
+    ASSERT_FALSE(tx.try_send(std::move(all[i]), 1)) << "send " << i << " of " << count;
+    auto v = rx.try_receive();
+    ASSERT_TRUE(v);
+    held.push_back(std::move(*v));
+  }
+  // The splits happened: the process now has more than limit / 2 mappings.
+  EXPECT_GT(mappings_now(), limit_ / 2);
+  EXPECT_TRUE(guarded(first_sent, 4096));
+  EXPECT_TRUE(guarded(last_sent, 4096));
+  EXPECT_TRUE(writable(all[1].data(), 4096));
+  for (std::uint32_t i = 1; i < count; i += 2) {
+    all[i].data()[0] = std::byte{2};  // the unsent neighbours stay writable
+    all[i].reset();
+  }
+  held.clear();
+  expect_stats(pool, count, 0, 0);
+}
+
+TEST_P(MapCount, APoolThatCouldPassTheLimitIsRefusedWhenItIsMade) {
+  const auto count = static_cast<std::uint32_t>(limit_ + 1);
+  try {
+    Pool pool(PoolOptions{.name = "map-count", .classes = {{4096, count}}, .policy = GetParam()});
+    FAIL() << "a pool of " << count << " protected buffers was made";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), make_error_code(Errc::kInvalidArgument));
+    EXPECT_NE(std::string(e.what()).find("vm.max_map_count"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::to_string(count) + " buffers"), std::string::npos) << e.what();
+  }
+  // The refused pool reserved nothing: a pool within the limit is made.
+  Pool fits(PoolOptions{.name = "map-count", .classes = {{4096, 64}}, .policy = GetParam()});
+  // Volatile pools never split their mapping and are not limited.
+  Pool plain(PoolOptions{.name = "map-count", .classes = {{4096, count}}, .policy = Policy::kVolatile});
+  EXPECT_EQ(plain.stats().total, count);
+}
+
+TEST_P(MapCount, TwoProtectedPoolsAreCountedTogether) {
+  const auto count = static_cast<std::uint32_t>(limit_ / 2 + limit_ / 8);
+  Pool first(PoolOptions{.name = "map-count-1", .classes = {{4096, count}}, .policy = GetParam()});
+  EXPECT_THROW(Pool(PoolOptions{.name = "map-count-2", .classes = {{4096, count}}, .policy = GetParam()}), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, MapCount, ::testing::Values(Policy::kReadOnly, Policy::kCopyOnWrite),
+                         [](const ::testing::TestParamInfo<Policy>& p) {
+                           return std::string(p.param == Policy::kReadOnly ? "ReadOnly" : "CopyOnWrite");
+                         });
+
 }  // namespace
 }  // namespace fbuf

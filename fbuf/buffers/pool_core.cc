@@ -188,9 +188,13 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   std::uint32_t index = list.back();
   if (slots_[index].guarded) {
     // Cached fbufs: a returned buffer keeps its protection until it is
-    // handed out again. Restoring one buffer inside a protected run splits
-    // a mapping and can fail (ENOMEM at vm.max_map_count).
-    if (int err = restore_locked(index); err != 0) {
+    // handed out again. The buffers returned since the last restore lie
+    // on top of the list; restoring them together costs one call per
+    // contiguous run instead of one per buffer. Restoring one buffer inside
+    // a protected run splits a mapping and can fail (ENOMEM at
+    // vm.max_map_count): then it is tried alone, then passed over.
+    restore_top_locked(list);
+    if (int err = slots_[index].guarded ? restore_locked(index) : 0; err != 0) {
       if (!take_another_locked(list)) return std::error_code(err, std::system_category());
       index = list.back();
     }
@@ -261,6 +265,27 @@ bool PoolCore::take_another_locked(std::vector<std::uint32_t>& list) noexcept {
   if (restore_locked(list.back()) == 0) return true;
   std::rotate(list.begin(), list.end() - 1, list.end());
   return false;
+}
+
+void PoolCore::restore_top_locked(const std::vector<std::uint32_t>& list) noexcept {
+  // The guarded buffers on top of the list, at most a batch of them.
+  std::uint32_t batch[kStackBatch];
+  std::size_t n = 0;
+  for (auto it = list.rbegin(); it != list.rend() && n < kStackBatch && slots_[*it].guarded; ++it) batch[n++] = *it;
+  if (n < 2) return;  // restore_locked does one alone
+  std::sort(batch, batch + n);
+  for (std::size_t i = 0; i < n;) {
+    std::size_t j = i + 1;
+    while (j < n && batch[j] == batch[j - 1] + 1) ++j;
+    const Slot& a = slots_[batch[i]];
+    const Slot& b = slots_[batch[j - 1]];
+    // On failure the run stays guarded (a part may have been restored:
+    // guarded is the safe answer), and its buffers are restored one by
+    // one when they are handed out.
+    if (protection_.restore(a.offset, b.offset + b.capacity - a.offset) == 0)
+      for (std::size_t k = i; k < j; ++k) slots_[batch[k]].guarded = false;
+    i = j;
+  }
 }
 
 int PoolCore::restore_locked(std::uint32_t index) noexcept {

@@ -160,6 +160,10 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // Gives the sender its write access to a free, guarded buffer back.
   // Returns 0 or an errno, with the slot still guarded on failure.
   int restore_locked(std::uint32_t index) noexcept;
+  // Restores the guarded buffers on top of `list` (a class's free list),
+  // up to kStackBatch of them, with one call per contiguous run. Best
+  // effort: a buffer whose run could not be restored stays guarded.
+  void restore_top_locked(const std::vector<std::uint32_t>& list) noexcept;
   // The top of `list` (a class's free list) is guarded and could not be
   // restored: moves it to the bottom and puts a buffer ready to hand out
   // on top. False, with no buffer ready, if none could be made ready.

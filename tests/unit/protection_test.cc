@@ -336,6 +336,56 @@ TEST_P(ProtectionFailure, AWorkingEagerRestoreLeavesTheBufferWritableAtOnce) {
   EXPECT_TRUE(writable(at_[0], 4096));
 }
 
+TEST_P(ProtectionFailure, BuffersReturnedTogetherAreRestoredByOneCallPerContiguousRun) {
+  Pool pool = make_pool(8);
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  // Buffers 0-3 and 6 are sent one by one (five protects), 4 and 5 kept.
+  std::vector<Buffer> all;
+  for (int i = 0; i < 7; ++i) all.push_back(std::move(*tx.try_allocate(1)));
+  for (int i : {0, 1, 2, 3, 6}) ASSERT_FALSE(tx.try_send(std::move(all[i]), 1));
+  std::vector<View> views;
+  while (auto v = rx.try_receive()) views.push_back(std::move(*v));
+  ASSERT_EQ(views.size(), 5u);
+  for (int i : {0, 1, 2, 3, 6}) EXPECT_TRUE(guarded(at_[i], 4096)) << i;
+  views.clear();  // all five come back: the top of the free list is guarded
+  EXPECT_EQ(g_faults.restores, 0);
+  auto b = tx.try_allocate(1);
+  ASSERT_TRUE(b);
+  // Two runs, 0-3 and 6: two calls restore all five.
+  EXPECT_EQ(g_faults.restores, 2);
+  for (int i : {0, 1, 2, 3, 6}) EXPECT_TRUE(writable(at_[i], 4096)) << i;
+  // The next allocations need no restore.
+  std::vector<Buffer> more;
+  for (int i = 0; i < 4; ++i) more.push_back(std::move(*tx.try_allocate(1)));
+  EXPECT_EQ(g_faults.restores, 2);
+  for (auto& m : more) std::memset(m.data(), 1, 4096);
+  std::memset(b->data(), 1, 4096);
+}
+
+TEST_P(ProtectionFailure, ABatchRestoreThatFailsLeavesItsRunGuardedAndRestoresTheTopAlone) {
+  Pool pool = make_pool(4);
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  std::vector<Buffer> all;
+  for (int i = 0; i < 4; ++i) all.push_back(std::move(*tx.try_allocate(1)));
+  for (auto& b : all) ASSERT_FALSE(tx.try_send(std::move(b), 1));
+  std::vector<View> views;
+  while (auto v = rx.try_receive()) views.push_back(std::move(*v));
+  views.clear();  // returned in order: buffer 3 on top
+  // The run's restore (it covers buffer 1) fails; buffer 3 alone works.
+  g_faults.fail_restores = true;
+  g_faults.only_offset = 4096;
+  auto b = tx.try_allocate(1);
+  ASSERT_TRUE(b) << b.error().message();
+  EXPECT_EQ(b->index(), 3u);
+  EXPECT_EQ(g_faults.restores, 2);
+  EXPECT_TRUE(writable(at_[3], 4096));
+  EXPECT_TRUE(guarded(at_[1], 4096));
+  std::memset(b->data(), 1, 4096);
+  expect_stats(pool, 3, 1, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Policies, ProtectionFailure, ::testing::Values(Policy::kReadOnly, Policy::kCopyOnWrite),
                          [](const ::testing::TestParamInfo<Policy>& p) {
                            return std::string(p.param == Policy::kReadOnly ? "ReadOnly" : "CopyOnWrite");

@@ -119,8 +119,11 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   ro_fd_ = reopen_read_only(fd_.get(), what);
   alias_ = Mapping::map(ro_fd_.get(), total_size_, PROT_READ, what + " read-only alias");
   install_segv_report();
+  // protection_ stays at this address while the registration lives (it is
+  // unregistered first, in the destructor).
   map_segv_ = SegvRegistration(register_mapping(map_.data(), total_size_, MappingKind::kSender, options_.policy,
-                                                options_.name.c_str(), options_.classes));
+                                                options_.name.c_str(), options_.classes,
+                                                WriteFaultHook{&Protection::on_write_fault, &protection_}));
   alias_segv_ = SegvRegistration(register_mapping(alias_.data(), total_size_, MappingKind::kAlias,
                                                   options_.policy, options_.name.c_str(), options_.classes));
 

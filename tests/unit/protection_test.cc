@@ -391,6 +391,41 @@ INSTANTIATE_TEST_SUITE_P(Policies, ProtectionFailure, ::testing::Values(Policy::
                            return std::string(p.param == Policy::kReadOnly ? "ReadOnly" : "CopyOnWrite");
                          });
 
+// --- copy_on_write: the sender's late write privatises the page it hits. ---
+
+TEST(CopyOnWritePages, ALateWriteMakesOnlyItsPagePrivateAndReallocationSharesItAgain) {
+  Pool pool(PoolOptions{.name = "cow-pages", .classes = {{4 * 4096, 1}}, .policy = Policy::kCopyOnWrite});
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  auto b = tx.try_allocate(1);
+  ASSERT_TRUE(b);
+  std::byte* p = b->data();
+  std::memset(p, 1, 4 * 4096);
+  ASSERT_FALSE(tx.try_send(std::move(*b), 4 * 4096));
+  // Sent: read-only, page tables kept.
+  EXPECT_EQ(permissions(p, 4 * 4096), std::vector<std::string>{"r--s"});
+  p[4096 + 7] = std::byte{2};  // faults; the page becomes private; the write is re-run
+  p[4096 + 8] = std::byte{3};  // the same private page: no fault
+  EXPECT_EQ(permissions(p, 4 * 4096), (std::vector<std::string>{"r--s", "rw-p", "r--s"}));
+  EXPECT_EQ(p[4096 + 7], std::byte{2});
+  auto v = rx.try_receive();
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->data()[4096 + 7], std::byte{1});  // the receiver's bytes are as sent
+  EXPECT_EQ(v->data()[4096 + 8], std::byte{1});
+  v->reset();
+  // Allocated again: shared and writable everywhere, the private copy gone.
+  auto again = tx.try_allocate(1);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->data(), p);
+  EXPECT_TRUE(writable(p, 4 * 4096));
+  EXPECT_EQ(p[4096 + 7], std::byte{1});
+  p[4096 + 7] = std::byte{4};  // reaches the pool's shared pages again
+  ASSERT_FALSE(tx.try_send(std::move(*again), 4 * 4096));
+  auto w = rx.try_receive();
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->data()[4096 + 7], std::byte{4});
+}
+
 // --- The mapping count: checked when the pool is made, never at send. ---
 
 std::uint64_t read_max_map_count() {

@@ -101,6 +101,7 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   reuse_returned_.reserve(options_.classes.size());
   for (const auto& c : options_.classes)
     reuse_returned_.push_back(cache == 0 || std::uint64_t{c.count} * c.buffer_size > cache);
+  local_returns_ = std::make_unique<LocalReturn[]>(slots_.size());
   // LIFO free lists, lowest index on top: recently used buffers are reused
   // first while their pages are warm.
   for (std::uint32_t i = static_cast<std::uint32_t>(slots_.size()); i-- > 0;)
@@ -184,6 +185,9 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   // tail (~60 ns per buffer), which only shows when the payload is not
   // touched.
   const std::size_t k = first;
+  // In-process returns first: the buffer a local receiver just released
+  // is handed out next, as when it took the mutex to return it.
+  collect_local_returns_locked();
   const bool empty = free_[k].empty();
   if (empty || reuse_returned_[k] != 0) drain_inlets_locked(/*slow=*/empty);
   auto& list = free_[k];
@@ -440,11 +444,65 @@ void PoolCore::release_unsent(std::uint32_t index, std::uint32_t generation) noe
 }
 
 void PoolCore::release_ref(std::uint32_t index, std::uint32_t generation) noexcept {
-  {
-    std::lock_guard lock(mu_);
-    release_ref_locked(index, generation);
+  if (options_.eager_restore || index >= slots_.size()) {
+    {
+      std::lock_guard lock(mu_);
+      release_ref_locked(index, generation);
+    }
+    ring_doorbell_unlocked();
+    return;
+  }
+  // A View of this process: nothing to validate against a hostile peer,
+  // and the View held a reference, so the slot stays in flight at this
+  // generation until the release is applied. acq_rel: the release
+  // orders this thread's reads of the buffer before the pool's reuse of
+  // it (pairs with the exchange in collect_local_returns_locked()); the
+  // acquire half orders the link store below after an earlier collect.
+  LocalReturn& r = local_returns_[index];
+  if (r.count.fetch_add(1, std::memory_order_acq_rel) == 0) {
+    // relaxed: the link is published by the release CAS on the head.
+    std::uint32_t head = local_head_.load(std::memory_order_relaxed);
+    do {
+      r.next.store(head, std::memory_order_relaxed);
+      // release: publishes the link and the count; pairs with the acquire
+      // exchange in collect_local_returns_locked().
+    } while (!local_head_.compare_exchange_weak(head, index, std::memory_order_release, std::memory_order_relaxed));
   }
   ring_doorbell_unlocked();
+}
+
+void PoolCore::collect_local_returns_locked() noexcept {
+  // relaxed: a cheap look; an empty list seen stale is collected at the
+  // next allocation, and an allocate() waiter re-checks after the
+  // doorbell's fences (the releaser rings after its push).
+  if (local_head_.load(std::memory_order_relaxed) == kNoSlot) return;
+  // acquire: sees the links and counts of every push; pairs with the
+  // release CAS in release_ref().
+  std::uint32_t at = local_head_.exchange(kNoSlot, std::memory_order_acquire);
+  // The list is newest first: reverse it, so the buffers go back on their
+  // free lists in the order they were released (the last one on top).
+  // Nobody else writes these links while their counts are not 0. relaxed:
+  // only this thread reads them now.
+  std::uint32_t reversed = kNoSlot;
+  while (at != kNoSlot) {
+    const std::uint32_t next = local_returns_[at].next.load(std::memory_order_relaxed);
+    local_returns_[at].next.store(reversed, std::memory_order_relaxed);
+    reversed = at;
+    at = next;
+  }
+  at = reversed;
+  while (at != kNoSlot) {
+    LocalReturn& r = local_returns_[at];
+    // The link first: once the count is reset, a new release may push
+    // this slot again and overwrite it. relaxed: ordered by the exchange.
+    const std::uint32_t next = r.next.load(std::memory_order_relaxed);
+    // acq_rel: takes the releases counted so far (pairs with their
+    // fetch_add); releases after it push the slot again.
+    const std::uint32_t n = r.count.exchange(0, std::memory_order_acq_rel);
+    const std::uint32_t generation = slots_[at].generation;
+    for (std::uint32_t i = 0; i < n; ++i) release_ref_locked(at, generation);
+    at = next;
+  }
 }
 
 void PoolCore::ring_doorbell_unlocked() noexcept {
@@ -464,6 +522,7 @@ void PoolCore::wake_owner_locked() noexcept {
 void PoolCore::add_inlet_locked(std::shared_ptr<ReturnInlet> inlet) { inlets_.push_back(std::move(inlet)); }
 
 void PoolCore::drain_inlets_locked(bool slow) noexcept {
+  collect_local_returns_locked();
   if (inlets_.empty()) return;
   // Orphaned inlets (their Sender is gone) are watched for a hang-up on
   // slow drains and at least every few milliseconds on fast ones, so a

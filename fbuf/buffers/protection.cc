@@ -36,23 +36,33 @@ Protection::Protection(Policy policy, int memfd, std::byte* base, std::size_t si
     master_ = Mapping::map(memfd, size, PROT_READ | PROT_WRITE, what + " master");
     const std::size_t words = (size / page_ + 63) / 64;
     private_pages_ = std::make_unique<std::atomic<std::uint64_t>[]>(words);
+    mapped_pages_ = std::make_unique<std::atomic<std::uint64_t>[]>(words);
   }
 }
 
 bool Protection::on_write_fault(void* self, void* addr) noexcept {
   auto* p = static_cast<Protection*>(self);
-  if (p == nullptr || p->policy_ != Policy::kCopyOnWrite || !p->private_pages_) return false;
+  if (p == nullptr || p->policy_ != Policy::kCopyOnWrite || !p->private_pages_ || !p->mapped_pages_) return false;
   const auto a = reinterpret_cast<std::uintptr_t>(addr);
   const auto b = reinterpret_cast<std::uintptr_t>(p->base_);
   if (a < b || a - b >= p->size_) return false;
   const std::size_t page = (a - b) / p->page_;
   const std::uint64_t bit = std::uint64_t{1} << (page % 64);
-  // acq_rel: the thread that sets the bit maps the page; one that finds it
-  // set returns and re-runs its write, which faults again until that mmap
-  // is done and then lands in the same private copy. Pairs with the
-  // acquire load in share_private_pages(), which runs once the buffer came
-  // back through the pool's lock.
-  if ((p->private_pages_[page / 64].fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) return true;
+  std::atomic<std::uint64_t>& claimed = p->private_pages_[page / 64];
+  std::atomic<std::uint64_t>& mapped = p->mapped_pages_[page / 64];
+  // acq_rel: the thread that sets the claim maps the page. One that finds
+  // it set waits until that mmap is done (`mapped`, acquire: pairs with
+  // the release below, so its re-run write happens after the mmap), or
+  // until the claim is withdrawn because the mmap failed (then its write
+  // is reported too). The claim pairs with the acquire load in
+  // share_private_pages(), which runs once the buffer came back through
+  // the pool's lock.
+  if ((claimed.fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) {
+    for (;;) {
+      if ((mapped.load(std::memory_order_acquire) & bit) != 0) return true;
+      if ((claimed.load(std::memory_order_acquire) & bit) == 0) return false;
+    }
+  }
   const int saved = errno;
   const std::size_t offset = page * p->page_;
   // The page as the receivers see it now, private to this mapping: the
@@ -60,9 +70,11 @@ bool Protection::on_write_fault(void* self, void* addr) noexcept {
   void* m = ::mmap(p->base_ + offset, p->page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, p->fd_,
                    static_cast<off_t>(offset));
   const bool ok = m != MAP_FAILED;
-  // relaxed: nothing was mapped, nothing is published; the write is
-  // reported and the process dies.
-  if (!ok) p->private_pages_[page / 64].fetch_and(~bit, std::memory_order_relaxed);
+  // release, both: publish the mmap to threads waiting above.
+  if (ok)
+    mapped.fetch_or(bit, std::memory_order_release);
+  else
+    claimed.fetch_and(~bit, std::memory_order_release);
   errno = saved;
   return ok;
 }
@@ -84,10 +96,12 @@ int Protection::share_private_pages(std::size_t offset, std::size_t length) noex
     void* p = ::mremap(master_.data() + at, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, base_ + at);
     if (p == MAP_FAILED) return errno;
     ::madvise(base_ + at, len, MADV_POPULATE_WRITE);  // best effort, as before Linux 5.14
-    for (std::size_t i = at / page_; i < stop; ++i)
+    for (std::size_t i = at / page_; i < stop; ++i) {
       // relaxed: this thread reads and clears; the acquire load below
       // ordered the handler's mmap before this mremap.
+      mapped_pages_[i / 64].fetch_and(~(std::uint64_t{1} << (i % 64)), std::memory_order_relaxed);
       private_pages_[i / 64].fetch_and(~(std::uint64_t{1} << (i % 64)), std::memory_order_relaxed);
+    }
     return 0;
   };
   for (std::size_t i = first; i < end;) {

@@ -82,6 +82,9 @@ class Protection {
   // page private, cleared by restore (the pool's lock held) once the page
   // is shared again.
   std::unique_ptr<std::atomic<std::uint64_t>[]> private_pages_;
+  // copy_on_write only: the same bits, set once the page's mmap is done
+  // (others faulting on that page wait for it).
+  std::unique_ptr<std::atomic<std::uint64_t>[]> mapped_pages_;
 };
 
 }  // namespace fbuf::detail

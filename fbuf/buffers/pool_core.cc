@@ -26,7 +26,7 @@ constexpr std::chrono::milliseconds kMaxSleep{50};
 constexpr std::chrono::milliseconds kPeerCheckEvery{5};
 
 // Mapping entries that live protected pools may still need, beyond the
-// ones they have now (PoolCore::map_budget_).
+// ones they have now (PoolCore::reserve_mappings).
 std::atomic<std::uint64_t> g_map_budget_reserved{0};
 
 // A number from a one-line /proc file; 0 if it cannot be read.
@@ -158,18 +158,20 @@ void PoolCore::reserve_mappings(std::uint64_t count, const std::string& what) {
   // created at once each see the other's reservation or make their own
   // first, and both check the sum.
   const std::uint64_t others = g_map_budget_reserved.fetch_add(need, std::memory_order_relaxed);
-  // Four mappings of each pool besides the buffers' (the read-only alias,
-  // the copy_on_write master, the doorbell, a receiver's view of it).
-  const std::uint64_t want = mappings_in_use() + others + need + 4;
+  // Four mappings of the pool besides its buffers' (the read-only alias,
+  // the copy_on_write master, the doorbell, and one to spare).
+  const std::uint64_t in_use = mappings_in_use();
+  const std::uint64_t want = in_use + others + need + 4;
   if (want > limit) {
     g_map_budget_reserved.fetch_sub(need, std::memory_order_relaxed);
     throw_error(Errc::kInvalidArgument,
-                what + ": " + std::to_string(count) + " buffers with policy " +
+                what + ": " + std::to_string(count) + " " +
                     (options_.policy == Policy::kReadOnly ? "read_only" : "copy_on_write") +
-                    " may need one memory mapping each, and with the mappings this process has and its other "
-                    "protected pools may need that makes " + std::to_string(want) + ", over vm.max_map_count (" +
-                    std::to_string(limit) + "): raise vm.max_map_count, use fewer and larger buffers, or the "
-                    "volatile policy");
+                    " buffers may need one memory mapping each; with the " + std::to_string(in_use) +
+                    " this process has and " + std::to_string(others) +
+                    " reserved by its other protected pools that makes " + std::to_string(want) +
+                    ", over vm.max_map_count (" + std::to_string(limit) +
+                    "): raise vm.max_map_count, use fewer and larger buffers, or the volatile policy");
   }
   map_reservation_.count = need;
 }

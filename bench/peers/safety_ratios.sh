@@ -53,6 +53,7 @@ awk '
 gnuplot <<GP
 set terminal svg size 900,420 dynamic font "sans,11"
 set output "$out"
+set termoption noenhanced
 set multiplot layout 1,2
 set logscale xy
 set xtics ("64 B" 64, "4 KiB" 4096, "64 KiB" 65536, "1 MiB" 1048576, "16 MiB" 16777216)

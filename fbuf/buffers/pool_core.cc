@@ -4,11 +4,14 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <limits>
 #include <new>
 
 #include "fbuf/base/assert.h"
+#include "fbuf/base/cpu_cache.h"
 #include "fbuf/base/limits.h"
 #include "fbuf/base/readiness.h"
 
@@ -22,8 +25,30 @@ constexpr std::chrono::milliseconds kMaxSleep{50};
 // How often drains look for orphaned receivers that hung up.
 constexpr std::chrono::milliseconds kPeerCheckEvery{5};
 
-// Buffers at least this large are reused as soon as they come back.
-constexpr std::size_t kReuseReturnedFrom = std::size_t{4} << 20;
+// Mapping entries that live protected pools may still need, beyond the
+// ones they have now (PoolCore::reserve_mappings).
+std::atomic<std::uint64_t> g_map_budget_reserved{0};
+
+// A number from a one-line /proc file; 0 if it cannot be read.
+std::uint64_t read_proc_number(const char* path) noexcept {
+  std::FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return 0;
+  unsigned long long v = 0;
+  const bool ok = std::fscanf(f, "%llu", &v) == 1;
+  std::fclose(f);
+  return ok ? v : 0;
+}
+
+// The mappings this process has now (lines of /proc/self/maps); 0 if
+// unknown.
+std::uint64_t mappings_in_use() noexcept {
+  std::FILE* f = std::fopen("/proc/self/maps", "re");
+  if (f == nullptr) return 0;
+  std::uint64_t lines = 0;
+  for (int c; (c = std::fgetc(f)) != EOF;) lines += c == '\n';
+  std::fclose(f);
+  return lines;
+}
 
 }  // namespace
 
@@ -49,6 +74,8 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   std::sort(options_.classes.begin(), options_.classes.end(),
             [](const SizeClass& a, const SizeClass& b) { return a.buffer_size < b.buffer_size; });
 
+  reserve_mappings(count, what);
+
   slots_.reserve(count);
   free_.resize(options_.classes.size());
   for (std::size_t k = 0; k < options_.classes.size(); ++k) {
@@ -61,6 +88,20 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
       total_size_ += c.buffer_size;
     }
   }
+  // Whether a class collects returns at every allocation (docs/results.md,
+  // "When returns are collected"): when its buffers together overflow the
+  // largest cache, cycling through them reads memory, and the buffer just
+  // returned is the warm one; while they fit, cycling is faster (the
+  // buffer just returned still sits in the receiving core's cache, and
+  // writing it again costs the producer a cross-core invalidation per
+  // line). Without a cache size from the kernel, every class reuses
+  // returned buffers: never much slower, and never the collapse of a pool
+  // that cycles through memory.
+  const std::size_t cache = last_level_cache_size();
+  reuse_returned_.reserve(options_.classes.size());
+  for (const auto& c : options_.classes)
+    reuse_returned_.push_back(cache == 0 || std::uint64_t{c.count} * c.buffer_size > cache);
+  local_returns_ = std::make_unique<LocalReturn[]>(slots_.size());
   // LIFO free lists, lowest index on top: recently used buffers are reused
   // first while their pages are warm.
   for (std::uint32_t i = static_cast<std::uint32_t>(slots_.size()); i-- > 0;)
@@ -79,8 +120,11 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   ro_fd_ = reopen_read_only(fd_.get(), what);
   alias_ = Mapping::map(ro_fd_.get(), total_size_, PROT_READ, what + " read-only alias");
   install_segv_report();
+  // protection_ stays at this address while the registration lives (it is
+  // unregistered first, in the destructor).
   map_segv_ = SegvRegistration(register_mapping(map_.data(), total_size_, MappingKind::kSender, options_.policy,
-                                                options_.name.c_str(), options_.classes));
+                                                options_.name.c_str(), options_.classes,
+                                                WriteFaultHook{&Protection::on_write_fault, &protection_}));
   alias_segv_ = SegvRegistration(register_mapping(alias_.data(), total_size_, MappingKind::kAlias,
                                                   options_.policy, options_.name.c_str(), options_.classes));
 
@@ -93,32 +137,73 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
 
 PoolCore::~PoolCore() = default;
 
+PoolCore::MapReservation::~MapReservation() {
+  // relaxed: a counter of reservations; no data is published through it.
+  if (count != 0) g_map_budget_reserved.fetch_sub(count, std::memory_order_relaxed);
+}
+
+void PoolCore::reserve_mappings(std::uint64_t count, const std::string& what) {
+  if (options_.policy == Policy::kVolatile) return;
+  // A protected or private buffer between unprotected neighbours is a
+  // mapping of its own, so a protected pool may need one mapping per
+  // buffer, sent and held in any order. Refusing a pool that could pass
+  // vm.max_map_count here is what keeps send from failing with ENOMEM
+  // later. The process's other protected pools count with their own
+  // worst case (their splits may not have happened yet); mappings made
+  // later by anything else are not foreseen (docs/design.md).
+  const std::uint64_t limit = read_proc_number("/proc/sys/vm/max_map_count");
+  if (limit == 0) return;  // no /proc: nothing to check against
+  const std::uint64_t need = count;
+  // relaxed: a counter of reservations, as in the destructor; two pools
+  // created at once each see the other's reservation or make their own
+  // first, and both check the sum.
+  const std::uint64_t others = g_map_budget_reserved.fetch_add(need, std::memory_order_relaxed);
+  // Four mappings of the pool besides its buffers' (the read-only alias,
+  // the copy_on_write master, the doorbell, and one to spare).
+  const std::uint64_t in_use = mappings_in_use();
+  const std::uint64_t want = in_use + others + need + 4;
+  if (want > limit) {
+    g_map_budget_reserved.fetch_sub(need, std::memory_order_relaxed);
+    throw_error(Errc::kInvalidArgument,
+                what + ": " + std::to_string(count) + " " +
+                    (options_.policy == Policy::kReadOnly ? "read_only" : "copy_on_write") +
+                    " buffers may need one memory mapping each; with the " + std::to_string(in_use) +
+                    " this process has and " + std::to_string(others) +
+                    " reserved by its other protected pools that makes " + std::to_string(want) +
+                    ", over vm.max_map_count (" + std::to_string(limit) +
+                    "): raise vm.max_map_count, use fewer and larger buffers, or the volatile policy");
+  }
+  map_reservation_.count = need;
+}
+
 Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   if (size > options_.classes.back().buffer_size) return Errc::kTooLarge;
   std::size_t first = 0;
   while (options_.classes[first].buffer_size < size) ++first;
-  // When to collect pending returns is a measured choice (docs/results.md,
-  // "When returns are collected"). Always when the class has run dry. For
-  // buffers of 4 MiB and more, also at every allocation: the free lists are
-  // LIFO, so the buffer just returned is handed out next, and a deep pool
-  // of 16 MiB buffers no longer cycles through hundreds of MiB (2.3x the
-  // buffers/s at 16 buffers of 16 MiB when the payload is written and
-  // read). That costs a cross-core read of each return ring's tail (~60 ns
-  // per buffer), which only shows when the payload is not touched. For
-  // smaller buffers, cycling through the pool was measured faster (2x at
-  // 64 KiB, 1.2x at 1 MiB): the just-returned buffer's lines still sit in
-  // the receiving core's cache.
+  // Returns are collected when the class has run dry, and at every
+  // allocation in a class that does not fit in the cache (see the
+  // constructor): the free lists are LIFO, so the buffer just returned is
+  // handed out next. That costs a cross-core read of each return ring's
+  // tail (~60 ns per buffer), which only shows when the payload is not
+  // touched.
   const std::size_t k = first;
+  // In-process returns first: the buffer a local receiver just released
+  // is handed out next, as when it took the mutex to return it.
+  collect_local_returns_locked();
   const bool empty = free_[k].empty();
-  if (empty || options_.classes[k].buffer_size >= kReuseReturnedFrom) drain_inlets_locked(/*slow=*/empty);
+  if (empty || reuse_returned_[k] != 0) drain_inlets_locked(/*slow=*/empty);
   auto& list = free_[k];
   if (list.empty()) return Errc::kWouldBlock;
   std::uint32_t index = list.back();
   if (slots_[index].guarded) {
     // Cached fbufs: a returned buffer keeps its protection until it is
-    // handed out again. Restoring one buffer inside a protected run splits
-    // a mapping and can fail (ENOMEM at vm.max_map_count).
-    if (int err = restore_locked(index); err != 0) {
+    // handed out again. The buffers returned since the last restore lie
+    // on top of the list; restoring them together costs one call per
+    // contiguous run instead of one per buffer. Restoring one buffer inside
+    // a protected run splits a mapping and can fail (ENOMEM at
+    // vm.max_map_count): then it is tried alone, then passed over.
+    restore_top_locked(list);
+    if (int err = slots_[index].guarded ? restore_locked(index) : 0; err != 0) {
       if (!take_another_locked(list)) return std::error_code(err, std::system_category());
       index = list.back();
     }
@@ -189,6 +274,27 @@ bool PoolCore::take_another_locked(std::vector<std::uint32_t>& list) noexcept {
   if (restore_locked(list.back()) == 0) return true;
   std::rotate(list.begin(), list.end() - 1, list.end());
   return false;
+}
+
+void PoolCore::restore_top_locked(const std::vector<std::uint32_t>& list) noexcept {
+  // The guarded buffers on top of the list, at most a batch of them.
+  std::uint32_t batch[kStackBatch];
+  std::size_t n = 0;
+  for (auto it = list.rbegin(); it != list.rend() && n < kStackBatch && slots_[*it].guarded; ++it) batch[n++] = *it;
+  if (n < 2) return;  // restore_locked does one alone
+  std::sort(batch, batch + n);
+  for (std::size_t i = 0; i < n;) {
+    std::size_t j = i + 1;
+    while (j < n && batch[j] == batch[j - 1] + 1) ++j;
+    const Slot& a = slots_[batch[i]];
+    const Slot& b = slots_[batch[j - 1]];
+    // On failure the run stays guarded (a part may have been restored:
+    // guarded is the safe answer), and its buffers are restored one by
+    // one when they are handed out.
+    if (protection_.restore(a.offset, b.offset + b.capacity - a.offset) == 0)
+      for (std::size_t k = i; k < j; ++k) slots_[batch[k]].guarded = false;
+    i = j;
+  }
 }
 
 int PoolCore::restore_locked(std::uint32_t index) noexcept {
@@ -340,11 +446,65 @@ void PoolCore::release_unsent(std::uint32_t index, std::uint32_t generation) noe
 }
 
 void PoolCore::release_ref(std::uint32_t index, std::uint32_t generation) noexcept {
-  {
-    std::lock_guard lock(mu_);
-    release_ref_locked(index, generation);
+  if (options_.eager_restore || index >= slots_.size()) {
+    {
+      std::lock_guard lock(mu_);
+      release_ref_locked(index, generation);
+    }
+    ring_doorbell_unlocked();
+    return;
+  }
+  // A View of this process: nothing to validate against a hostile peer,
+  // and the View held a reference, so the slot stays in flight at this
+  // generation until the release is applied. acq_rel: the release
+  // orders this thread's reads of the buffer before the pool's reuse of
+  // it (pairs with the exchange in collect_local_returns_locked()); the
+  // acquire half orders the link store below after an earlier collect.
+  LocalReturn& r = local_returns_[index];
+  if (r.count.fetch_add(1, std::memory_order_acq_rel) == 0) {
+    // relaxed: the link is published by the release CAS on the head.
+    std::uint32_t head = local_head_.load(std::memory_order_relaxed);
+    do {
+      r.next.store(head, std::memory_order_relaxed);
+      // release: publishes the link and the count; pairs with the acquire
+      // exchange in collect_local_returns_locked().
+    } while (!local_head_.compare_exchange_weak(head, index, std::memory_order_release, std::memory_order_relaxed));
   }
   ring_doorbell_unlocked();
+}
+
+void PoolCore::collect_local_returns_locked() noexcept {
+  // relaxed: a cheap look; an empty list seen stale is collected at the
+  // next allocation, and an allocate() waiter re-checks after the
+  // doorbell's fences (the releaser rings after its push).
+  if (local_head_.load(std::memory_order_relaxed) == kNoSlot) return;
+  // acquire: sees the links and counts of every push; pairs with the
+  // release CAS in release_ref().
+  std::uint32_t at = local_head_.exchange(kNoSlot, std::memory_order_acquire);
+  // The list is newest first: reverse it, so the buffers go back on their
+  // free lists in the order they were released (the last one on top).
+  // Nobody else writes these links while their counts are not 0. relaxed:
+  // only this thread reads them now.
+  std::uint32_t reversed = kNoSlot;
+  while (at != kNoSlot) {
+    const std::uint32_t next = local_returns_[at].next.load(std::memory_order_relaxed);
+    local_returns_[at].next.store(reversed, std::memory_order_relaxed);
+    reversed = at;
+    at = next;
+  }
+  at = reversed;
+  while (at != kNoSlot) {
+    LocalReturn& r = local_returns_[at];
+    // The link first: once the count is reset, a new release may push
+    // this slot again and overwrite it. relaxed: ordered by the exchange.
+    const std::uint32_t next = r.next.load(std::memory_order_relaxed);
+    // acq_rel: takes the releases counted so far (pairs with their
+    // fetch_add); releases after it push the slot again.
+    const std::uint32_t n = r.count.exchange(0, std::memory_order_acq_rel);
+    const std::uint32_t generation = slots_[at].generation;
+    for (std::uint32_t i = 0; i < n; ++i) release_ref_locked(at, generation);
+    at = next;
+  }
 }
 
 void PoolCore::ring_doorbell_unlocked() noexcept {
@@ -364,6 +524,7 @@ void PoolCore::wake_owner_locked() noexcept {
 void PoolCore::add_inlet_locked(std::shared_ptr<ReturnInlet> inlet) { inlets_.push_back(std::move(inlet)); }
 
 void PoolCore::drain_inlets_locked(bool slow) noexcept {
+  collect_local_returns_locked();
   if (inlets_.empty()) return;
   // Orphaned inlets (their Sender is gone) are watched for a hang-up on
   // slow drains and at least every few milliseconds on fast ones, so a

@@ -19,6 +19,7 @@
 //    `refs` drops at most once per receiver per lend.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -133,8 +134,12 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
     return static_cast<std::uint32_t>(free_[k].size());
   }
 
-  // Takes the mutex: a Buffer dropped unsent, or an in-process View done.
+  // Takes the mutex: a Buffer dropped unsent.
   void release_unsent(std::uint32_t index, std::uint32_t generation) noexcept;
+  // An in-process View done. Without eager_restore it does not take the
+  // mutex: the release is counted on the slot and the slot pushed on a
+  // lock-free list the pool collects at its next allocation (or drain);
+  // with eager_restore it takes the mutex and restores at once.
   void release_ref(std::uint32_t index, std::uint32_t generation) noexcept;
   // Rings the doorbell after buffers were freed with the mutex released,
   // and signals an armed Sender (takes the mutex only then).
@@ -155,17 +160,38 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
     bool guarded = false;  // the sender's pages are protected or private
   };
 
+  // Protected policies: refuses (throws Error) a pool whose buffers could
+  // split its mapping past vm.max_map_count, and reserves their count.
+  void reserve_mappings(std::uint64_t count, const std::string& what);
   Result<Buffer> try_allocate_locked(std::size_t size) noexcept;
   void free_locked(std::uint32_t index) noexcept;
   // Gives the sender its write access to a free, guarded buffer back.
   // Returns 0 or an errno, with the slot still guarded on failure.
   int restore_locked(std::uint32_t index) noexcept;
+  // Applies the in-process releases pushed by release_ref since the last
+  // call (collect_local_returns_locked is cheap when there are none).
+  void collect_local_returns_locked() noexcept;
+  // Restores the guarded buffers on top of `list` (a class's free list),
+  // up to kStackBatch of them, with one call per contiguous run. Best
+  // effort: a buffer whose run could not be restored stays guarded.
+  void restore_top_locked(const std::vector<std::uint32_t>& list) noexcept;
   // The top of `list` (a class's free list) is guarded and could not be
   // restored: moves it to the bottom and puts a buffer ready to hand out
   // on top. False, with no buffer ready, if none could be made ready.
   bool take_another_locked(std::vector<std::uint32_t>& list) noexcept;
 
+  // Mappings reserved by reserve_mappings, given back when the pool goes
+  // (or when its constructor throws later).
+  struct MapReservation {
+    MapReservation() = default;
+    MapReservation(const MapReservation&) = delete;
+    MapReservation& operator=(const MapReservation&) = delete;
+    ~MapReservation();
+    std::uint64_t count = 0;
+  };
+
   PoolOptions options_;  // classes sorted by size, sizes rounded to pages
+  MapReservation map_reservation_;
   std::size_t total_size_ = 0;
   UniqueFd fd_;
   UniqueFd ro_fd_;
@@ -180,12 +206,26 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   mutable SpinThenSleepMutex mu_;
   std::vector<Slot> slots_;                           // guarded by mu_ (geometry is immutable)
   std::vector<std::vector<std::uint32_t>> free_;      // per class, LIFO; guarded by mu_
+  std::vector<std::uint8_t> reuse_returned_;          // per class: collect at every allocation (immutable)
   std::vector<std::shared_ptr<ReturnInlet>> inlets_;  // guarded by mu_
   Clock::time_point last_peer_check_{};               // guarded by mu_
   std::uint32_t orphans_ = 0;                         // guarded by mu_: inlets whose Sender is gone
   std::uint32_t allocated_ = 0;                       // guarded by mu_
   std::uint32_t in_flight_ = 0;                       // guarded by mu_
   std::uint64_t rejected_returns_ = 0;                // guarded by mu_
+
+  // In-process returns without the mutex: per slot, the releases not yet
+  // applied and the link of the list of slots that have some. A slot is
+  // pushed by the release that raises its count from 0, so it is on the
+  // list at most once; the pool takes the whole list with one exchange
+  // (under mu_) and applies each slot's count.
+  static constexpr std::uint32_t kNoSlot = 0xffffffffu;
+  struct LocalReturn {
+    std::atomic<std::uint32_t> count{0};
+    std::atomic<std::uint32_t> next{kNoSlot};
+  };
+  std::unique_ptr<LocalReturn[]> local_returns_;  // one per slot (immutable pointer)
+  std::atomic<std::uint32_t> local_head_{kNoSlot};
   int owner_signal_ = -1;                             // guarded by mu_
 };
 

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
 
 #include "fbuf/base/fd.h"
@@ -54,14 +56,35 @@ class Protection {
   // in part, so the caller must treat all of it as still protected.
   int restore(std::size_t offset, std::size_t length) noexcept;
 
+  // copy_on_write: the SIGSEGV reporter's hook (segv_report.h) for a write
+  // to a protected page of the sender's mapping: maps that one page
+  // private, so the write lands in a private copy, and records it for
+  // restore(). False (the write is reported) for any other policy, an
+  // address outside the pool, or a failed mmap. Async-signal-safe.
+  static bool on_write_fault(void* self, void* addr) noexcept;
+
  private:
   int apply_protect(std::size_t offset, std::size_t length) noexcept;
   int apply_restore(std::size_t offset, std::size_t length) noexcept;
 
+  // copy_on_write: the private pages within [offset, offset + length)
+  // become shared again, copied from the master mapping.
+  int share_private_pages(std::size_t offset, std::size_t length) noexcept;
+
   Policy policy_ = Policy::kVolatile;
   int fd_ = -1;  // the pool's memfd, owned by the pool
   std::byte* base_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t page_ = 4096;
   Mapping master_;  // copy_on_write only: shared pages to restore from
+  // copy_on_write only: one bit per page of the pool, set by
+  // on_write_fault (any thread, in a signal handler) when it maps that
+  // page private, cleared by restore (the pool's lock held) once the page
+  // is shared again.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> private_pages_;
+  // copy_on_write only: the same bits, set once the page's mmap is done
+  // (others faulting on that page wait for it).
+  std::unique_ptr<std::atomic<std::uint64_t>[]> mapped_pages_;
 };
 
 }  // namespace fbuf::detail

@@ -51,6 +51,8 @@ struct Entry {
   std::atomic<int> nclasses{0};
   std::atomic<std::uint64_t> class_size[kMaxClasses] = {};
   std::atomic<std::uint64_t> class_count[kMaxClasses] = {};
+  std::atomic<bool (*)(void*, void*) noexcept> hook_fn{nullptr};
+  std::atomic<void*> hook_ctx{nullptr};
 };
 static_assert(std::atomic<int>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
@@ -60,6 +62,8 @@ static_assert(std::atomic<MappingKind>::is_always_lock_free);
 static_assert(std::atomic<Policy>::is_always_lock_free);
 static_assert(std::atomic<char>::is_always_lock_free);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<void*>::is_always_lock_free);
+static_assert(std::atomic<bool (*)(void*, void*) noexcept>::is_always_lock_free);
 
 constinit Entry g_entries[kMaxMappings];
 
@@ -107,6 +111,8 @@ bool copy_if_covers(const Entry& e, std::uintptr_t addr, MappingHit* hit) noexce
   hit->policy = e.policy.load(std::memory_order_relaxed);
   for (std::size_t k = 0; k < kMaxPoolNameInReport; ++k) hit->pool_name[k] = e.name[k].load(std::memory_order_relaxed);
   hit->pool_name[kMaxPoolNameInReport - 1] = '\0';
+  hit->hook.fn = e.hook_fn.load(std::memory_order_relaxed);
+  hit->hook.ctx = e.hook_ctx.load(std::memory_order_relaxed);
   // Which buffer: walk the classes in index order.
   const int n = std::clamp(e.nclasses.load(std::memory_order_relaxed), 0, kMaxClasses);
   std::uint64_t off = addr - begin, first = 0;
@@ -266,6 +272,9 @@ void act_as_previous(int sig, siginfo_t* info, void* context) {
 
 void on_segv(int sig, siginfo_t* info, void* context) {
   const std::optional<MappingHit> hit = is_write_fault(info, context) ? find_mapping(info->si_addr) : std::nullopt;
+  // The registration's own answer first (copy_on_write gives the sender a
+  // private copy of the page and the write is re-run).
+  if (hit && hit->hook.fn != nullptr && hit->hook.fn(hit->hook.ctx, info->si_addr)) return;
   if (hit) {
     const auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
     const MappingHit& e = *hit;
@@ -339,7 +348,7 @@ std::optional<MappingHit> find_mapping(const void* addr) noexcept {
 }
 
 int register_mapping(const void* base, std::size_t size, MappingKind kind, Policy policy,
-                     const char* pool_name, std::span<const SizeClass> classes) noexcept {
+                     const char* pool_name, std::span<const SizeClass> classes, WriteFaultHook hook) noexcept {
   // Everything is read from the caller's memory before a write section
   // opens: a bad pointer then faults here, not while the slot is odd, where
   // the handler would spin on it.
@@ -375,6 +384,8 @@ int register_mapping(const void* base, std::size_t size, MappingKind kind, Polic
       e.class_size[k].store(class_size[k], std::memory_order_relaxed);
       e.class_count[k].store(class_count[k], std::memory_order_relaxed);
     }
+    e.hook_fn.store(hook.fn, std::memory_order_relaxed);
+    e.hook_ctx.store(hook.ctx, std::memory_order_relaxed);
     e.live.store(true, std::memory_order_relaxed);
     end_write(e);
     return i;

@@ -31,6 +31,15 @@ enum class MappingKind : std::uint8_t {
   kAlias,     // the owner's read-only alias for in-process receivers
 };
 
+// What a registration may do about a write fault inside it before the
+// report: `fn(ctx, addr)` returns true if it made the write possible (the
+// write is then re-run) and false to have it reported. Runs inside the
+// signal handler: async-signal-safe, lock-free, errno preserved.
+struct WriteFaultHook {
+  bool (*fn)(void* ctx, void* addr) noexcept = nullptr;
+  void* ctx = nullptr;
+};
+
 // Installs the handler once per process (idempotent, thread-safe). The
 // disposition it finds is the one every non-pool SIGSEGV gets.
 void install_segv_report();
@@ -40,7 +49,8 @@ void install_segv_report();
 // the (fixed-size) table is full, in which case writes there are not
 // reported. Any thread; never called from the handler.
 int register_mapping(const void* base, std::size_t size, MappingKind kind, Policy policy,
-                     const char* pool_name, std::span<const SizeClass> classes) noexcept;
+                     const char* pool_name, std::span<const SizeClass> classes,
+                     WriteFaultHook hook = {}) noexcept;
 void unregister_mapping(int token) noexcept;
 
 inline constexpr std::size_t kMaxPoolNameInReport = 64;  // with the terminating NUL
@@ -56,6 +66,7 @@ struct MappingHit {
   std::uint64_t buffer_index = 0;
   std::uint64_t class_size = 0;
   std::uint64_t byte_in_buffer = 0;
+  WriteFaultHook hook;
 };
 
 // The registration covering addr, or nullopt. Lock-free and

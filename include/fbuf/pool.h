@@ -25,7 +25,8 @@ struct PoolAccess;
 enum class Policy : std::uint8_t {
   kVolatile = 0,     // nothing changes; a later write reaches the receivers
   kReadOnly = 1,     // the sender's pages become PROT_READ; a write faults
-  kCopyOnWrite = 2,  // the sender's pages become MAP_PRIVATE; a write is private
+  kCopyOnWrite = 2,  // the sender's pages become PROT_READ; a write makes its page private (fbuf's SIGSEGV
+                     // handler maps it MAP_PRIVATE) and goes on there; a system call writing there gets EFAULT
 };
 const char* to_string(Policy p) noexcept;
 

@@ -9,9 +9,10 @@
  * Timeouts are in nanoseconds: 0 fails fast (UF_EAGAIN), a negative value
  * waits forever. No call here throws; every failure is a uf_error.
  *
- * Handles after their end. uf_pool_destroy, uf_channel_close and
- * uf_deallocate end a handle, and so does a uf_write or uf_writev that
- * returns UF_OK (it consumes its buffers). The last 4096 ended handles of
+ * Handles after their end. uf_pool_destroy, uf_channel_close,
+ * uf_deallocate and uf_msg_free end a handle, and so does a uf_write,
+ * uf_writev, uf_msg_append or uf_msg_prepend that returns UF_OK (it
+ * consumes its buffers). The last 4096 ended handles of
  * each kind are kept, poisoned, so that using one again is caught, every
  * time, from any thread:
  *  - a call that returns uf_error returns UF_EINVAL (for instance a second

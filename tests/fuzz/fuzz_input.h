@@ -87,7 +87,8 @@ enum RingOp : std::uint8_t {
 // followed by the arguments named here. "peer" is a receiver slot (u8 % 3),
 // "remote" one of the owner's connections (u8 % how many it has).
 enum OwnerOp : std::uint8_t {
-  kSendBuffers,   // u8: allocate (or reuse held) 1-2 buffers, tag them, send: try_send, or 1 ms
+  kSendBuffers,   // u8: allocate (or reuse held) 1-2 buffers, tag them, send: try_send, or 1 ms;
+                  // bit 7 without bit 6: as one Message (a chain)
   kHoldBuffer,    // u8: allocate a buffer and keep it unsent (at most 4; the oldest is dropped)
   kTakeOne,       // u8 peer: the receiver pops one descriptor from its send ring
   kReturnOne,     // u8 peer, u8 which: the receiver returns one it holds

@@ -65,6 +65,8 @@
 #include "fbuf/base/ring.h"
 #include "fbuf/buffers/doorbell.h"
 #include "fbuf/buffers/pool_core.h"
+#include "fbuf/buffers/slice_holder.h"
+#include "fbuf/message.h"
 #include "fbuf/pool.h"
 #include "fbuf/sender.h"
 #include "ipc/channel.h"
@@ -106,6 +108,7 @@ struct Sent {
   std::uint32_t length;
   std::uint64_t sequence;  // the descriptor's per-sender number
   std::uint64_t serial;    // unique per send in this run; in the tag
+  std::uint32_t flags = 0; // kMoreFollows on all but the last slice of a message
 };
 
 // Written at offset 0 of every buffer the owner sends or sweeps.
@@ -240,6 +243,10 @@ class Script {
       tag(b, sent.back().serial);
     }
     for (std::size_t i = 0; i < sent.size(); ++i) sent[i].sequence = sequence_ + i;
+    // Bit 7 without bit 6: the buffers go as one aggregate (a chain).
+    const bool as_message = (arg & 0xc0) == 0x80;
+    if (as_message)
+      for (std::size_t i = 0; i + 1 < sent.size(); ++i) sent[i].flags = fbuf::ipc::kMoreFollows;
     // What the rings allow. Each connection the owner has is served, its
     // receiver present or not (a closed one is served until its hang-up
     // is handled).
@@ -264,8 +271,23 @@ class Script {
     // With both top bits, a timed send (1 ms): it sleeps only on a full
     // ring, which nobody in this thread will drain, so it times out.
     const bool timed = (arg & 0xc0) == 0xc0;
-    std::error_code ec =
-        s.send(bufs, lengths, timed ? std::chrono::nanoseconds(std::chrono::milliseconds(1)) : std::chrono::nanoseconds(0));
+    std::error_code ec;
+    if (as_message) {
+      fbuf::Message m;
+      for (std::size_t i = 0; i < bufs.size(); ++i) FUZZ_CHECK(!m.append(std::move(bufs[i]), lengths[i]));
+      ec = s.send(m, std::chrono::nanoseconds(0));
+      // All or nothing: sent, the message is empty; not sent, every
+      // buffer is still in it, whole, and comes back out to the owner.
+      const auto slices = fbuf::detail::MessageAccess::slices(m);
+      FUZZ_CHECK(ec ? slices.size() == bufs.size() : m.empty());
+      for (std::size_t i = 0; ec && i < slices.size(); ++i) {
+        FUZZ_CHECK(slices[i].holder->buffer && slices[i].length == lengths[i]);
+        bufs[i] = std::move(slices[i].holder->buffer);
+      }
+    } else {
+      ec = s.send(bufs, lengths,
+                  timed ? std::chrono::nanoseconds(std::chrono::milliseconds(1)) : std::chrono::nanoseconds(0));
+    }
 
     if (!ec) {
       std::size_t receivers = 0;
@@ -526,7 +548,7 @@ class Script {
     const Sent want = p->queued.front();
     p->queued.pop_front();
     FUZZ_CHECK(d.pool == 0 && d.index == want.index && d.generation == want.generation && d.offset == 0 &&
-               d.length == want.length && d.sequence == want.sequence);
+               d.length == want.length && d.sequence == want.sequence && d.flags == want.flags);
     FUZZ_CHECK(p->geometry.locate(d).has_value());
     p->held.push_back(want);
   }

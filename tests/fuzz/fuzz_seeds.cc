@@ -1,5 +1,5 @@
 // Writes the seed corpora of the fuzz targets: fuzz_seeds DIR creates
-// DIR/handshake, DIR/descriptors, DIR/ring and DIR/owner with a few inputs
+// DIR/handshake, DIR/descriptors, DIR/ring, DIR/owner and DIR/typed with a few inputs
 // each that reach deep into the code under test (valid messages, valid
 // operation sequences), for libFuzzer to mutate. Built and run by CMake;
 // the output is a function of the code alone, so it is not checked in.
@@ -17,6 +17,10 @@
 #include <utility>
 #include <vector>
 
+#include <capnp/any.h>
+
+#include "fbuf/fbuf.h"
+#include "fbuf/typed/interprocess.h"
 #include "fbuf/base/fd.h"
 #include "ipc/control.h"
 #include "ipc/handshake.h"
@@ -247,6 +251,17 @@ void owner_seeds(const fs::path& dir) {
   write_file(dir / "honest_detach", b);
 
   b.clear();
+  // read_only, ring of 2: two-slice messages (chains) to two receivers
+  // until a ring is full (the message is refused whole), a single buffer
+  // between them, returns and a detach.
+  put_bytes(b, {(1 << 3) | 1, 12});
+  owner_ops(b, {{kJoin, 0}, {kJoin, 0}, {kSendBuffers, 0x81}, {kSendBuffers, 0x81}, {kSendBuffers, 0x80},
+                {kTakeOne, 0}, {kTakeOne, 0}, {kSendBuffers, 0x83}, {kTakeOne, 1}, {kTakeOne, 1},
+                {kTakeOne, 0}, {kTakeOne, 0}, {kReturnOne, 0, 0}, {kReturnOne, 0, 1}, {kDrainOwner, 2},
+                {kShutWrite, 0x81}, {kControlEvents, 1}, {kDrainOwner, 1}, {kDrainOwner, 2}});
+  write_file(dir / "messages", b);
+
+  b.clear();
   // volatile, ring of 8: receiver 1 forges returns of what receiver 0
   // holds (real index and generation), then rewrites a return slot and its
   // return ring's tail.
@@ -283,6 +298,61 @@ void owner_seeds(const fs::path& dir) {
   write_file(dir / "orphans", b);
 }
 
+// Seeds for fuzz_typed (its input format is described there). Cap'n Proto:
+// a struct with a text, a list of structs and a nested struct, once in one
+// segment and once spread over several; in place: a flat map of two series.
+void typed_seeds(const fs::path& dir) {
+  auto build = [](capnp::MessageBuilder& mb) {
+    auto root = mb.getRoot<capnp::AnyPointer>().initAsAnyStruct(1, 3);
+    root.getDataSection()[0] = 7;
+    auto ptrs = root.getPointerSection();
+    ptrs[0].setAs<capnp::Text>("fbuf typed seed");
+    for (auto s : ptrs[1].initAsListOfAnyStruct(1, 1, 3)) s.getPointerSection()[0].setAs<capnp::Text>("box");
+    ptrs[2].initAsAnyStruct(2, 0);
+  };
+  auto segments_seed = [](kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segs) {
+    Bytes b{0, static_cast<std::uint8_t>(segs.size() - 1)};  // capnp, that many segments + 1, offsets 0
+    for (std::size_t i = 0; i < segs.size(); ++i) {
+      const auto bytes = segs[i].asBytes();
+      const auto n = static_cast<std::uint16_t>(bytes.size());
+      b.push_back(static_cast<std::uint8_t>(n));
+      b.push_back(static_cast<std::uint8_t>(n >> 8));
+      b.insert(b.end(), bytes.begin(), bytes.end());
+    }
+    return b;
+  };
+  capnp::MallocMessageBuilder one;
+  build(one);
+  write_file(dir / "capnp-one-segment", segments_seed(one.getSegmentsForOutput()));
+  for (unsigned words = 6; words < 64; ++words) {  // the smallest segments that make at most 4
+    capnp::MallocMessageBuilder several(words, capnp::AllocationStrategy::FIXED_SIZE);
+    build(several);
+    const auto segs = several.getSegmentsForOutput();
+    if (segs.size() >= 2 && segs.size() <= 4) {
+      write_file(dir / "capnp-several-segments", segments_seed(segs));
+      break;
+    }
+  }
+
+  fbuf::Pool pool(fbuf::PoolOptions{.name = "fuzz-seeds", .classes = {{65536, 1}}});
+  fbuf::typed::InPlaceBuilder ip(std::move(*pool.try_allocate(4096)), 4096);
+  auto* sm = ip.segment_manager();
+  using Readings = fbuf::typed::FlatMap<fbuf::typed::String, fbuf::typed::Vector<float>>;
+  auto& r = ip.construct_root<Readings>(0x5245'4144'494e'4701ull, sm);
+  for (int i = 0; i < 2; ++i) {
+    fbuf::typed::Vector<float> v(sm);
+    for (int j = 0; j < 4; ++j) v.push_back(static_cast<float>(i * 10 + j));
+    r.emplace(fbuf::typed::String(("series/with/a/long/name/" + std::to_string(i)).c_str(), sm), std::move(v));
+  }
+  fbuf::Buffer buf = std::move(ip).release();
+  fbuf::typed::InPlaceHeader h;
+  std::memcpy(&h, buf.data(), sizeof h);
+  Bytes b{1, static_cast<std::uint8_t>(h.root_offset), static_cast<std::uint8_t>(h.root_offset >> 8)};
+  const auto* p = reinterpret_cast<const std::uint8_t*>(buf.data());
+  b.insert(b.end(), p + sizeof h, p + 4096);
+  write_file(dir / "in-place-map", b);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -292,11 +362,13 @@ int main(int argc, char** argv) {
   }
   try {
     const fs::path root = argv[1];
-    for (const char* target : {"handshake", "descriptors", "ring", "owner"}) fs::create_directories(root / target);
+    for (const char* target : {"handshake", "descriptors", "ring", "owner", "typed"})
+      fs::create_directories(root / target);
     handshake_seeds(root / "handshake");
     descriptor_seeds(root / "descriptors");
     ring_seeds(root / "ring");
     owner_seeds(root / "owner");
+    typed_seeds(root / "typed");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fuzz_seeds: %s\n", e.what());
     return 1;

@@ -38,10 +38,20 @@ echo "== install $build_dir into $work/prefix"
 
 lib=$(find "$work/prefix" \( -name 'libfbuf.so.0' -o -name 'libfbuf.a' \) -print -quit)
 echo "installed library: ${lib#"$work/prefix/"}"
-# Cap'n Proto is private: no installed header includes it, and fbuf's CMake
-# package never finds it.
-if grep -rlE '#include [<"](capnp|kj)/' "$work/prefix/include"; then
+# Cap'n Proto is private: no installed header includes it, except the
+# optional typed adapters in fbuf/typed/ (which a user includes only to use
+# Cap'n Proto), and no other header includes those; fbuf's CMake package
+# never finds it.
+if grep -rlE '#include [<"](capnp|kj)/' --exclude-dir=typed "$work/prefix/include"; then
   echo "FAIL: an installed header includes Cap'n Proto" >&2
+  exit 1
+fi
+if grep -rlE '#include [<"]fbuf/typed/' --exclude-dir=typed "$work/prefix/include"; then
+  echo "FAIL: an installed header includes an optional typed adapter" >&2
+  exit 1
+fi
+if [[ ! -f "$work/prefix/include/fbuf/typed/capnp.h" ]]; then
+  echo "FAIL: fbuf/typed/capnp.h is not installed" >&2
   exit 1
 fi
 if grep -rlE '^[^#]*(find_package|find_dependency)\(CapnProto' --include='*.cmake' "$work/prefix"; then

@@ -344,6 +344,29 @@ TEST(MessageSend, AnExhaustedBudgetOfEveryReceiverLeavesTheMessageWithTheCaller)
   EXPECT_EQ(pool.stats().allocated, 3u);
 }
 
+// Protection applies to every Buffer slice: under copy_on_write, writes by
+// the sender after the send (through pointers it kept) go to its private
+// copies; the receiver reads every slice as sent.
+TEST(MessageSend, CopyOnWriteProtectsEverySliceOfAMessage) {
+  Pool pool(PoolOptions{.name = "msg-cow", .classes = {{4096, 8}}, .policy = Policy::kCopyOnWrite});
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  Message m;
+  std::byte* raw[3];
+  for (int i = 0; i < 3; ++i) {
+    Buffer b = pattern(pool, 32, static_cast<unsigned>(10 * i));
+    raw[i] = b.data();
+    ASSERT_FALSE(m.append(std::move(b), 4, 16));
+  }
+  ASSERT_FALSE(tx.try_send(std::move(m)));
+  for (std::byte* p : raw) std::memset(p, 0xEE, 32);
+  Result<Message> got = rx.try_receive_message();
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->slice_count(), 3u);
+  EXPECT_EQ(bytes_of(*got), cat(cat(expected(4, 16), expected(14, 16)), expected(24, 16)));
+  for (int i = 0; i < 3; ++i) EXPECT_NE(got->slice(static_cast<std::size_t>(i)).data(), raw[i] + 4);
+}
+
 TEST(MessageSend, RefusesWhatItCannotSendAsOneUnit) {
   Pool pool = make_pool("msg-refuse-send");
   Pool other = make_pool("msg-refuse-other");

@@ -107,6 +107,30 @@ TEST(Doorbell, AnAllocateWaiterWakesWhenARemoteReceiverReturnsAView) {
   EXPECT_LT(late, kWakeBound);
 }
 
+// An in-process View's release takes no lock: it is pushed on the pool's
+// list of local returns, which the waiter's next try collects.
+TEST(Doorbell, AnAllocateWaiterWakesWhenAnInProcessReceiverReleasesAView) {
+  Pool pool(PoolOptions{.name = "wake-local", .classes = {{4096, 2}}});
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  send_filled(tx, 2);
+  std::vector<View> held;
+  for (int i = 0; i < 2; ++i) {
+    auto v = rx.receive(1s);
+    ASSERT_TRUE(v);
+    held.push_back(std::move(*v));
+  }
+  Waiter w([&] { return static_cast<bool>(pool.allocate(64, kTimeout)); });
+  std::this_thread::sleep_for(kBeforeEvent);
+  ASSERT_FALSE(w.done());
+  const auto event = Clock::now();
+  std::thread releaser([&] { held.pop_back(); });
+  releaser.join();
+  const auto late = w.latency_after(event);
+  EXPECT_TRUE(w.ok());
+  EXPECT_LT(late, kWakeBound);
+}
+
 TEST(Doorbell, AnAllocateWaiterWakesWhenAReceiverHoldingBuffersIsKilled) {
   const std::string service = service_name("killed");
   int ready[2];

@@ -19,6 +19,7 @@
 #if FBUF_SMOKE_CAPNP
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <fbuf/typed/capnp.h>
 #endif
 #if FBUF_SMOKE_FRAMES
 #include "test_frame.h"
@@ -72,6 +73,27 @@ int use_capnp() {
   std::printf("Cap'n Proto usable beside fbuf (%zu words)\n", words.size());
   return 0;
 }
+
+// The installed typed adapter: a message built in a pool buffer, read in
+// place.
+int use_typed_capnp() {
+  fbuf::Pool pool(fbuf::PoolOptions{.name = "find-package-typed", .classes = {{4096, 4}}});
+  fbuf::Sender sender(pool);
+  fbuf::Receiver rx = sender.connect_local();
+  fbuf::typed::CapnpBuilder b(pool);
+  b.getRoot<capnp::AnyPointer>().setAs<capnp::Text>("typed, in place");
+  if (std::error_code ec = b.send(sender, 1s)) {
+    std::fprintf(stderr, "typed send: %s\n", ec.message().c_str());
+    return 1;
+  }
+  auto m = fbuf::typed::receive_capnp(rx, 1s);
+  if (!m || m->root<capnp::AnyPointer>().getAs<capnp::Text>() != "typed, in place") {
+    std::fprintf(stderr, "typed receive failed\n");
+    return 1;
+  }
+  std::printf("fbuf/typed/capnp.h: a message read in place\n");
+  return 0;
+}
 #endif
 
 #if FBUF_SMOKE_FRAMES
@@ -111,6 +133,7 @@ int main(int argc, char** argv) {
   if (int rc = exchange_in_process(); rc != 0) return rc;
 #if FBUF_SMOKE_CAPNP
   if (int rc = use_capnp(); rc != 0) return rc;
+  if (int rc = use_typed_capnp(); rc != 0) return rc;
 #endif
   if (argc == 4 && std::string_view(argv[1]) == "consume") {
 #if FBUF_SMOKE_FRAMES

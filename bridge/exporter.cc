@@ -108,7 +108,8 @@ struct Exporter::Impl {
     auto* self = static_cast<Impl*>(arg);
     if (failed == self->ep) self->ep_failed = true;
   }
-  static void on_send_done(void*, ucs_status_t status, void* user_data) {
+  static void on_send_done(void* request, ucs_status_t status, void* user_data) {
+    ucp_request_free(request);
     auto* slot = static_cast<Slot*>(user_data);
     slot->impl->finish(slot, status);
   }
@@ -261,9 +262,9 @@ struct Exporter::Impl {
     in_flight.fetch_add(1, kRelaxed);
     Slot* raw = slot.release();
     ucs_status_ptr_t req = ucp_am_send_nbx(ep, kToImporter, &raw->header, kHeaderSize, data, size, &p);
-    if (UCS_PTR_IS_PTR(req)) {
-      ucp_request_free(req);  // the callback still runs on completion
-    } else {
+    // A request is freed by its callback (ucp_request_free() before
+    // completion would silence the callback).
+    if (!UCS_PTR_IS_PTR(req)) {
       finish(raw, UCS_PTR_STATUS(req));
       if (UCS_PTR_STATUS(req) != UCS_OK) ep_failed = true;
     }
@@ -280,9 +281,7 @@ struct Exporter::Impl {
     p.user_data = slot;
     in_flight.fetch_add(1, kRelaxed);
     ucs_status_ptr_t req = ucp_am_send_nbx(ep, kToImporter, &slot->header, kHeaderSize, nullptr, 0, &p);
-    if (UCS_PTR_IS_PTR(req)) {
-      ucp_request_free(req);
-    } else {
+    if (!UCS_PTR_IS_PTR(req)) {
       finish(slot, UCS_PTR_STATUS(req));
     }
     end_sent = true;

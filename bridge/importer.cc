@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -51,10 +52,16 @@ struct Importer::Impl {
   }
 
   // A buffer UCX is receiving into (rendezvous).
+  // One message from its header to its publication. Messages are
+  // published in sequence order: an eager one that arrives while an
+  // earlier rendezvous receive is still in progress waits behind it.
   struct Slot {
     Impl* impl = nullptr;
     Buffer buffer;
     std::size_t length = 0;
+    bool done = false;
+    bool ok = false;
+    bool rndv = false;
   };
 
   ImporterOptions options;
@@ -78,6 +85,7 @@ struct Importer::Impl {
   ImporterExpect expect;
   std::size_t receiving = 0;  // rendezvous receives in progress
   std::vector<std::unique_ptr<Slot>> free_slots;
+  std::deque<Slot*> order;  // messages not yet published, in sequence order
   Clock::time_point next_connect{};
   std::chrono::milliseconds backoff{0};
 
@@ -91,8 +99,12 @@ struct Importer::Impl {
     if (std::getenv("FBUF_BRIDGE_DEBUG")) std::fprintf(stderr, "ep error: %s\n", ucs_status_string(st));
     if (failed == self->ep) self->ep_failed = true;
   }
-  static void on_ctl_sent(void*, ucs_status_t, void* user_data) { delete static_cast<Header*>(user_data); }
-  static void on_recv_done(void*, ucs_status_t status, size_t length, void* user_data) {
+  static void on_ctl_sent(void* request, ucs_status_t, void* user_data) {
+    delete static_cast<Header*>(user_data);
+    ucp_request_free(request);
+  }
+  static void on_recv_done(void* request, ucs_status_t status, size_t length, void* user_data) {
+    ucp_request_free(request);
     auto* slot = static_cast<Slot*>(user_data);
     slot->impl->received_into(slot, status, length);
   }
@@ -124,13 +136,25 @@ struct Importer::Impl {
 
   void received_into(Slot* slot, ucs_status_t status, std::size_t length) {
     --receiving;
-    if (status == UCS_OK && length == slot->length) {
-      publish(std::move(slot->buffer), length, true);
-    } else {
-      receive_failed.fetch_add(1, kRelaxed);
-      slot->buffer.reset();
+    slot->done = true;
+    slot->ok = status == UCS_OK && length == slot->length;
+    if (!slot->ok) receive_failed.fetch_add(1, kRelaxed);
+    flush();
+  }
+
+  // Publishes the finished messages at the front of `order`. A failed
+  // receive (the link broke under it) gives its buffer back.
+  void flush() {
+    while (!order.empty() && order.front()->done) {
+      Slot* slot = order.front();
+      order.pop_front();
+      if (slot->ok) {
+        publish(std::move(slot->buffer), slot->length, slot->rndv);
+      } else {
+        slot->buffer.reset();
+      }
+      free_slots.emplace_back(slot);
     }
-    free_slots.emplace_back(slot);
   }
 
   void cut_off(const std::string& why) {
@@ -183,7 +207,7 @@ struct Importer::Impl {
       return;
     }
     bool rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
-    if (!rndv) {
+    if (!rndv && order.empty()) {
       if (length != 0) std::memcpy(b->data(), data, length);
       publish(std::move(*b), length, false);
       return;
@@ -198,6 +222,15 @@ struct Importer::Impl {
     }
     slot->length = length;
     slot->buffer = std::move(*b);
+    slot->rndv = rndv;
+    slot->done = !rndv;
+    slot->ok = !rndv;
+    if (!rndv) {
+      if (length != 0) std::memcpy(slot->buffer.data(), data, length);
+      order.push_back(slot.release());
+      return;
+    }
+    order.push_back(slot.get());
     void* dest = slot->buffer.data();
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
@@ -206,9 +239,9 @@ struct Importer::Impl {
     ++receiving;
     Slot* raw = slot.release();
     ucs_status_ptr_t req = ucp_am_recv_data_nbx(worker.get(), data, dest, length, &p);
-    if (UCS_PTR_IS_PTR(req)) {
-      ucp_request_free(req);  // the callback still runs on completion
-    } else {
+    // A request is freed by its callback (ucp_request_free() before
+    // completion would silence the callback).
+    if (!UCS_PTR_IS_PTR(req)) {
       received_into(raw, UCS_PTR_STATUS(req), length);
     }
   }
@@ -223,9 +256,7 @@ struct Importer::Impl {
     p.cb.send = &Impl::on_ctl_sent;
     p.user_data = h;
     ucs_status_ptr_t req = ucp_am_send_nbx(ep, kToExporter, h, kHeaderSize, data, size, &p);
-    if (UCS_PTR_IS_PTR(req)) {
-      ucp_request_free(req);
-    } else {
+    if (!UCS_PTR_IS_PTR(req)) {
       delete h;
       if (UCS_PTR_STATUS(req) != UCS_OK) ep_failed = true;
     }

@@ -14,6 +14,7 @@
 #include <fmt/core.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -84,6 +85,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0u, 64u));
 
   CLI11_PARSE(app, argc, argv);
+  // A restarted exporter listens on its port again at once, while the
+  // connections of the one it replaces linger in TIME_WAIT; the user's
+  // environment may say otherwise. Set before UCX or any thread starts.
+  ::setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
   struct sigaction sa{};
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);

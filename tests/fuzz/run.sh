@@ -24,7 +24,7 @@ build=$1
 seconds=$2
 runs=${3:-}
 dir=$build/tests/fuzz
-targets=(handshake descriptors ring owner)
+targets=(handshake descriptors ring owner bridge_header)
 
 for t in "${targets[@]}"; do
   if [ ! -x "$dir/fuzz_$t" ] || [ ! -d "$dir/seeds/$t" ]; then

@@ -67,7 +67,7 @@ struct Importer::Impl {
   ImporterOptions options;
   Pool pool;
   std::optional<Sender> sender;
-  Worker worker;
+  std::unique_ptr<Worker> worker = std::make_unique<Worker>();
   detail::UniqueFd stop_fd;
   std::thread thread;
 
@@ -87,6 +87,12 @@ struct Importer::Impl {
   std::vector<std::unique_ptr<Slot>> free_slots;
   std::deque<Slot*> order;  // messages not yet published, in sequence order
   Clock::time_point next_connect{};
+  // Connection attempts in a row that failed before the exporter said
+  // anything. UCX sees the network devices that were up when its context
+  // was made; after kFreshContextAfter such failures the importer makes a
+  // new one, so an importer started before its link is up connects once it is.
+  int failed_attempts = 0;
+  static constexpr int kFreshContextAfter = 3;
   std::chrono::milliseconds backoff{0};
 
   void set_error(const std::string& e) {
@@ -168,8 +174,9 @@ struct Importer::Impl {
     if (ep == nullptr) return;
     ucp_ep_h old = ep;
     ep = nullptr;
-    worker.close(old);  // rendezvous receives in progress fail inside
+    worker->close(old);  // rendezvous receives in progress fail inside
     if (failed && heard) links_lost.fetch_add(1, kRelaxed);
+    failed_attempts = failed && !heard ? failed_attempts + 1 : 0;
     if (failed && !end_seen) {
       backoff = heard ? options.backoff_min : std::min(options.backoff_max, std::max(options.backoff_min, backoff * 2));
       next_connect = Clock::now() + backoff;
@@ -238,7 +245,7 @@ struct Importer::Impl {
     p.user_data = slot.get();
     ++receiving;
     Slot* raw = slot.release();
-    ucs_status_ptr_t req = ucp_am_recv_data_nbx(worker.get(), data, dest, length, &p);
+    ucs_status_ptr_t req = ucp_am_recv_data_nbx(worker->get(), data, dest, length, &p);
     // A request is freed by its callback (ucp_request_free() before
     // completion would silence the callback).
     if (!UCS_PTR_IS_PTR(req)) {
@@ -280,7 +287,7 @@ struct Importer::Impl {
     p.err_mode = UCP_ERR_HANDLING_MODE_PEER;
     p.err_handler.cb = &Impl::on_ep_error;
     p.err_handler.arg = this;
-    ucs_status_t s = ucp_ep_create(worker.get(), &p, &ep);
+    ucs_status_t s = ucp_ep_create(worker->get(), &p, &ep);
     if (s != UCS_OK) {
       ep = nullptr;
       set_error(std::string("ucp_ep_create: ") + ucs_status_string(s));
@@ -294,7 +301,7 @@ struct Importer::Impl {
     send_ctl(Kind::kHello, grantable(), options.service.data(), options.service.size());
   }
 
-  void run() {
+  void set_handler() {
     ucp_am_handler_param_t hp{};
     hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
                     UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
@@ -302,10 +309,14 @@ struct Importer::Impl {
     hp.flags = UCP_AM_FLAG_WHOLE_MSG;
     hp.cb = &Impl::on_am;
     hp.arg = this;
-    ucp_worker_set_am_recv_handler(worker.get(), &hp);
+    ucp_worker_set_am_recv_handler(worker->get(), &hp);
+  }
+
+  void run() {
+    set_handler();
     const std::uint32_t batch = std::max<std::uint32_t>(1, options.buffers / 8);
     for (;;) {
-      worker.progress();
+      worker->progress();
       if (ep_failed) drop_ep(true);
       if (end_seen && receiving == 0 && sender) {
         // Everything the exporter sent is published: end the local stream.
@@ -313,7 +324,19 @@ struct Importer::Impl {
         drop_ep(false);
         ended.store(true, kRelaxed);
       }
-      if (ep == nullptr && !end_seen && Clock::now() >= next_connect) connect();
+      if (ep == nullptr && !end_seen && Clock::now() >= next_connect) {
+        if (failed_attempts >= kFreshContextAfter && order.empty()) {
+          try {
+            auto fresh = std::make_unique<Worker>();
+            worker = std::move(fresh);
+            set_handler();
+          } catch (const Error& e) {
+            set_error(e.what());
+          }
+          failed_attempts = 0;
+        }
+        connect();
+      }
       bool short_of_credit = false;
       if (ep != nullptr && !end_seen) {
         std::uint32_t g = grantable();
@@ -328,7 +351,7 @@ struct Importer::Impl {
       // Buffers coming back from local consumers are seen by polling the
       // pool every few milliseconds while credit is short.
       auto timeout = std::chrono::milliseconds(short_of_credit ? 2 : 50);
-      worker.wait(stop_fd.get(), -1, timeout);
+      worker->wait(stop_fd.get(), -1, timeout);
     }
     drop_ep(false);
     sender.reset();

@@ -324,5 +324,157 @@ TEST(BridgeHostile, MalformedHeadersFromAnImporterAreRejectedAndCounted) {
   EXPECT_EQ(pool.stats().free, pool.stats().total);
 }
 
+// A raw UCX listener playing a hostile exporter: it accepts each
+// connection of an importer and sends it one message.
+class RawServer {
+ public:
+  RawServer() {
+    ucp_params_t params{};
+    params.field_mask = UCP_PARAM_FIELD_FEATURES;
+    params.features = UCP_FEATURE_AM;
+    EXPECT_EQ(ucp_init(&params, nullptr, &context_), UCS_OK);
+    ucp_worker_params_t wp{};
+    EXPECT_EQ(ucp_worker_create(context_, &wp, &worker_), UCS_OK);
+    // The importer's Hellos and Credits: taken and ignored.
+    ucp_am_handler_param_t hp{};
+    hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB;
+    hp.id = bridge::kToExporter;
+    hp.cb = [](void*, const void*, size_t, void*, size_t, const ucp_am_recv_param_t*) { return UCS_OK; };
+    EXPECT_EQ(ucp_worker_set_am_recv_handler(worker_, &hp), UCS_OK);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ucp_listener_params_t lp{};
+    lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+    lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&sa);
+    lp.sockaddr.addrlen = sizeof sa;
+    lp.conn_handler.cb = [](ucp_conn_request_h req, void* arg) { static_cast<RawServer*>(arg)->pending_ = req; };
+    lp.conn_handler.arg = this;
+    EXPECT_EQ(ucp_listener_create(worker_, &lp, &listener_), UCS_OK);
+    ucp_listener_attr_t la{};
+    la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+    EXPECT_EQ(ucp_listener_query(listener_, &la), UCS_OK);
+    port_ = ntohs(reinterpret_cast<const sockaddr_in*>(&la.sockaddr)->sin_port);
+  }
+  ~RawServer() {
+    close_ep();
+    ucp_listener_destroy(listener_);
+    ucp_worker_destroy(worker_);
+    ucp_cleanup(context_);
+  }
+  std::uint16_t port() const { return port_; }
+
+  // Waits for the importer's next connection and sends it one message.
+  bool accept_and_send(const void* header, std::size_t header_length, const void* data, std::size_t length) {
+    const auto end = std::chrono::steady_clock::now() + 20s;
+    while (pending_ == nullptr && std::chrono::steady_clock::now() < end) ucp_worker_progress(worker_);
+    if (pending_ == nullptr) return false;
+    close_ep();
+    ucp_ep_params_t p{};
+    p.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                   UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    p.conn_request = pending_;
+    p.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    p.err_handler.cb = [](void*, ucp_ep_h, ucs_status_t) {};
+    pending_ = nullptr;
+    if (ucp_ep_create(worker_, &p, &ep_) != UCS_OK) return false;
+    ucp_request_param_t rp{};
+    ucs_status_ptr_t req = ucp_am_send_nbx(ep_, bridge::kToImporter, header, header_length, data, length, &rp);
+    if (UCS_PTR_IS_PTR(req)) {
+      while (ucp_request_check_status(req) == UCS_INPROGRESS && std::chrono::steady_clock::now() < end) {
+        ucp_worker_progress(worker_);
+      }
+      ucp_request_free(req);
+    }
+    return true;
+  }
+  void progress_for(std::chrono::milliseconds d) {
+    const auto end = std::chrono::steady_clock::now() + d;
+    while (std::chrono::steady_clock::now() < end) ucp_worker_progress(worker_);
+  }
+
+ private:
+  void close_ep() {
+    if (ep_ == nullptr) return;
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    ucs_status_ptr_t req = ucp_ep_close_nbx(ep_, &p);
+    if (UCS_PTR_IS_PTR(req)) {
+      while (ucp_request_check_status(req) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+      ucp_request_free(req);
+    }
+    ep_ = nullptr;
+  }
+
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  ucp_listener_h listener_ = nullptr;
+  ucp_ep_h ep_ = nullptr;
+  ucp_conn_request_h pending_ = nullptr;
+  std::uint16_t port_ = 0;
+};
+
+TEST(BridgeHostile, MalformedDataFromAnExporterIsRejectedAndNothingIsPublished) {
+  RawServer server;
+  const std::string dst = unique_service("bridge-himp");
+  bridge::Importer im({.service = "anything", .local_service = dst, .port = server.port(),
+                       .buffer_size = 65536, .buffers = 4,
+                       .backoff_min = 10ms, .backoff_max = 50ms});
+  Receiver rx = Receiver::connect(dst);  // one consumer: the importer grants its 4 credits
+  bridge::Header data;
+  data.kind = static_cast<std::uint16_t>(bridge::Kind::kData);
+  data.length = 100;
+  std::vector<char> payload(200000, 'x');
+  struct Case {
+    const char* what;
+    bridge::Header header;
+    std::size_t header_length;
+    std::size_t data_length;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"short header", data, 8, 100});
+  auto h = data;
+  h.sequence = 5;
+  cases.push_back({"sequence out of order", h, bridge::kHeaderSize, 100});
+  h = data;
+  h.length = 101;
+  cases.push_back({"length disagrees with the data", h, bridge::kHeaderSize, 100});
+  h = data;
+  h.length = 200000;
+  cases.push_back({"larger than the importer's buffers", h, bridge::kHeaderSize, 200000});
+  h = data;
+  h.kind = static_cast<std::uint16_t>(bridge::Kind::kHello);
+  cases.push_back({"a Hello sent to the importer", h, bridge::kHeaderSize, 100});
+  h = data;
+  h.magic = 0;
+  cases.push_back({"bad magic", h, bridge::kHeaderSize, 100});
+  h = data;
+  h.credits = 7;
+  cases.push_back({"credits in a data message", h, bridge::kHeaderSize, 100});
+  std::uint64_t n = 0;
+  for (const Case& c : cases) {
+    ASSERT_TRUE(server.accept_and_send(&c.header, c.header_length, payload.data(), c.data_length)) << c.what;
+    bool seen = false;
+    for (int i = 0; i < 400 && !seen; ++i) {
+      seen = im.stats().rejected > n;
+      server.progress_for(10ms);
+    }
+    ASSERT_TRUE(seen) << c.what << ": not rejected; " << im.last_error();
+    ++n;
+  }
+  EXPECT_EQ(im.stats().received, 0u);
+  EXPECT_EQ(rx.try_receive().error(), Errc::kWouldBlock);
+  // A well-formed message on the next connection is published.
+  ASSERT_TRUE(server.accept_and_send(&data, bridge::kHeaderSize, payload.data(), 100));
+  auto v = rx.receive(20s);
+  ASSERT_TRUE(v) << v.error().message() << " " << im.last_error();
+  EXPECT_EQ(v->size(), 100u);
+  EXPECT_EQ(im.stats().rejected, cases.size());
+  v->reset();
+  auto p = im.pool().stats();
+  EXPECT_EQ(p.free, p.total);
+}
+
 }  // namespace
 }  // namespace fbuf

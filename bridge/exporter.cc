@@ -403,10 +403,15 @@ Exporter::Exporter(ExporterOptions options) : impl_(std::make_unique<Impl>(std::
   m.thread = std::thread([&m] { m.run(); });
 }
 
-Exporter::~Exporter() {
+void Exporter::stop() noexcept {
+  if (!impl_->thread.joinable()) return;
   std::uint64_t one = 1;
   [[maybe_unused]] auto n = ::write(impl_->stop_fd.get(), &one, sizeof one);
   impl_->thread.join();
+}
+
+Exporter::~Exporter() {
+  stop();
   ucp_listener_destroy(impl_->listener);
 }
 

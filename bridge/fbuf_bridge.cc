@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
       fmt::print("exporting {} on {}:{}\n", o.service, o.listen_address, bridge.port());
       std::fflush(stdout);
       while (!g_stop.load(std::memory_order_relaxed)) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      bridge.stop();
       print_export(bridge.stats());
       return 0;
     }
@@ -128,8 +129,10 @@ int main(int argc, char** argv) {
     while (!g_stop.load(std::memory_order_relaxed) && !bridge.stats().ended) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    // The stream ended: wait (bounded) for local consumers to give every buffer back.
-    for (int i = 0; i < 250 && !g_stop.load(std::memory_order_relaxed); ++i) {
+    // Stop the bridge (buffers in flight come back), then wait (bounded)
+    // for local consumers to give every buffer back.
+    bridge.stop();
+    for (int i = 0; i < 250; ++i) {
       auto p = bridge.pool().stats();
       if (p.free == p.total) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));

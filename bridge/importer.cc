@@ -354,6 +354,14 @@ struct Importer::Impl {
       worker->wait(stop_fd.get(), -1, timeout);
     }
     drop_ep(false);
+    // Local consumers still hold buffers or have returns on their way: the
+    // Sender collects them (and reclaims those of consumers gone) while it
+    // lives, so it stays a little longer (bounded) before the stream ends.
+    for (int i = 0; i < 200 && sender; ++i) {
+      PoolStats p = pool.stats();
+      if (p.free == p.total) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     sender.reset();
   }
 };
@@ -370,10 +378,15 @@ Importer::Importer(ImporterOptions options) : impl_(std::make_unique<Impl>(std::
   m.thread = std::thread([&m] { m.run(); });
 }
 
-Importer::~Importer() {
+void Importer::stop() noexcept {
+  if (!impl_->thread.joinable()) return;
   std::uint64_t one = 1;
   [[maybe_unused]] auto n = ::write(impl_->stop_fd.get(), &one, sizeof one);
   impl_->thread.join();
+}
+
+Importer::~Importer() {
+  stop();
 }
 
 ImporterStats Importer::stats() const noexcept {

@@ -54,6 +54,10 @@ class Exporter {
   Exporter(const Exporter&) = delete;
   Exporter& operator=(const Exporter&) = delete;
 
+  // Stops the bridge thread and releases every view held (the destructor
+  // does it too); stats() are final afterwards. Idempotent.
+  void stop() noexcept;
+
   std::uint16_t port() const noexcept;
   ExporterStats stats() const noexcept;
   // The last reason an importer was cut off ("" if none).
@@ -102,6 +106,11 @@ class Importer {
   ~Importer();  // ends the local stream
   Importer(const Importer&) = delete;
   Importer& operator=(const Importer&) = delete;
+
+  // Stops the bridge thread, gives back every buffer in flight and ends
+  // the local stream (the destructor does it too); stats() are final
+  // afterwards. Idempotent.
+  void stop() noexcept;
 
   ImporterStats stats() const noexcept;
   std::string last_error() const;

@@ -189,13 +189,15 @@ TEST(BridgeFailures, KilledBridgesResumeInOrderAndFreeEveryBuffer) {
     total += got;
   }
   rx = Receiver();
+  // The exporter first, so that nothing more arrives while the importer
+  // ends and shows its pool.
+  ex->kill(SIGINT);
+  auto se = ex->wait(30s);
   im->kill(SIGINT);
   auto si = im->wait(30s);
   EXPECT_TRUE(si.exited_with(0)) << im->output();
   EXPECT_EQ(field(im->output(), "pool_free"), field(im->output(), "pool_total")) << im->output();
   EXPECT_NE(field(im->output(), "links_lost"), std::nullopt);
-  ex->kill(SIGINT);
-  auto se = ex->wait(30s);
   EXPECT_TRUE(se.exited_with(0)) << ex->output();
   EXPECT_EQ(field(ex->output(), "in_flight"), "0") << ex->output();
   std::printf("rounds=%llu frames=%llu\n", static_cast<unsigned long long>(rounds),

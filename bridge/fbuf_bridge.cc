@@ -9,6 +9,7 @@
 // the exporter's stream ended), its counters as key=value words. Exit
 // status: 0 done, 1 a setup error, CLI11's codes (above 100) for bad usage.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -40,18 +41,26 @@ void split(const std::string& text, std::string& host, std::uint16_t& port) {
   port = static_cast<std::uint16_t>(p);
 }
 
+// This process's CPU seconds (user + system), for the benchmark.
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
 void print_export(const fbuf::bridge::ExporterStats& s) {
   fmt::print("sent={} bytes={} send_failed={} dropped_oldest={} too_large={} connections={} "
-             "rejected={} links_lost={} in_flight={} registered={}\n",
+             "rejected={} links_lost={} in_flight={} registered={} cpu_s={:.3f}\n",
              s.sent, s.bytes, s.send_failed, s.dropped_oldest, s.too_large, s.connections, s.rejected,
-             s.links_lost, s.in_flight, s.registered ? 1 : 0);
+             s.links_lost, s.in_flight, s.registered ? 1 : 0, cpu_seconds());
 }
 
 void print_import(const fbuf::bridge::ImporterStats& s, const fbuf::PoolStats& p) {
   fmt::print("received={} bytes={} eager={} rendezvous={} no_consumer={} receive_failed={} "
-             "rejected={} links_lost={} connections={} ended={} pool_total={} pool_free={}\n",
+             "rejected={} links_lost={} connections={} ended={} pool_total={} pool_free={} pool_allocated={} pool_in_flight={} cpu_s={:.3f}\n",
              s.received, s.bytes, s.eager, s.rendezvous, s.no_consumer, s.receive_failed, s.rejected,
-             s.links_lost, s.connections, s.ended ? 1 : 0, p.total, p.free);
+             s.links_lost, s.connections, s.ended ? 1 : 0, p.total, p.free, p.allocated, p.in_flight, cpu_seconds());
 }
 
 }  // namespace

@@ -81,6 +81,7 @@ struct Importer::Impl {
   ucp_ep_h ep = nullptr;
   bool ep_failed = false;
   bool heard = false;       // this connection delivered at least one message
+  bool hello_sent = false;  // this connection's Hello has left (Credits may follow)
   bool end_seen = false;
   ImporterExpect expect;
   std::size_t receiving = 0;  // rendezvous receives in progress
@@ -105,8 +106,21 @@ struct Importer::Impl {
     if (std::getenv("FBUF_BRIDGE_DEBUG")) std::fprintf(stderr, "ep error: %s\n", ucs_status_string(st));
     if (failed == self->ep) self->ep_failed = true;
   }
-  static void on_ctl_sent(void* request, ucs_status_t, void* user_data) {
-    delete static_cast<Header*>(user_data);
+  // The Hello's send carries the Impl in a CtlSend so that its completion
+  // can let Credits go out: a Credit submitted while the Hello still waits
+  // for the endpoint's wire-up could overtake it (seen over veth), and the
+  // exporter cuts off a Credit before the Hello.
+  struct CtlSend {
+    Header header;
+    Impl* impl = nullptr;
+    ucp_ep_h ep = nullptr;
+  };
+  static void on_ctl_sent(void* request, ucs_status_t status, void* user_data) {
+    auto* c = static_cast<CtlSend*>(user_data);
+    if (static_cast<Kind>(c->header.kind) == Kind::kHello && status == UCS_OK && c->ep == c->impl->ep) {
+      c->impl->hello_sent = true;
+    }
+    delete c;
     ucp_request_free(request);
   }
   static void on_recv_done(void* request, ucs_status_t status, size_t length, void* user_data) {
@@ -124,6 +138,7 @@ struct Importer::Impl {
 
   void publish(Buffer&& b, std::size_t length, bool rndv) {
     if (!sender) {
+      b.reset();
       no_consumer.fetch_add(1, kRelaxed);
       return;
     }
@@ -131,7 +146,9 @@ struct Importer::Impl {
     if (e) {
       if (std::getenv("FBUF_BRIDGE_DEBUG")) std::fprintf(stderr, "publish: %s\n", e.message().c_str());
       // kNoReceivers: nobody local to give it to; anything else cannot
-      // happen with a ring as large as the pool. Counted, never silent.
+      // happen with a ring as large as the pool. Counted, never silent;
+      // the failed send left the buffer with us: back to the pool.
+      b.reset();
       no_consumer.fetch_add(1, kRelaxed);
       return;
     }
@@ -175,6 +192,14 @@ struct Importer::Impl {
     ucp_ep_h old = ep;
     ep = nullptr;
     worker->close(old);  // rendezvous receives in progress fail inside
+    // ...or soon after: their buffers come back only through their
+    // callbacks (UCX may write into them until then), so wait for those,
+    // bounded.
+    for (int i = 0; i < 1000 && receiving > 0; ++i) {
+      if (worker->get() != nullptr && ucp_worker_progress(worker->get()) == 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
     if (failed && heard) links_lost.fetch_add(1, kRelaxed);
     failed_attempts = failed && !heard ? failed_attempts + 1 : 0;
     if (failed && !end_seen) {
@@ -183,6 +208,7 @@ struct Importer::Impl {
     }
     ep_failed = false;
     heard = false;
+    hello_sent = false;
     expect = {};
   }
 
@@ -254,17 +280,20 @@ struct Importer::Impl {
   }
 
   void send_ctl(Kind kind, std::uint32_t credits, const void* data, std::size_t size) {
-    auto* h = new Header;  // a few per second at most: credits are granted in batches
-    h->kind = static_cast<std::uint16_t>(kind);
-    h->credits = credits;
-    h->length = kind == Kind::kHello ? options.buffer_size : 0;
+    auto* c = new CtlSend;  // a few per second at most: credits are granted in batches
+    c->impl = this;
+    c->ep = ep;
+    c->header.kind = static_cast<std::uint16_t>(kind);
+    c->header.credits = credits;
+    c->header.length = kind == Kind::kHello ? options.buffer_size : 0;
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     p.cb.send = &Impl::on_ctl_sent;
-    p.user_data = h;
-    ucs_status_ptr_t req = ucp_am_send_nbx(ep, kToExporter, h, kHeaderSize, data, size, &p);
+    p.user_data = c;
+    ucs_status_ptr_t req = ucp_am_send_nbx(ep, kToExporter, &c->header, kHeaderSize, data, size, &p);
     if (!UCS_PTR_IS_PTR(req)) {
-      delete h;
+      if (kind == Kind::kHello && UCS_PTR_STATUS(req) == UCS_OK) hello_sent = true;
+      delete c;
       if (UCS_PTR_STATUS(req) != UCS_OK) ep_failed = true;
     }
     expect.credits += credits;
@@ -338,13 +367,15 @@ struct Importer::Impl {
         connect();
       }
       bool short_of_credit = false;
-      if (ep != nullptr && !end_seen) {
+      if (ep != nullptr && !end_seen && hello_sent) {
         std::uint32_t g = grantable();
         if (g >= batch || (g > 0 && expect.credits == 0)) {
           send_ctl(Kind::kCredit, g, nullptr, 0);
           continue;
         }
         short_of_credit = expect.credits < options.buffers;
+      } else if (ep != nullptr && !hello_sent) {
+        short_of_credit = true;  // poll soon: the Hello completes in progress
       }
       std::uint64_t v = 0;
       if (::read(stop_fd.get(), &v, sizeof v) == sizeof v) break;

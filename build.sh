@@ -30,7 +30,7 @@ PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev capnproto libcapnp-dev
 # The fbuf command-line tool (cli/).
 PACKAGES+=(libcli11-dev libfmt-dev)
 # The UCX bridge (bridge/).
-PACKAGES+=(libucx-dev)
+PACKAGES+=(libucx-dev iproute2)  # iproute2: the veth test (ip netns)
 BENCH_PACKAGES=(iceoryx libiceoryx-posh-dev gnuplot-nox)
 
 install_packages() {

@@ -10,8 +10,7 @@
 
 namespace fbuf::bridge {
 
-// Throws fbuf::Error (kProtocol category is wrong for UCX; errno EIO) with
-// UCX's status text and `context`.
+// Throws fbuf::Error (errno EIO) carrying UCX's status text and `context`.
 [[noreturn]] void throw_ucx(ucs_status_t status, const std::string& context);
 
 // A context and its one worker (UCS_THREAD_MODE_SINGLE: only the bridge
@@ -27,9 +26,9 @@ class Worker {
   ucp_worker_h get() const noexcept { return worker_; }
   // Progresses until UCX has nothing more to do right now.
   void progress() noexcept;
-  // Sleeps on the worker's event fd and `extra_fd` (-1: none) until either
-  // is readable or `timeout` passes; returns at once if UCX has work
-  // (ucp_worker_arm said UCS_ERR_BUSY). `extra_fd` readable: true.
+  // Sleeps on the worker's event fd, `extra_fd` and `extra_fd2` (-1: none)
+  // until one is readable or `timeout` passes; returns at once if UCX has
+  // work (ucp_worker_arm said UCS_ERR_BUSY). True if an extra fd is ready.
   bool wait(int extra_fd, int extra_fd2, std::chrono::milliseconds timeout) noexcept;
   // Closes `ep` by force (in-flight operations complete with an error)
   // and progresses until the close is done.

@@ -67,7 +67,6 @@ struct Exporter::Impl {
   };
 
   ExporterOptions options;
-  Worker worker;
   ucp_listener_h listener = nullptr;
   std::uint16_t port = 0;
   detail::UniqueFd stop_fd;
@@ -373,6 +372,11 @@ struct Exporter::Impl {
     rx = Receiver();
     if (memh != nullptr) ucp_mem_unmap(worker.context(), memh);
   }
+
+  // Last, so destroyed first: destroying a worker may still complete
+  // requests (UCX purges those of endpoints it had not finished closing),
+  // and their callbacks use the members above.
+  Worker worker;
 };
 
 Exporter::Exporter(ExporterOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {

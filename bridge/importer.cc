@@ -67,7 +67,6 @@ struct Importer::Impl {
   ImporterOptions options;
   Pool pool;
   std::optional<Sender> sender;
-  std::unique_ptr<Worker> worker = std::make_unique<Worker>();
   detail::UniqueFd stop_fd;
   std::thread thread;
 
@@ -395,6 +394,11 @@ struct Importer::Impl {
     }
     sender.reset();
   }
+
+  // Last, so destroyed first: destroying a worker may still complete
+  // requests (UCX purges those of endpoints it had not finished closing),
+  // and their callbacks use the members above.
+  std::unique_ptr<Worker> worker = std::make_unique<Worker>();
 };
 
 Importer::Importer(ImporterOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {

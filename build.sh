@@ -32,6 +32,8 @@ PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev capnproto libcapnp-dev
           pybind11-dev python3-dev python3-numpy python3-pytest python3-venv)
 # The fbuf command-line tool (cli/).
 PACKAGES+=(libcli11-dev libfmt-dev)
+# The UCX bridge (bridge/).
+PACKAGES+=(libucx-dev iproute2)  # iproute2: the veth test (ip netns)
 BENCH_PACKAGES=(iceoryx libiceoryx-posh-dev gnuplot-nox)
 # The zero-copy lab's network namespaces and veth pair.
 LAB_PACKAGES=(iproute2 gnuplot-nox)

@@ -21,6 +21,7 @@
 
 #include "fbuf/fbuf.h"
 #include "fbuf/typed/interprocess.h"
+#include "bridge/wire.h"
 #include "fbuf/base/fd.h"
 #include "ipc/control.h"
 #include "ipc/handshake.h"
@@ -353,6 +354,41 @@ void typed_seeds(const fs::path& dir) {
   write_file(dir / "in-place-map", b);
 }
 
+// The bridge's header decoder (fuzz_bridge_header): a Hello and Credits to
+// an exporter, then Data and End to an importer, each as one record.
+void bridge_header_seeds(const fs::path& dir) {
+  auto record = [](Bytes& b, bool to_exporter, std::uint32_t data_length, fbuf::bridge::Header h) {
+    put<std::uint8_t>(b, static_cast<std::uint8_t>(32 | (to_exporter ? 0x40 : 0)));
+    put(b, data_length);
+    put(b, h);
+  };
+  fbuf::bridge::Header hello;
+  hello.kind = static_cast<std::uint16_t>(fbuf::bridge::Kind::kHello);
+  hello.length = 1 << 20;
+  hello.credits = 8;
+  fbuf::bridge::Header credit;
+  credit.kind = static_cast<std::uint16_t>(fbuf::bridge::Kind::kCredit);
+  credit.credits = 4;
+  Bytes b;
+  record(b, true, 12, hello);
+  record(b, true, 0, credit);
+  record(b, true, 0, credit);
+  write_file(dir / "exporter", b);
+  b.clear();
+  for (std::uint64_t seq = 0; seq < 10; ++seq) {
+    fbuf::bridge::Header data;
+    data.kind = static_cast<std::uint16_t>(fbuf::bridge::Kind::kData);
+    data.sequence = seq;
+    data.length = 4096 * seq;
+    record(b, false, static_cast<std::uint32_t>(data.length), data);
+  }
+  fbuf::bridge::Header end;
+  end.kind = static_cast<std::uint16_t>(fbuf::bridge::Kind::kEnd);
+  end.sequence = 10;
+  record(b, false, 0, end);
+  write_file(dir / "importer", b);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -362,13 +398,15 @@ int main(int argc, char** argv) {
   }
   try {
     const fs::path root = argv[1];
-    for (const char* target : {"handshake", "descriptors", "ring", "owner", "typed"})
+    for (const char* target : {"handshake", "descriptors", "ring", "owner", "typed", "bridge_header"}) {
       fs::create_directories(root / target);
+    }
     handshake_seeds(root / "handshake");
     descriptor_seeds(root / "descriptors");
     ring_seeds(root / "ring");
     owner_seeds(root / "owner");
     typed_seeds(root / "typed");
+    bridge_header_seeds(root / "bridge_header");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fuzz_seeds: %s\n", e.what());
     return 1;

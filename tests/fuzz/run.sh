@@ -24,7 +24,7 @@ build=$1
 seconds=$2
 runs=${3:-}
 dir=$build/tests/fuzz
-targets=(handshake descriptors ring owner typed)
+targets=(handshake descriptors ring owner typed bridge_header)
 
 for t in "${targets[@]}"; do
   if [ ! -x "$dir/fuzz_$t" ] || [ ! -d "$dir/seeds/$t" ]; then

@@ -61,6 +61,47 @@ void decode_monitor_request(kj::ArrayPtr<const capnp::word> words);
 // else, whatever the bytes.
 MonitorInfo decode_monitor_reply(kj::ArrayPtr<const capnp::word> words);
 
+// --- The path (docs/design.md, "The path"). ---
+// The version of the path's messages, apart from the handshake's.
+inline constexpr std::uint32_t kPathVersion = 1;
+// Upstream pools a connection may announce (slots 1..kMaxPoolSlots).
+inline constexpr std::uint32_t kMaxPoolSlots = 16;
+inline constexpr std::size_t kHolderGrantFds = 2;
+inline constexpr std::size_t kPoolAnnounceFds = 4;
+// A holder's ring memory: a ChannelHeader with a send ring of one unused
+// slot and a return ring.
+inline constexpr std::uint32_t kHolderSendCapacity = 1;
+
+struct HolderGrantInfo {
+  std::uint32_t token = 0;
+  std::uint32_t return_capacity = 0;
+  std::uint64_t ring_bytes = 0;
+};
+
+struct PoolAnnounceInfo {
+  std::uint32_t slot = 0;
+  // The pool's geometry and the holder ring's (send_capacity is
+  // kHolderSendCapacity, receiver_id unused).
+  WelcomeInfo pool;
+  std::uint32_t token = 0;
+};
+
+// What a stage may send its owner after the handshake, on its receiver
+// socket or a holder socket. Throws Error(kProtocol, kVersionMismatch).
+enum class PeerMessage { kHolderRequest, kDrainRequest };
+PeerMessage decode_peer_message(kj::ArrayPtr<const capnp::word> words);
+// Each throws Error and nothing else, whatever the bytes; a Reject throws
+// Error(kProtocol) with its reason.
+HolderGrantInfo decode_holder_grant(kj::ArrayPtr<const capnp::word> words);
+PoolAnnounceInfo decode_pool_announce(kj::ArrayPtr<const capnp::word> words);
+// True if `words` is a PoolAnnounce (decode it to check it).
+bool is_pool_announce(kj::ArrayPtr<const capnp::word> words) noexcept;
+
+void build_holder_request(capnp::MessageBuilder& m);
+void build_holder_grant(capnp::MessageBuilder& m, const HolderGrantInfo& info);
+void build_drain_request(capnp::MessageBuilder& m);
+void build_pool_announce(capnp::MessageBuilder& m, const PoolAnnounceInfo& info);
+
 // Build this side's messages.
 void build_hello(capnp::MessageBuilder& m, const HelloInfo& info);
 void build_welcome(capnp::MessageBuilder& m, const WelcomeInfo& info);

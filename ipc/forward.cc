@@ -34,10 +34,9 @@ constexpr std::chrono::seconds kAnnounceTimeout{5};
 }  // namespace
 
 std::pair<UniqueFd, std::shared_ptr<ReturnInlet>> SenderCore::grant_holder(int sock, const ReturnInlet& requester) {
-  // As a receiver's return ring: half for returns, half for the lend
-  // records of a holder that forwards on.
-  const std::uint32_t ret_cap =
-      std::min(kMaxRingCapacity, 2 * std::bit_ceil(std::max<std::uint32_t>(2, pool_->buffer_count())));
+  // As a receiver's return ring: returns, and the lend records of a holder
+  // that forwards on.
+  const std::uint32_t ret_cap = ipc::return_ring_capacity(pool_->buffer_count());
   UniqueFd ring_fd;
   ChannelMemory mem = ChannelMemory::shared(ipc::kHolderSendCapacity, ret_cap, ring_fd, service_ + "/holder");
   int sv[2];

@@ -3,6 +3,9 @@
 // carries. Private to the library.
 #pragma once
 
+#include <algorithm>
+#include <bit>
+
 #include <capnp/message.h>
 #include <kj/array.h>
 
@@ -68,6 +71,16 @@ inline constexpr std::uint32_t kPathVersion = 1;
 inline constexpr std::uint32_t kMaxPoolSlots = 16;
 inline constexpr std::size_t kHolderGrantFds = 2;
 inline constexpr std::size_t kPoolAnnounceFds = 4;
+// A return ring (a receiver's or a holder's) holds this many times the
+// pool (rounded up to a power of two): one pool's worth for returns, the
+// rest for lend records, so a stage forwarding each view to up to five
+// receivers never needs the owner to drain early, not even after the
+// owner's Sender closed (docs/design.md, "The path").
+inline constexpr std::uint32_t kReturnRingPools = 8;
+inline std::uint32_t return_ring_capacity(std::uint32_t buffers) noexcept {
+  const std::uint32_t pools = std::bit_ceil(std::max<std::uint32_t>(2, buffers));
+  return pools >= kMaxRingCapacity / kReturnRingPools ? kMaxRingCapacity : pools * kReturnRingPools;
+}
 // A holder's ring memory: a ChannelHeader with a send ring of one unused
 // slot and a return ring.
 inline constexpr std::uint32_t kHolderSendCapacity = 1;

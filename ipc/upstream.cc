@@ -1,6 +1,9 @@
 #include "ipc/upstream.h"
 
 #include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include "fbuf/base/assert.h"
 #include "fbuf/base/wake.h"
@@ -57,11 +60,20 @@ std::error_code push_lend(RingProducer& ring, std::mutex& mu, std::uint32_t keep
   };
   for (;;) {
     if (try_push()) return {};
-    // The owner collects returns lazily: ask it to drain now.
+    // The owner's process is gone (its end of the socket closed, which
+    // happens only when it exits or dies): nobody can reuse the buffer any
+    // more, and the mapping downstream keeps the bytes.
+    pollfd p{sock, POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0) return {};
+    // The owner collects returns lazily: ask it to drain now. Never
+    // waits: an owner that reads nothing (its Sender closed) fills the
+    // socket, and then the wait below runs to the deadline.
     try {
       capnp::MallocMessageBuilder m;
       ipc::build_drain_request(m);
-      (void)ipc::send_message(sock, m, {});
+      kj::Array<capnp::word> words = capnp::messageToFlatArray(m);
+      auto bytes = words.asBytes();
+      (void)::send(sock, bytes.begin(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     } catch (...) {
       // Out of memory for the request: the wait below is sliced anyway.
     }

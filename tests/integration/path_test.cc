@@ -134,5 +134,24 @@ TEST(Path, AStageFansOutToSeveralSendersAndReceivers) {
   EXPECT_EQ(check_all_buffers_return(pool, 30s), "");
 }
 
+TEST(Path, ACStageForwardsWithUfForward) {
+  constexpr std::uint64_t kFrames = 500;
+  const std::string a = unique_service("c-a"), b = unique_service("c-b");
+  const std::string name = pool_name("c");
+  Pool pool(PoolOptions{.name = name, .classes = {{65536, 16}}, .policy = Policy::kReadOnly});
+  std::optional<Sender> sender;
+  sender.emplace(pool, a);
+  Child m(FBUF_IT_C_PEER, {"forward", a, b, std::to_string(kFrames)});
+  Child s(FBUF_PATH_PEER, {"sink", "--service", b, "--pool", name});
+  ASSERT_TRUE(sender->wait_for_receivers(1, 20s)) << m.output();
+  ASSERT_TRUE(m.wait_for_output("forwarding", 20s)) << m.output() << s.output();
+  const std::uint64_t checksum = send_frames(*sender, kFrames, {&m, &s});
+  expect_exit_ok(m);
+  expect_exit_ok(s);
+  expect_sink(s, kFrames, checksum);
+  sender.reset();
+  EXPECT_EQ(check_all_buffers_return(pool, 30s), "");
+}
+
 }  // namespace
 }  // namespace fbuf::testing

@@ -16,7 +16,7 @@ namespace fbuf::detail {
 
 class HeldPool final : public ViewOwner, public Upstream, public std::enable_shared_from_this<HeldPool> {
  public:
-  HeldPool(const ipc::PoolAnnounceInfo& info, std::vector<UniqueFd> fds) : info_(info.pool), token_(info.token) {
+  HeldPool(const ipc::PoolAnnounceInfo& info, std::vector<UniqueFd> fds) : info_(info.pool) {
     if (fds.size() != ipc::kPoolAnnounceFds)
       throw_error(Errc::kProtocol, "PoolAnnounce carried " + std::to_string(fds.size()) + " fds, expected " +
                                        std::to_string(ipc::kPoolAnnounceFds));
@@ -94,7 +94,6 @@ class HeldPool final : public ViewOwner, public Upstream, public std::enable_sha
 
  private:
   ipc::WelcomeInfo info_;
-  std::uint32_t token_;
   UniqueFd pool_fd_;
   UniqueFd bell_fd_;
   Mapping pool_map_;

@@ -54,7 +54,7 @@ bool ReturnInlet::drain_locked(bool check_peer) noexcept {
 
 bool ReturnInlet::apply_locked(const Descriptor& copy) noexcept {
   if ((copy.flags & kLendRecord) != 0) return accept_lend_locked(copy);
-  if (copy.flags != 0 || !lent_.take_back(copy)) return false;
+  if (!lent_.take_back(copy)) return false;
   pool_.release_ref_locked(copy.index, copy.generation);
   ++counters_->returned;
   ++returned_;

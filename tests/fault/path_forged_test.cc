@@ -172,6 +172,45 @@ TEST(ForgedLendRecords, AHolderThatHangsUpIsReclaimed) {
   EXPECT_EQ(pool.stats().in_flight, 0u);
 }
 
+// --- Protection: a forwarded buffer stays guarded while a holder holds it. ---
+
+// With eager restore the owner makes a buffer writable again the moment
+// its last holder returns it; so a write through the owner's old pointer
+// faults exactly while someone on the path still holds the buffer.
+// `holder_returns`: the holder gives it back before the write.
+void write_after_forwarding(bool holder_returns) {
+  Pool pool(PoolOptions{.name = "path-guard", .classes = {{4096, 4}}, .policy = Policy::kReadOnly,
+                        .eager_restore = true});
+  const std::string service = service_name(holder_returns ? "guard-free" : "guard-held");
+  Sender tx(pool, service);
+  RawStage m(service);
+  if (!tx.wait_for_receivers(1, 5s)) _exit(10);
+  auto b = tx.allocate(100, 1s);
+  if (!b) _exit(11);
+  std::byte* raw = b->data();
+  std::memset(raw, 'A', 100);
+  if (tx.send(std::move(*b), 100, 1s)) _exit(12);
+  const ipc::Descriptor a = m.take();
+  RawStage::Holder h = m.holder();
+  m.lend(a, h.token);
+  if (!m.out.push(a)) _exit(13);  // the stage itself is done with it
+  if (pool.stats().in_flight != 1) _exit(14);
+  if (holder_returns) {
+    if (!h.out.push(a)) _exit(15);
+    if (pool.stats().in_flight != 0) _exit(16);
+  }
+  *reinterpret_cast<volatile char*>(raw + 5) = 'B';
+  _exit(0);
+}
+
+TEST(PathProtectionDeathTest, AForwardedBufferStaysReadOnlyAtTheOwnerWhileAHolderHoldsIt) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(write_after_forwarding(false), ::testing::KilledBySignal(SIGSEGV),
+              "pool 'path-guard' buffer 0 .*policy read_only");
+  // The same write once every holder has let go: restored, so it succeeds.
+  EXPECT_EXIT(write_after_forwarding(true), ::testing::ExitedWithCode(0), "");
+}
+
 // --- A lying stage upstream of a real receiver. ---
 
 class FakeSender {

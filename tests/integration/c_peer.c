@@ -197,6 +197,7 @@ static int forward(const char* from, const char* to, uint64_t count) {
   }
   uf_channel_close(rx);
   uf_channel_close(tx);
+  uf_pool_destroy(pool);
   printf("c-forward ok frames=%" PRIu64 "\n", count);
   return 0;
 }

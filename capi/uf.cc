@@ -168,6 +168,14 @@ uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_n
   return UF_OK;
 }
 
+uf_error uf_forward(uf_channel* sender, const uf_buf* view, int64_t timeout_ns) {
+  if (live(sender) == nullptr || !sender->sender || live(view) == nullptr) return UF_EINVAL;
+  const auto* v = std::get_if<fbuf::View>(&view->v);
+  if (v == nullptr || !*v) return UF_EINVAL;
+  std::error_code ec = timeout_ns == 0 ? sender->sender->try_send(*v) : sender->sender->send(*v, to_timeout(timeout_ns));
+  return ec ? to_uf(ec) : UF_OK;
+}
+
 uf_error uf_writev(uf_channel* sender, uf_buf* const* bufs, const size_t* lens, size_t n, int64_t timeout_ns) {
   constexpr size_t kMax = 64;
   if (live(sender) == nullptr || !sender->sender || bufs == nullptr || lens == nullptr || n == 0 || n > kMax)

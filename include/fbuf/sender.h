@@ -143,6 +143,21 @@ class Sender {
   // received View on requires forwarding).
   std::error_code try_send(Message&& message) noexcept;
   std::error_code send(Message&& message, std::chrono::nanoseconds timeout) noexcept;
+  // The path: forwards `view`, received from a Sender of another process
+  // (or forwarded to this one), to every receiver of this Sender without a
+  // copy: they read the upstream owner's pool through their own read-only
+  // mapping of it, which reaches each receiver once (the first forward to
+  // it asks the owner for a holder, a round trip). The view stays the
+  // caller's; each receiver's hold is counted at the pool's owner, so the
+  // buffer is not reused while anyone on the path holds it, whatever
+  // happens to this process. Errors: kInvalidArgument (an empty view, a
+  // view of this process's own pool, or a Sender with receivers in this
+  // process: not supported), kNoReceivers, kWouldBlock / kTimedOut (a
+  // full ring, or no room for the lend record), kClosed. With several
+  // receivers, one whose lend record cannot be written misses the view
+  // (counted as dropped); the send fails only when all do.
+  std::error_code try_send(const View& view) noexcept;
+  std::error_code send(const View& view, std::chrono::nanoseconds timeout) noexcept;
 
   // Waits until at least `n` receivers are connected; false on timeout.
   bool wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const;

@@ -129,6 +129,31 @@ Bytes monitor_reply(std::size_t receivers) {
   return flatten(message);
 }
 
+// The path's messages.
+Bytes pool_announce(std::uint32_t slot, std::uint64_t page) {
+  fbuf::ipc::PoolAnnounceInfo a;
+  a.slot = slot;
+  a.pool.pool_name = "frames";
+  a.pool.classes = {{16 * page, 8}, {page, 4}};
+  a.pool.pool_size = 16 * page * 8 + page * 4;
+  a.pool.return_capacity = fbuf::ipc::return_ring_capacity(12);
+  a.pool.ring_bytes = fbuf::ipc::ChannelHeader::bytes(fbuf::ipc::kHolderSendCapacity, a.pool.return_capacity);
+  a.token = 3;
+  capnp::MallocMessageBuilder message;
+  fbuf::ipc::build_pool_announce(message, a);
+  return flatten(message);
+}
+
+Bytes holder_grant() {
+  fbuf::ipc::HolderGrantInfo g;
+  g.token = 5;
+  g.return_capacity = 64;
+  g.ring_bytes = fbuf::ipc::ChannelHeader::bytes(fbuf::ipc::kHolderSendCapacity, 64);
+  capnp::MallocMessageBuilder message;
+  fbuf::ipc::build_holder_grant(message, g);
+  return flatten(message);
+}
+
 void handshake_seeds(const fs::path& dir) {
   const std::uint64_t page = fbuf::detail::page_size();
   write_file(dir / "hello", hello(fbuf::ipc::kProtocolVersion));
@@ -149,6 +174,20 @@ void handshake_seeds(const fs::path& dir) {
   write_file(dir / "monitor_request_other_version", monitor_request(fbuf::ipc::kMonitorVersion + 1));
   write_file(dir / "monitor_reply", monitor_reply(2));
   write_file(dir / "monitor_reply_most_receivers", monitor_reply(fbuf::ipc::kMaxMonitorReceivers));
+  {
+    capnp::MallocMessageBuilder m;
+    fbuf::ipc::build_holder_request(m);
+    write_file(dir / "holder_request", flatten(m));
+  }
+  {
+    capnp::MallocMessageBuilder m;
+    fbuf::ipc::build_drain_request(m);
+    write_file(dir / "drain_request", flatten(m));
+  }
+  write_file(dir / "holder_grant", holder_grant());
+  write_file(dir / "pool_announce", pool_announce(1, page));
+  write_file(dir / "pool_announce_last_slot", pool_announce(fbuf::ipc::kMaxPoolSlots, page));
+  write_file(dir / "pool_announce_slot_past_limit", pool_announce(fbuf::ipc::kMaxPoolSlots + 1, page));
 }
 
 // Records for fuzz_descriptors: an op byte and a descriptor.

@@ -1,0 +1,229 @@
+// The path (docs/design.md, "The path"): a stage forwards a view it holds
+// of another process's pool to its own receivers, and the owner of that
+// pool grants holder inlets for them.
+#include <capnp/message.h>
+#include <sys/socket.h>
+#include <fcntl.h>
+
+#include <algorithm>
+#include <bit>
+
+#include "fbuf/base/assert.h"
+#include "fbuf/base/deadline.h"
+#include "fbuf/base/wake.h"
+#include "fbuf/buffers/pool_core.h"
+#include "fbuf/buffers/view_owner.h"
+#include "ipc/control.h"
+#include "ipc/handshake.h"
+#include "ipc/outlet.h"
+#include "ipc/sender_core.h"
+#include "ipc/upstream.h"
+
+namespace fbuf::detail {
+namespace {
+
+// A blocked forward re-checks at least this often.
+constexpr std::chrono::milliseconds kMaxSleep{20};
+// Holder inlets one receiver (or holder) may have asked for and still
+// hold: each costs the owner a ring memfd and a socket.
+constexpr std::uint32_t kMaxHolderGrants = 64;
+// An announcement is setup (a round trip to the pool's owner): it may take
+// this long even for a send that does not wait.
+constexpr std::chrono::seconds kAnnounceTimeout{5};
+
+}  // namespace
+
+std::pair<UniqueFd, std::shared_ptr<ReturnInlet>> SenderCore::grant_holder(int sock, const ReturnInlet& requester) {
+  // As a receiver's return ring: returns, and the lend records of a holder
+  // that forwards on.
+  const std::uint32_t ret_cap = ipc::return_ring_capacity(pool_->buffer_count());
+  UniqueFd ring_fd;
+  ChannelMemory mem = ChannelMemory::shared(ipc::kHolderSendCapacity, ret_cap, ring_fd, service_ + "/holder");
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) throw_errno("socketpair(holder)");
+  UniqueFd own(sv[0]), far(sv[1]);
+  // The control thread reads requests from its end without waiting, and
+  // answers a holder that does not read without blocking.
+  if (::fcntl(own.get(), F_SETFL, O_NONBLOCK) != 0) throw_errno("fcntl(holder socket)");
+  UniqueFd peer(::fcntl(own.get(), F_DUPFD_CLOEXEC, 0));
+  if (!peer) throw_errno("dup(holder socket)");
+  auto inlet = std::make_shared<ReturnInlet>(*pool_, mem.keepalive(), &mem.header()->ret, mem.return_slots(),
+                                             ret_cap, std::move(peer), returns_);
+  inlet->make_holder(requester.token());
+  ipc::HolderGrantInfo info;
+  info.return_capacity = ret_cap;
+  info.ring_bytes = ipc::ChannelHeader::bytes(ipc::kHolderSendCapacity, ret_cap);
+  {
+    std::lock_guard lock(pool_->mutex());
+    if (closed_) throw_error(Errc::kClosed, "the sender is closing");
+    // `requester` is the pool's: it lives while its connection does.
+    auto& grants = const_cast<ReturnInlet&>(requester).grants_locked();
+    if (grants >= kMaxHolderGrants)
+      throw_error(Errc::kProtocol, "more than " + std::to_string(kMaxHolderGrants) + " holders asked for");
+    ++grants;
+    pool_->add_inlet_locked(inlet);
+    info.token = inlet->token();
+  }
+  capnp::MallocMessageBuilder m;
+  ipc::build_holder_grant(m, info);
+  const int fds[ipc::kHolderGrantFds] = {ring_fd.get(), far.get()};
+  // On failure the far end closes here: the control thread sees the
+  // holder hang up and the (empty) inlet goes.
+  (void)ipc::send_message(sock, m, fds);
+  return {std::move(own), std::move(inlet)};
+}
+
+void SenderCore::drain_returns() noexcept {
+  std::lock_guard lock(pool_->mutex());
+  pool_->drain_inlets_locked(/*slow=*/true);
+}
+
+void SenderCore::on_holder_hang_up(ReturnInlet& holder) noexcept {
+  std::lock_guard lock(pool_->mutex());
+  holder.drain_locked(false);
+  holder.reclaim_all_locked();
+}
+
+void SenderCore::orphan_holder(ReturnInlet& holder) noexcept {
+  // Called with the pool's lock held (Listener::close_remotes_locked()).
+  holder.orphan_locked();
+}
+
+void SenderCore::announce(const std::shared_ptr<Upstream>& up, Clock::time_point deadline) {
+  std::lock_guard forward(forward_mu_);
+  for (;;) {
+    std::shared_ptr<RemoteOutlet> target;
+    std::uint32_t slot = 0;
+    {
+      std::lock_guard lock(pool_->mutex());
+      for (auto& o : outlets_) {
+        auto r = std::dynamic_pointer_cast<RemoteOutlet>(o);
+        if (r && r->usable_locked() && r->forward_slot_locked(up.get()) == 0) {
+          target = std::move(r);
+          slot = static_cast<std::uint32_t>(target->forward_slots.size() + 1);
+          break;
+        }
+      }
+    }
+    if (!target) return;
+    if (slot > ipc::kMaxPoolSlots)
+      throw_error(Errc::kInvalidArgument, "more than " + std::to_string(ipc::kMaxPoolSlots) +
+                                              " upstream pools forwarded on one connection");
+    HolderGrant g = up->request_holder(deadline);
+    ipc::PoolAnnounceInfo a;
+    a.slot = slot;
+    a.pool = up->pool_info();
+    a.pool.send_capacity = ipc::kHolderSendCapacity;
+    a.pool.return_capacity = g.info.return_capacity;
+    a.pool.ring_bytes = g.info.ring_bytes;
+    a.token = g.info.token;
+    capnp::MallocMessageBuilder m;
+    ipc::build_pool_announce(m, a);
+    const int fds[ipc::kPoolAnnounceFds] = {up->pool_fd(), up->doorbell_fd(), g.ring.get(), g.sock.get()};
+    // Once sent, this process's copies of the holder's fds close (at the
+    // end of this iteration): the receiver's copies are the only ones.
+    if (auto ec = ipc::send_message(target->fd(), m, fds); ec) {
+      // The receiver's socket is full or gone: it is not served forwarded
+      // views. The holder just granted goes when its socket closes.
+      std::lock_guard lock(pool_->mutex());
+      target->cut_off_locked();
+      ++counters_.receivers_lost;
+      continue;
+    }
+    std::lock_guard lock(pool_->mutex());
+    target->forward_slots.push_back({up, g.info.token});
+  }
+}
+
+std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds timeout) noexcept {
+  ViewOwner* owner = ViewAccess::owner(view);
+  if (owner == nullptr) return Errc::kInvalidArgument;
+  std::shared_ptr<Upstream> up = owner->upstream();
+  // A view of a pool of this process: not forwardable (docs/api.md).
+  if (!up) return Errc::kInvalidArgument;
+  const std::uint32_t index = view.index(), generation = ViewAccess::generation(view);
+  std::optional<std::uint32_t> offset = up->offset_in_buffer(index, view.data(), view.size());
+  if (!offset) return Errc::kInvalidArgument;
+  const auto deadline = deadline_after(timeout);
+  for (;;) {
+    try {
+      announce(up, std::max(deadline, Clock::now() + kAnnounceTimeout));
+    } catch (const Error& e) {
+      return e.code();
+    } catch (...) {
+      return Errc::kProtocol;
+    }
+    std::shared_ptr<Outlet> blocked;
+    {
+      std::lock_guard lock(pool_->mutex());
+      if (closed_) return Errc::kClosed;
+      prune_locked();
+      if (outlets_.empty()) return Errc::kNoReceivers;
+      bool missing = false;
+      for (auto& o : outlets_) {
+        auto* r = dynamic_cast<RemoteOutlet*>(o.get());
+        // Receivers in this process cannot take forwarded views yet.
+        if (r == nullptr) return Errc::kInvalidArgument;
+        if (r->forward_slot_locked(up.get()) == 0) missing = true;
+        RingStatus st = o->out.reserve(1);
+        if (st == RingStatus::kCorrupt) {
+          o->cut_off_locked();
+          ++counters_.receivers_lost;
+        } else if (st == RingStatus::kFull && !blocked) {
+          blocked = o;
+        }
+      }
+      if (!missing && !blocked) {
+        prune_locked();
+        std::uint64_t delivered = 0;
+        std::error_code last;
+        for (auto& o : outlets_) {
+          auto* r = static_cast<RemoteOutlet*>(o.get());
+          const std::uint32_t slot = r->forward_slot_locked(up.get());
+          // The lend record goes first: by the time the receiver can
+          // return the view, its owner can see who holds it.
+          if (auto ec = up->lend(index, generation, r->forward_slots[slot - 1].token, deadline); ec) {
+            last = timeout.count() <= 0 ? make_error_code(Errc::kWouldBlock) : ec;
+            r->count_dropped_locked(1);
+            ++counters_.dropped;
+            continue;
+          }
+          r->write_forward_locked(
+              Descriptor{slot, index, generation, *offset, static_cast<std::uint32_t>(view.size()), 0, sequence_++});
+          r->publish_locked();
+          r->count_delivered_locked(1);
+          ++delivered;
+        }
+        if (delivered == 0) return last ? last : make_error_code(Errc::kNoReceivers);
+        ++counters_.sent;
+        counters_.delivered += delivered;
+        return {};
+      }
+    }
+    if (!blocked) continue;  // a receiver connected meanwhile: announce to it
+    if (timeout.count() <= 0) return Errc::kWouldBlock;
+    const auto left = time_left(deadline, sleep_slice(kMaxSleep));
+    if (left.count() == 0) return Errc::kTimedOut;
+    RingIndices* idx = blocked->out.indices();
+    sleep_until(idx->producer_waiters, idx->space_seq, left, [&] {
+      std::lock_guard lock(pool_->mutex());
+      return !blocked->usable_locked() || blocked->out.reserve(1) != RingStatus::kFull;
+    });
+  }
+}
+
+}  // namespace fbuf::detail
+
+namespace fbuf {
+
+std::error_code Sender::try_send(const View& view) noexcept {
+  if (!core_) return Errc::kClosed;
+  return core_->send_view(view, std::chrono::nanoseconds(0));
+}
+
+std::error_code Sender::send(const View& view, std::chrono::nanoseconds timeout) noexcept {
+  if (!core_) return Errc::kClosed;
+  return core_->send_view(view, timeout);
+}
+
+}  // namespace fbuf

@@ -44,7 +44,7 @@ const char* uf_strerror(uf_error e) {
     case UF_ECORRUPT: return "the peer corrupted the channel; the stream has ended";
     case UF_ECUTOFF: return "cut off by the sender (slow-consumer policy)";
     case UF_EMSG: return "the next item is a message of several slices: receive it with uf_msg_receive";
-    case UF_ENOTSUP: return "not supported: sending a received buffer on requires forwarding";
+    case UF_ENOTSUP: return "not supported: a view of this process's own pool cannot be sent on";
   }
   return "unknown uf_error";
 }

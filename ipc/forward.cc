@@ -12,6 +12,7 @@
 #include "fbuf/base/deadline.h"
 #include "fbuf/base/wake.h"
 #include "fbuf/buffers/pool_core.h"
+#include "fbuf/buffers/slice_holder.h"
 #include "fbuf/buffers/view_owner.h"
 #include "ipc/control.h"
 #include "ipc/handshake.h"
@@ -210,6 +211,152 @@ std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds
       return !blocked->usable_locked() || blocked->out.reserve(1) != RingStatus::kFull;
     });
   }
+}
+
+std::error_code SenderCore::send_forwarded(Message& message, std::chrono::nanoseconds timeout) noexcept {
+  std::span<const MessageAccess::Slice> in = MessageAccess::slices(message);
+  const std::size_t n = in.size();
+  if (n == 0 || n > options_.ring_capacity) return Errc::kInvalidArgument;
+  // What each slice becomes: a Buffer slice of this pool (up == nullptr)
+  // or a range of a view of an upstream pool, with where it starts within
+  // its buffer.
+  struct Part {
+    std::shared_ptr<Upstream> up;
+    std::uint32_t index = 0, generation = 0, offset = 0, length = 0;
+  };
+  Part parts[Message::kMaxSlices];
+  OutSlice own[Message::kMaxSlices];
+  std::uint32_t own_indices[Message::kMaxSlices];
+  std::size_t owned = 0;
+  std::shared_ptr<Upstream> ups[Message::kMaxSlices];
+  std::size_t up_count = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    SliceHolder& h = *in[i].holder;
+    Part& p = parts[i];
+    p.length = static_cast<std::uint32_t>(in[i].length);
+    if (h.buffer) {
+      // As in a message of Buffers only: handed over whole, of this pool.
+      if (in[i].holder.use_count() != 1) return Errc::kInvalidArgument;
+      PoolCore::BufferRef ref = PoolCore::inspect(h.buffer);
+      if (ref.pool != pool_.get()) return Errc::kInvalidArgument;
+      p.index = ref.index;
+      own[owned] = OutSlice{&h.buffer, static_cast<std::uint32_t>(in[i].offset), p.length};
+      own_indices[owned++] = ref.index;
+      continue;
+    }
+    ViewOwner* owner = ViewAccess::owner(h.view);
+    // A view of this process's own pool has no owner elsewhere to count
+    // its holders: not forwardable (as send(const View&)).
+    p.up = owner != nullptr ? owner->upstream() : nullptr;
+    if (!p.up) return Errc::kUnsupported;
+    p.index = h.view.index();
+    p.generation = ViewAccess::generation(h.view);
+    std::optional<std::uint32_t> at = p.up->offset_in_buffer(p.index, in[i].data, in[i].length);
+    if (!at) return Errc::kInvalidArgument;
+    p.offset = *at;
+    // A receiver takes each buffer once per message (ChainCheck): two
+    // ranges of one view cannot travel in one message.
+    for (std::size_t j = 0; j < i; ++j)
+      if (parts[j].up == p.up && parts[j].index == p.index) return Errc::kInvalidArgument;
+    if (std::find(ups, ups + up_count, p.up) == ups + up_count) ups[up_count++] = p.up;
+  }
+  const auto deadline = deadline_after(timeout);
+  for (;;) {
+    // Every pool the message forwards from reaches every receiver before
+    // anything is written (a round trip to its owner the first time).
+    try {
+      for (std::size_t u = 0; u < up_count; ++u) announce(ups[u], std::max(deadline, Clock::now() + kAnnounceTimeout));
+    } catch (const Error& e) {
+      return e.code();
+    } catch (...) {
+      return Errc::kProtocol;
+    }
+    std::shared_ptr<Outlet> blocked;
+    {
+      std::lock_guard lock(pool_->mutex());
+      if (closed_) return Errc::kClosed;
+      prune_locked();
+      if (outlets_.empty()) return Errc::kNoReceivers;
+      bool missing = false;
+      for (auto& o : outlets_) {
+        auto* r = dynamic_cast<RemoteOutlet*>(o.get());
+        if (r == nullptr) return Errc::kInvalidArgument;
+        for (std::size_t u = 0; u < up_count; ++u)
+          if (r->forward_slot_locked(ups[u].get()) == 0) missing = true;
+        RingStatus st = o->out.reserve(static_cast<std::uint32_t>(n));
+        if (st == RingStatus::kCorrupt) {
+          o->cut_off_locked();
+          ++counters_.receivers_lost;
+        } else if (st == RingStatus::kFull && !blocked) {
+          blocked = o;
+        }
+      }
+      if (!missing && !blocked) {
+        prune_locked();
+        if (outlets_.empty()) return Errc::kNoReceivers;
+        const auto receivers = static_cast<std::uint32_t>(outlets_.size());
+        // The lend records of every forwarded slice, for every receiver,
+        // before anything is published: a receiver can return a slice as
+        // soon as it sees the tail, and its owner must know who holds it
+        // by then. A record that cannot be written (the owner does not
+        // drain) fails the whole message; records already written stay
+        // counted at their owner until that receiver's holder goes
+        // (docs/design.md, "Messages with forwarded slices").
+        for (auto& o : outlets_) {
+          auto* r = static_cast<RemoteOutlet*>(o.get());
+          for (std::size_t i = 0; i < n; ++i) {
+            const Part& p = parts[i];
+            if (!p.up) continue;
+            const std::uint32_t slot = r->forward_slot_locked(p.up.get());
+            if (auto ec = p.up->lend(p.index, p.generation, r->forward_slots[slot - 1].token, deadline); ec)
+              return timeout.count() <= 0 ? make_error_code(Errc::kWouldBlock) : ec;
+          }
+        }
+        // This pool's slices: the sender's write access ends before any
+        // receiver can see them.
+        if (std::error_code ec = pool_->guard_locked(std::span<const std::uint32_t>(own_indices, owned)); ec)
+          return ec;
+        const auto now = Clock::now();
+        for (std::size_t i = 0, b = 0; i < n; ++i) {
+          const Part& p = parts[i];
+          const std::uint32_t flags = i + 1 < n ? kMoreFollows : 0;
+          const std::uint64_t sequence = sequence_++;
+          for (auto& o : outlets_) {
+            auto* r = static_cast<RemoteOutlet*>(o.get());
+            if (p.up) {
+              r->write_forward_locked(Descriptor{r->forward_slot_locked(p.up.get()), p.index, p.generation, p.offset,
+                                                 p.length, flags, sequence});
+            } else {
+              r->write_locked(describe_locked(own[b], flags, sequence, *r), now);
+            }
+          }
+          if (!p.up) ++b;
+        }
+        for (auto& o : outlets_) {
+          o->publish_locked();
+          o->count_delivered_locked(n);
+        }
+        for (std::size_t b = 0; b < owned; ++b) pool_->mark_sent_locked(*own[b].buffer, receivers);
+        counters_.sent += n;
+        counters_.delivered += n * receivers;
+        break;
+      }
+    }
+    if (!blocked) continue;  // a receiver connected meanwhile: announce to it
+    if (timeout.count() <= 0) return Errc::kWouldBlock;
+    const auto left = time_left(deadline, sleep_slice(kMaxSleep));
+    if (left.count() == 0) return Errc::kTimedOut;
+    RingIndices* idx = blocked->out.indices();
+    sleep_until(idx->producer_waiters, idx->space_seq, left, [&] {
+      std::lock_guard lock(pool_->mutex());
+      return !blocked->usable_locked() || blocked->out.reserve(static_cast<std::uint32_t>(n)) != RingStatus::kFull;
+    });
+  }
+  // The Buffers went to the receivers; the views this stage held go back
+  // upstream as the message lets them go (each receiver's hold is counted
+  // at the owner by its lend record).
+  MessageAccess::forget(message);
+  return {};
 }
 
 }  // namespace fbuf::detail

@@ -73,6 +73,10 @@ class SenderCore {
   // The path (ipc/forward.cc): forwards a view this process holds of
   // another process's pool to every receiver.
   std::error_code send_view(const View& view, std::chrono::nanoseconds timeout) noexcept;
+  // The path: a message with View slices (ipc/forward.cc): its Buffer
+  // slices sent as by send(Message&), its View slices forwarded as by
+  // send_view(), all as one chain, all or nothing.
+  std::error_code send_forwarded(Message& message, std::chrono::nanoseconds timeout) noexcept;
   // The readiness fd (Sender::fd(), Sender::arm()).
   int fd() const noexcept { return epoll_.get(); }
   bool arm(std::size_t size) noexcept;

@@ -139,8 +139,13 @@ class Sender {
   // failure `message` is left untouched, every slice still the caller's.
   // Errors as try_send/send, and kInvalidArgument (empty, more slices than
   // ring_capacity, a Buffer of another pool or held by another message
-  // too, a Buffer in two slices), kUnsupported (a View slice: sending a
-  // received View on requires forwarding).
+  // too, a Buffer in two slices). A View slice received from another
+  // process is forwarded as by send(const View&) (The path): every pool
+  // it needs is announced and every lend record written before the chain
+  // is published; then kInvalidArgument also for two ranges of one view
+  // or a receiver in this process, kUnsupported for a view of this
+  // process's own pool. Such a message goes to every receiver or fails
+  // whole (the slow-receiver skip policy does not apply to it).
   std::error_code try_send(Message&& message) noexcept;
   std::error_code send(Message&& message, std::chrono::nanoseconds timeout) noexcept;
   // The path: forwards `view`, received from a Sender of another process

@@ -14,14 +14,21 @@
 //                          receivers each); N frames (0: to the end), then
 //                          exits or (hang) waits to be killed; with
 //                          --tolerate, a Sender whose receivers are gone
-//                          (kNoReceivers) is passed over
+//                          (kNoReceivers) is passed over; with --header 1,
+//                          each frame goes on as a Message: a 64-byte
+//                          header from the stage's own pool, then the
+//                          forwarded view (one --to)
 //   sink     --service S [--service T] --pool NAME [--count N] [--hold K]
+//            [--messages 1]
 //                          receives frames to the end of every stream (or N
 //                          per stream), checks each and that its bytes lie
 //                          in a mapping of pool NAME (zero copy); with
 //                          --hold, keeps the last K views, and once every
 //                          stream ended waits for SIGUSR1, then checks
-//                          their bytes again and releases them
+//                          their bytes again and releases them; with
+//                          --messages, each item is a Message of a
+//                          stage's header and the frame, both checked
+//   source   ... [--size BYTES]  frames of about BYTES in one class
 //
 // Exit status: 0 all checks passed, 1 a check failed, 2 bad usage or setup.
 #include <signal.h>
@@ -33,6 +40,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <span>
 #include <exception>
 #include <fstream>
 #include <string>
@@ -84,7 +92,6 @@ void say(const char* format, ...) {
   std::fflush(stdout);
 }
 
-const unsigned char* bytes_of(const fbuf::View& v) { return reinterpret_cast<const unsigned char*>(v.data()); }
 
 // The address ranges of this process's mappings of the memfd of pool
 // `name` ("/memfd:fbuf:NAME"), from /proc/self/maps.
@@ -104,18 +111,39 @@ std::vector<std::pair<std::uintptr_t, std::uintptr_t>> pool_mappings(const std::
   return out;
 }
 
+// The header a --header stage puts in front of each frame.
+constexpr std::size_t kStageHeader = 64;
+constexpr std::uint64_t kStageMagic = 0x7061746868647231ULL;  // "pathhdr1"
+
+void write_stage_header(std::byte* at, std::uint64_t seq, std::uint64_t frame_bytes) {
+  std::memset(at, 0, kStageHeader);
+  std::memcpy(at, &kStageMagic, 8);
+  std::memcpy(at + 8, &seq, 8);
+  std::memcpy(at + 16, &frame_bytes, 8);
+}
+
+bool stage_header_ok(std::span<const std::byte> h, std::uint64_t seq, std::uint64_t frame_bytes) {
+  if (h.size() != kStageHeader) return false;
+  std::uint64_t magic, s, bytes;
+  std::memcpy(&magic, h.data(), 8);
+  std::memcpy(&s, h.data() + 8, 8);
+  std::memcpy(&bytes, h.data() + 16, 8);
+  return magic == kStageMagic && s == seq && bytes == frame_bytes;
+}
+
 int source(const Args& args) {
   const std::string service = args.get("service");
   const auto count = static_cast<std::uint64_t>(args.number("count", 100));
   const auto buffers = static_cast<std::uint32_t>(args.number("buffers", 16));
-  fbuf::Pool pool(fbuf::PoolOptions{.name = args.get("pool"), .classes = {{65536, buffers}},
+  const auto size = static_cast<std::size_t>(args.number("size", 0));
+  fbuf::Pool pool(fbuf::PoolOptions{.name = args.get("pool"), .classes = {{size != 0 ? size : 65536, buffers}},
                                     .policy = fbuf::Policy::kReadOnly});
   fbuf::Sender sender(pool, service);
   say("listening\n");
   if (!sender.wait_for_receivers(1, 30s)) return kFailed;
   std::uint64_t checksum = TF_FNV_OFFSET;
   for (std::uint64_t seq = 0; seq < count; ++seq) {
-    const std::size_t payload = 1000 + (seq * 977) % 60000;
+    const std::size_t payload = size != 0 ? size - TF_HEADER_SIZE - seq % 64 : 1000 + (seq * 977) % 60000;
     fbuf::Result<fbuf::Buffer> b = sender.allocate(TF_HEADER_SIZE + payload, 20s);
     if (!b) {
       std::fprintf(stderr, "error: allocate: %s\n", b.error().message().c_str());
@@ -143,10 +171,14 @@ int forward(const Args& args) {
   const auto count = static_cast<std::uint64_t>(args.number("count", 0));
   const auto receivers = static_cast<std::size_t>(args.number("receivers", 1));
   const bool tolerate = args.get("tolerate") == "1";
-  // Its own pool is never used for frames: everything it sends is forwarded.
-  fbuf::Pool pool(fbuf::PoolOptions{.name = "path-stage", .classes = {{4096, 2}}, .policy = fbuf::Policy::kVolatile});
+  const bool header = args.get("header") == "1";
+  // Its own pool holds the headers only: every frame it sends is forwarded.
+  fbuf::Pool pool(fbuf::PoolOptions{.name = "path-stage", .classes = {{4096, header ? 64u : 2u}},
+                                    .policy = fbuf::Policy::kReadOnly});
   std::vector<fbuf::Sender> senders;
   for (const std::string& to : args.all("to")) senders.emplace_back(pool, to);
+  // A message takes the view: one Sender (fan-out by its receivers).
+  if (header && senders.size() != 1) return kUsage;
   fbuf::Receiver rx = fbuf::Receiver::connect(args.get("from"), fbuf::ReceiverOptions{.connect_timeout = 20s});
   for (auto& s : senders)
     if (!s.wait_for_receivers(receivers, 30s)) {
@@ -163,7 +195,21 @@ int forward(const Args& args) {
       return kFailed;
     }
     for (auto& s : senders) {
-      const std::error_code ec = s.send(*v, 20s);
+      std::error_code ec;
+      if (header) {
+        // [a 64-byte header of this stage][the frame, forwarded]: one unit.
+        fbuf::Result<fbuf::Buffer> h = s.allocate(kStageHeader, 20s);
+        if (!h) {
+          std::fprintf(stderr, "error: header of frame %" PRIu64 ": %s\n", n, h.error().message().c_str());
+          return kFailed;
+        }
+        write_stage_header(h->data(), n, v->size());
+        fbuf::Message m;
+        if (m.append(std::move(*h), kStageHeader) || m.append(std::move(*v))) return kFailed;
+        ec = s.send(std::move(m), 20s);
+      } else {
+        ec = s.send(*v, 20s);
+      }
       if (ec == fbuf::make_error_code(fbuf::Errc::kNoReceivers) && tolerate) continue;
       if (ec) {
         std::fprintf(stderr, "error: forward of frame %" PRIu64 ": %s\n", n, ec.message().c_str());
@@ -183,6 +229,7 @@ int sink(const Args& args) {
   const std::string pool = args.get("pool");
   const auto count = static_cast<std::uint64_t>(args.number("count", 0));
   const auto hold = static_cast<std::size_t>(args.number("hold", 0));
+  const bool messages = args.get("messages") == "1";
   sigset_t usr1;
   sigemptyset(&usr1);
   sigaddset(&usr1, SIGUSR1);
@@ -198,7 +245,16 @@ int sink(const Args& args) {
   for (const auto& s : services)
     streams.push_back(Stream{fbuf::Receiver::connect(s, fbuf::ReceiverOptions{.connect_timeout = 20s})});
   say("connected\n");
-  std::deque<std::pair<std::uint64_t, fbuf::View>> held;
+  // One item received: a View, or a Message of a header and the frame.
+  struct Item {
+    fbuf::View view;
+    fbuf::Message message;
+    std::span<const std::byte> frame() const {
+      return view ? std::span<const std::byte>(view.data(), view.size()) : message.slice(1);
+    }
+  };
+  std::deque<std::pair<std::uint64_t, Item>> held;
+  std::uint64_t headers = 0;
   std::uint64_t in_pool = 0;
   auto all_ended = [&] {
     for (auto& s : streams)
@@ -208,32 +264,53 @@ int sink(const Args& args) {
   while (!all_ended()) {
     for (auto& s : streams) {
       if (s.ended || (count != 0 && s.expected >= count)) continue;
-      fbuf::Result<fbuf::View> v = s.rx.receive(hold != 0 ? 50ms : 30s);
-      if (!v) {
-        if (v.error() == fbuf::make_error_code(fbuf::Errc::kPeerGone)) {
+      Item item;
+      std::error_code ec;
+      if (messages) {
+        fbuf::Result<fbuf::Message> m = s.rx.receive_message(hold != 0 ? 50ms : 30s);
+        if (m) item.message = std::move(*m);
+        ec = m ? std::error_code() : m.error();
+      } else {
+        fbuf::Result<fbuf::View> v = s.rx.receive(hold != 0 ? 50ms : 30s);
+        if (v) item.view = std::move(*v);
+        ec = v ? std::error_code() : v.error();
+      }
+      if (ec) {
+        if (ec == fbuf::make_error_code(fbuf::Errc::kPeerGone)) {
           s.ended = true;
           continue;
         }
-        if (v.error() == fbuf::make_error_code(fbuf::Errc::kTimedOut) && hold != 0) continue;
-        std::fprintf(stderr, "error: receive: %s\n", v.error().message().c_str());
+        if (ec == fbuf::make_error_code(fbuf::Errc::kTimedOut) && hold != 0) continue;
+        std::fprintf(stderr, "error: receive: %s\n", ec.message().c_str());
         return kFailed;
       }
+      if (messages) {
+        if (item.message.slice_count() != 2 ||
+            !stage_header_ok(item.message.slice(0), s.expected, item.message.slice(1).size())) {
+          std::fprintf(stderr, "error: message %" PRIu64 ": %zu slices, or a bad header\n", s.expected,
+                       item.message.slice_count());
+          return kFailed;
+        }
+        ++headers;
+      }
+      const std::span<const std::byte> frame = item.frame();
+      const auto* frame_bytes = reinterpret_cast<const unsigned char*>(frame.data());
       tf_header h;
-      const int status = tf_check(bytes_of(*v), v->size(), s.expected, &h);
+      const int status = tf_check(frame_bytes, frame.size(), s.expected, &h);
       if (status != TF_OK) {
         std::fprintf(stderr, "error: frame %" PRIu64 ": %s\n", s.expected, tf_status_text(status));
         return kFailed;
       }
-      const auto at = reinterpret_cast<std::uintptr_t>(v->data());
+      const auto at = reinterpret_cast<std::uintptr_t>(frame.data());
       for (const auto& [lo, hi] : pool_mappings(pool))
-        if (at >= lo && at + v->size() <= hi) {
+        if (at >= lo && at + frame.size() <= hi) {
           ++in_pool;
           break;
         }
       s.checksum = tf_stream_add(s.checksum, h.checksum);
       ++s.expected;
       if (hold != 0) {
-        held.emplace_back(s.expected - 1, std::move(*v));
+        held.emplace_back(s.expected - 1, std::move(item));
         if (held.size() > hold) held.pop_front();
         if (held.size() == hold && s.expected == hold) say("holding views=%zu\n", hold);
       }
@@ -246,9 +323,12 @@ int sink(const Args& args) {
     say("ended\n");
     int sig = 0;
     sigwait(&usr1, &sig);
-    for (const auto& [seq, v] : held) {
+    for (const auto& [seq, item] : held) {
       tf_header h;
-      const int status = tf_check(bytes_of(v), v.size(), seq, &h);
+      const std::span<const std::byte> frame = item.frame();
+      int status = tf_check(reinterpret_cast<const unsigned char*>(frame.data()), frame.size(), seq, &h);
+      if (status == TF_OK && messages && !stage_header_ok(item.message.slice(0), seq, frame.size()))
+        status = -1;
       if (status != TF_OK) {
         std::fprintf(stderr, "error: held frame %" PRIu64 " changed: %s\n", seq, tf_status_text(status));
         return kFailed;
@@ -262,7 +342,7 @@ int sink(const Args& args) {
     frames += s.expected;
     say("stream frames=%" PRIu64 " checksum=%016" PRIx64 "\n", s.expected, s.checksum);
   }
-  say("sink ok frames=%" PRIu64 " in_pool=%" PRIu64 "\n", frames, in_pool);
+  say("sink ok frames=%" PRIu64 " in_pool=%" PRIu64 " headers=%" PRIu64 "\n", frames, in_pool, headers);
   return 0;
 }
 

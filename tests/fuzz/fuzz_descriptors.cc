@@ -24,6 +24,7 @@
 #include "fbuf/base/fd.h"
 #include "fbuf/base/ring.h"
 #include "fbuf/buffers/lent_set.h"
+#include "ipc/handshake.h"
 #include "ipc/validate.h"
 #include "tests/fuzz/fuzz_input.h"
 
@@ -249,6 +250,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case kChainCut:
         chain.cut();
         break;
+      case kChainAddSlot: {
+        d.index %= count + 1;
+        Descriptor in_slot = d;
+        in_slot.pool = 0;  // the slot's pool, located as the receiver does
+        d.pool = 1 + d.pool % fbuf::ipc::kMaxPoolSlots;
+        chain.add(d, geometry.locate(in_slot).has_value());
+        break;
+      }
       case kDescriptorOpCount:
         break;
     }

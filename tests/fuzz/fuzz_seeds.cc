@@ -229,6 +229,13 @@ void descriptor_seeds(const fs::path& dir) {
   for (std::uint32_t i = 0; i < 66; ++i) descriptor_op(b, kChainAddNear, {0, i, 1, 0, 0, i < 65 ? 1u : 0u, 0});
   descriptor_op(b, kChainAdd, {0, 64, 1, 0, 0xFFFFF000u, 1, 0});
   descriptor_op(b, kChainAdd, {0, 65, 1, 0, 0xFFFFF000u, 0, 0});
+  // The path: a header of the sender's pool and a frame of slot 1, the
+  // same index in two slots (two buffers), then slot 2 naming a buffer
+  // twice.
+  descriptor_op(b, kChainAdd, {0, 7, 1, 0, 64, 1, 0});
+  descriptor_op(b, kChainAddSlot, {0, 7, 1, 0, 4096, 0, 0});
+  descriptor_op(b, kChainAddSlot, {1, 7, 1, 0, 16, 1, 0});
+  descriptor_op(b, kChainAddSlot, {1, 7, 2, 0, 16, 0, 0});
   write_file(dir / "chains", b);
 
   b.clear();

@@ -2,8 +2,8 @@
 // of another process's pool to its own receivers, and the owner of that
 // pool grants holder inlets for them.
 #include <capnp/message.h>
-#include <sys/socket.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <bit>
@@ -25,8 +25,8 @@ namespace {
 
 // A blocked forward re-checks at least this often.
 constexpr std::chrono::milliseconds kMaxSleep{20};
-// Holder inlets one receiver (or holder) may have asked for and still
-// hold: each costs the owner a ring memfd and a socket.
+// Holder inlets one receiver (or holder) may hold at once: each costs the
+// owner a ring memfd and a socket.
 constexpr std::uint32_t kMaxHolderGrants = 64;
 // An announcement is setup (a round trip to the pool's owner): it may take
 // this long even for a send that does not wait.
@@ -34,7 +34,7 @@ constexpr std::chrono::seconds kAnnounceTimeout{5};
 
 }  // namespace
 
-std::pair<UniqueFd, std::shared_ptr<ReturnInlet>> SenderCore::grant_holder(int sock, const ReturnInlet& requester) {
+std::pair<UniqueFd, std::shared_ptr<ReturnInlet>> SenderCore::grant_holder(int sock, ReturnInlet& requester) {
   // As a receiver's return ring: returns, and the lend records of a holder
   // that forwards on.
   const std::uint32_t ret_cap = ipc::return_ring_capacity(pool_->buffer_count());
@@ -57,8 +57,7 @@ std::pair<UniqueFd, std::shared_ptr<ReturnInlet>> SenderCore::grant_holder(int s
   {
     std::lock_guard lock(pool_->mutex());
     if (closed_) throw_error(Errc::kClosed, "the sender is closing");
-    // `requester` is the pool's: it lives while its connection does.
-    auto& grants = const_cast<ReturnInlet&>(requester).grants_locked();
+    std::uint32_t& grants = requester.grants_locked();
     if (grants >= kMaxHolderGrants)
       throw_error(Errc::kProtocol, "more than " + std::to_string(kMaxHolderGrants) + " holders asked for");
     ++grants;
@@ -83,6 +82,11 @@ void SenderCore::on_holder_hang_up(ReturnInlet& holder) noexcept {
   std::lock_guard lock(pool_->mutex());
   holder.drain_locked(false);
   holder.reclaim_all_locked();
+  // Its grantor may ask for another in its place.
+  if (ReturnInlet* grantor = pool_->find_inlet_locked(holder.grantor_locked()); grantor != nullptr) {
+    std::uint32_t& grants = grantor->grants_locked();
+    if (grants != 0) --grants;
+  }
 }
 
 void SenderCore::orphan_holder(ReturnInlet& holder) noexcept {

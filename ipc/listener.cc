@@ -235,7 +235,7 @@ void Listener::answer_monitor(int fd, const std::vector<UniqueFd>& fds, kj::Arra
   if (auto ec = ipc::send_message(fd, m, {}); ec) throw Error(ec, "sending MonitorReply");
 }
 
-void Listener::handle_peer_message(int fd, const ipc::Datagram& dg, const ReturnInlet& requester) noexcept {
+void Listener::handle_peer_message(int fd, const ipc::Datagram& dg, ReturnInlet& requester) noexcept {
   try {
     const ipc::PeerMessage kind = ipc::decode_peer_message(dg.words);
     if (!dg.fds.empty()) throw_error(Errc::kProtocol, "a request carried fds");

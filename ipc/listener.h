@@ -75,7 +75,7 @@ class Listener {
   // The path: a message after the handshake on a receiver's or a holder's
   // socket (a HolderRequest or a DrainRequest) from the stage behind
   // `requester`. Anything else is counted and answered with a Reject.
-  void handle_peer_message(int fd, const ipc::Datagram& dg, const ReturnInlet& requester) noexcept;
+  void handle_peer_message(int fd, const ipc::Datagram& dg, ReturnInlet& requester) noexcept;
   void on_holder(std::map<int, std::pair<UniqueFd, std::shared_ptr<ReturnInlet>>>::iterator it,
                  std::uint32_t events) noexcept;
   // Answers a monitoring request on `fd` (the caller closes it).

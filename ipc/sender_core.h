@@ -109,7 +109,7 @@ class SenderCore {
   // behind `requester`, granted by a HolderGrant on `sock`. Returns the
   // owner's end of the holder socket, for the control thread to watch, and
   // the inlet. Throws Error (the caller rejects).
-  std::pair<UniqueFd, std::shared_ptr<ReturnInlet>> grant_holder(int sock, const ReturnInlet& requester);
+  std::pair<UniqueFd, std::shared_ptr<ReturnInlet>> grant_holder(int sock, ReturnInlet& requester);
   // A stage waits for room in its return ring (a DrainRequest).
   void drain_returns() noexcept;
   // A holder's socket hung up: everything lent to it comes back.

@@ -94,7 +94,8 @@ class ReturnInlet {
   }
   bool holder_locked() const noexcept { return holder_; }
   std::uint32_t grantor_locked() const noexcept { return grantor_; }
-  // Holder inlets granted at this inlet's request (bounded by the caller).
+  // Holder inlets granted at this inlet's request and not gone yet
+  // (bounded, and counted down, by the control thread).
   std::uint32_t& grants_locked() noexcept { return grants_; }
   // True if this receiver holds (index, generation) from the owner.
   bool holds_locked(std::uint32_t index, std::uint32_t generation) const noexcept {

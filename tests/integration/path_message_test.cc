@@ -69,6 +69,31 @@ TEST(PathMessage, AHeaderOfTheStageAndAForwardedFrameReachTwoSinksAsOneMessage) 
   EXPECT_EQ(pool.stats().rejected_returns, 0u);
 }
 
+TEST(PathMessage, ACStageSendsAHeaderAndAForwardedViewWithUfMsgSend) {
+  constexpr std::uint64_t kFrames = 100;
+  const std::string a = unique_service("msgc-a"), b = unique_service("msgc-b");
+  const std::string name = pool_name("c");
+  Pool pool(PoolOptions{.name = name, .classes = {{kFrameClass, 8}}, .policy = Policy::kReadOnly});
+  std::optional<Sender> sender;
+  sender.emplace(pool, a);
+  Child m(FBUF_IT_C_PEER, {"msgforward", a, b, std::to_string(kFrames)});
+  Child s(FBUF_PATH_PEER, {"sink", "--service", b, "--pool", name, "--messages", "1"});
+  ASSERT_TRUE(sender->wait_for_receivers(1, 20s)) << m.output();
+  ASSERT_TRUE(m.wait_for_output("forwarding", 20s)) << m.output() << s.output();
+  std::uint64_t checksum = TF_FNV_OFFSET;
+  for (std::uint64_t seq = 0; seq < kFrames; ++seq)
+    ASSERT_TRUE(send_frame(*sender, seq, checksum, 20s)) << seq << "\n" << m.output() << s.output();
+  EXPECT_TRUE(m.wait(60s).exited_with(0)) << m.output();
+  EXPECT_TRUE(s.wait(60s).exited_with(0)) << s.output();
+  const std::string out = s.output();
+  EXPECT_EQ(field(out, "frames"), std::to_string(kFrames)) << out;
+  EXPECT_EQ(field(out, "headers"), std::to_string(kFrames)) << out;
+  EXPECT_EQ(field(out, "in_pool"), std::to_string(kFrames)) << out;
+  EXPECT_NE(out.find("checksum=" + hex(checksum)), std::string::npos) << out;
+  sender.reset();
+  EXPECT_EQ(check_all_buffers_return(pool, 30s), "");
+}
+
 // Takes every buffer the pool can hand out within `wait` and fills it with
 // 0xEE: a buffer a holder still reads would be overwritten.
 void scribble(Pool& pool, std::chrono::milliseconds wait) {

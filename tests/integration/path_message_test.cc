@@ -128,10 +128,12 @@ TEST(PathMessage, AStageKilledWhileTheSinkHoldsItsMessagesLeavesThemIntact) {
     m.kill(SIGKILL);
     EXPECT_TRUE(m.wait(20s).killed_by(SIGKILL));
     scribble(pool, 200ms);
-    ASSERT_TRUE(d.wait_for_output("ended", 20s)) << d.output();
+    ASSERT_TRUE(d.wait_for_output("ended", 20s)) << d.output() << "rejected_returns "
+                                                  << sender.stats().rejected_returns;
     d.kill(SIGUSR1);
     const ExitStatus st = d.wait(30s);
-    EXPECT_TRUE(st.exited_with(0)) << st.describe() << "\n" << d.output();
+    EXPECT_TRUE(st.exited_with(0)) << st.describe() << "\n" << d.output() << "rejected_returns "
+                                   << sender.stats().rejected_returns;
     EXPECT_NE(d.output().find("held ok"), std::string::npos) << d.output();
     ASSERT_EQ(check_all_buffers_return(pool, 20s), "") << d.output();
   }

@@ -44,7 +44,7 @@ const char* uf_strerror(uf_error e) {
     case UF_ECORRUPT: return "the peer corrupted the channel; the stream has ended";
     case UF_ECUTOFF: return "cut off by the sender (slow-consumer policy)";
     case UF_EMSG: return "the next item is a message of several slices: receive it with uf_msg_receive";
-    case UF_ENOTSUP: return "not supported: sending a received buffer on requires forwarding";
+    case UF_ENOTSUP: return "not supported: a view of this process's own pool cannot be sent on";
   }
   return "unknown uf_error";
 }
@@ -166,6 +166,14 @@ uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_n
   if (ec) return to_uf(ec);
   end_handle("uf_write", buf, kBufWritten);
   return UF_OK;
+}
+
+uf_error uf_forward(uf_channel* sender, const uf_buf* view, int64_t timeout_ns) {
+  if (live(sender) == nullptr || !sender->sender || live(view) == nullptr) return UF_EINVAL;
+  const auto* v = std::get_if<fbuf::View>(&view->v);
+  if (v == nullptr || !*v) return UF_EINVAL;
+  std::error_code ec = timeout_ns == 0 ? sender->sender->try_send(*v) : sender->sender->send(*v, to_timeout(timeout_ns));
+  return ec ? to_uf(ec) : UF_OK;
 }
 
 uf_error uf_writev(uf_channel* sender, uf_buf* const* bufs, const size_t* lens, size_t n, int64_t timeout_ns) {

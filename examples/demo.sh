@@ -6,17 +6,25 @@
 #
 #   1. fbuf_producer (C++) with two fbuf_consumer processes: synthetic video
 #      frames, every frame to both consumers (fan-out);
-#   2. fbuf_c_pipeline produce / consume (C API): a market-data feed.
+#   2. fbuf_c_pipeline produce / consume (C API): a market-data feed;
+#   3. fbuf_path_pipeline, the path: a camera process -> a tagger process
+#      that puts a Cap'n Proto header of its own in front of each 1 MiB
+#      frame and forwards the frame without a copy -> two recorder
+#      processes, which find the frame bytes in their mapping of the
+#      camera's pool.
 #
 # FBUF_DEMO_FRAMES and FBUF_DEMO_BATCHES set the amounts (defaults 600 and
-# 20000); FBUF_DEMO_POLICY the producer's pool policy (volatile, read-only
-# or copy-on-write; default volatile). Exits nonzero if any process fails or
+# 20000; FBUF_DEMO_PATH_FRAMES, 200); FBUF_DEMO_POLICY the producer's pool policy (volatile, read-only
+# or copy-on-write; default volatile); FBUF_DEMO_ONLY=path runs only the
+# third. Exits nonzero if any process fails or
 # any checksum differs.
 set -uo pipefail
 
 build=${1:?usage: demo.sh BUILD_DIR}
 frames=${FBUF_DEMO_FRAMES:-600}
 batches=${FBUF_DEMO_BATCHES:-20000}
+path_frames=${FBUF_DEMO_PATH_FRAMES:-200}
+only=${FBUF_DEMO_ONLY:-all}
 policy=${FBUF_DEMO_POLICY:-volatile}
 
 find_bin() {
@@ -33,6 +41,7 @@ find_bin() {
 producer=$(find_bin fbuf_producer) || exit 2
 consumer=$(find_bin fbuf_consumer) || exit 2
 c_pipeline=$(find_bin fbuf_c_pipeline) || exit 2
+path_pipeline=$(find_bin fbuf_path_pipeline) || exit 2
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fbuf-demo.XXXXXX")
 pids=()
@@ -73,6 +82,7 @@ same_checksum() {
   fi
 }
 
+if [[ $only != path ]]; then
 echo "== video frames: 1 producer process, 2 consumer processes, $frames frames ($policy)"
 service="fbuf-demo-$$/frames"
 "$producer" --service "$service" --count "$frames" --receivers 2 --policy "$policy" \
@@ -104,6 +114,40 @@ wait_for "$c_producer_pid" c-producer "$work/c_producer.log"
 wait_for "$c_consumer_pid" c-consumer "$work/c_consumer.log"
 same_checksum c-consumer "$(checksum_of "$work/c_producer.log")" \
   "$(checksum_of "$work/c_consumer.log")"
+fi
+
+echo "== the path: camera -> tagger (header + forwarded frame) -> 2 recorders, $path_frames frames of 1 MiB"
+service="fbuf-demo-$$/camera"
+tagged="fbuf-demo-$$/tagged"
+camera_pool="demo-camera-$$"
+"$path_pipeline" camera --service "$service" --pool "$camera_pool" --count "$path_frames" \
+  >"$work/camera.log" 2>&1 &
+camera_pid=$!
+pids+=("$camera_pid")
+"$path_pipeline" tagger --from "$service" --service "$tagged" --receivers 2 >"$work/tagger.log" 2>&1 &
+tagger_pid=$!
+pids+=("$tagger_pid")
+"$path_pipeline" recorder --service "$tagged" --pool "$camera_pool" >"$work/recorder1.log" 2>&1 &
+recorder1_pid=$!
+pids+=("$recorder1_pid")
+"$path_pipeline" recorder --service "$tagged" --pool "$camera_pool" >"$work/recorder2.log" 2>&1 &
+recorder2_pid=$!
+pids+=("$recorder2_pid")
+wait_for "$camera_pid" camera "$work/camera.log"
+wait_for "$tagger_pid" tagger "$work/tagger.log"
+wait_for "$recorder1_pid" recorder-1 "$work/recorder1.log"
+wait_for "$recorder2_pid" recorder-2 "$work/recorder2.log"
+sent=$(checksum_of "$work/camera.log")
+for r in 1 2; do
+  same_checksum "recorder-$r" "$sent" "$(checksum_of "$work/recorder$r.log")"
+  if ! grep -q "zero copy: $path_frames of $path_frames frames read in place from r--s /memfd:fbuf:$camera_pool" \
+      "$work/recorder$r.log"; then
+    echo "FAIL: recorder-$r did not read every frame in the camera's pool"
+    failed=1
+  else
+    echo "ok: recorder-$r read every frame in place in the camera's pool"
+  fi
+done
 
 pids=()
 if [[ $failed -ne 0 ]]; then

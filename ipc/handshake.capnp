@@ -10,6 +10,19 @@
 #                             (AF_UNIX, SOCK_SEQPACKET; ipc/readiness.h)
 #                        or Reject, with no fds.
 #
+#   The path (docs/design.md, "The path"), after the handshake:
+#   stage -> owner       HolderRequest, on its receiver socket or on a
+#                        holder socket the owner granted; no fds
+#   owner -> stage       HolderGrant, with two fds: 0: the holder's ring
+#                        memfd, 1: the far end of the holder socket
+#                        (AF_UNIX, SOCK_SEQPACKET); or Reject
+#   stage -> owner       DrainRequest, no fds: the stage waits for room in
+#                        its return ring for a lend record
+#   stage -> downstream  PoolAnnounce, on the downstream's receiver socket,
+#                        with four fds: 0: the upstream pool (O_RDONLY),
+#                        1: its owner's doorbell memfd, 2: the holder's
+#                        ring memfd, 3: the holder socket
+#
 #   monitor -> sender    MonitorRequest (instead of a Hello)
 #   sender -> monitor    MonitorReply or Reject, with no fds; then the
 #                        sender closes the connection.
@@ -122,6 +135,34 @@ struct MonitorReply {
   returnsWaiting @25 :UInt64;
 }
 
+# The path. Versions are kPathVersion (ipc/layout.h).
+struct HolderRequest {
+  version @0 :UInt32;
+}
+
+struct HolderGrant {
+  version @0 :UInt32;
+  token @1 :UInt32;            # the holder inlet's name at the owner
+  returnCapacity @2 :UInt32;   # the holder's return ring (send ring: 1 slot)
+  ringBytes @3 :UInt64;
+}
+
+struct DrainRequest {
+  version @0 :UInt32;
+}
+
+struct PoolAnnounce {
+  version @0 :UInt32;
+  slot @1 :UInt32;             # Descriptor::pool on this connection, >= 1
+  poolName @2 :Text;
+  poolSize @3 :UInt64;
+  classes @4 :List(SizeClass);
+  policy @5 :UInt8;
+  returnCapacity @6 :UInt32;   # the holder ring, as in HolderGrant
+  ringBytes @7 :UInt64;
+  token @8 :UInt32;
+}
+
 struct ControlMessage {
   union {
     hello @0 :Hello;
@@ -129,5 +170,9 @@ struct ControlMessage {
     reject @2 :Reject;
     monitorRequest @3 :MonitorRequest;
     monitorReply @4 :MonitorReply;
+    holderRequest @5 :HolderRequest;
+    holderGrant @6 :HolderGrant;
+    drainRequest @7 :DrainRequest;
+    poolAnnounce @8 :PoolAnnounce;
   }
 }

@@ -27,6 +27,57 @@ capnp::ReaderOptions reader_options() {
   return o;
 }
 
+// The pool's geometry, as a Welcome or a PoolAnnounce states it: checked
+// field by field into `info`. Returns the pool's buffer count.
+template <class Reader>
+std::uint64_t decode_geometry(Reader w, WelcomeInfo& info) {
+  auto name = w.getPoolName();
+  if (name.size() > 256) protocol_error("pool name longer than 256 bytes");
+  info.pool_name = name.cStr();
+  if (w.getPolicy() > static_cast<std::uint8_t>(Policy::kCopyOnWrite))
+    protocol_error("unknown policy " + std::to_string(w.getPolicy()));
+  info.policy = static_cast<Policy>(w.getPolicy());
+
+  auto classes = w.getClasses();
+  if (classes.size() == 0 || classes.size() > kMaxClasses)
+    protocol_error("pool has " + std::to_string(classes.size()) + " size classes");
+  const std::uint64_t page = detail::page_size();
+  std::uint64_t total = 0, count = 0;
+  for (auto c : classes) {
+    std::uint64_t size = c.getBufferSize();
+    if (size == 0 || size % page != 0 || size > (std::uint64_t{1} << 32) - page)
+      protocol_error("bad buffer size " + std::to_string(size));
+    if (c.getCount() == 0 || c.getCount() > kMaxBuffers) protocol_error("bad buffer count " + std::to_string(c.getCount()));
+    count += c.getCount();
+    if (count > kMaxBuffers) protocol_error("more than 2^24 buffers");
+    total += size * c.getCount();  // at most 2^32 * 2^24: no overflow
+    info.classes.push_back(SizeClass{static_cast<std::size_t>(size), c.getCount()});
+  }
+  if (w.getPoolSize() != total)
+    protocol_error("pool size " + std::to_string(w.getPoolSize()) + " does not match its classes (" +
+                   std::to_string(total) + ")");
+  info.pool_size = total;
+  return count;
+}
+
+// A ring memory's capacities: powers of two up to 2^22, the return ring at
+// least as large as the pool.
+void check_capacities(std::uint32_t send, std::uint32_t ret, std::uint64_t buffers) {
+  auto pow2 = [](std::uint32_t v) { return v != 0 && (v & (v - 1)) == 0 && v <= kMaxRingCapacity; };
+  if (!pow2(send) || !pow2(ret))
+    protocol_error("ring capacities " + std::to_string(send) + "/" + std::to_string(ret) +
+                   " are not powers of two up to 2^22");
+  if (ret < buffers)
+    protocol_error("return ring (" + std::to_string(ret) + ") smaller than the pool (" + std::to_string(buffers) +
+                   " buffers)");
+}
+
+void check_path_version(std::uint32_t version, const char* what) {
+  if (version != kPathVersion)
+    detail::throw_error(Errc::kVersionMismatch, std::string(what) + " version " + std::to_string(version) +
+                                                    ", this side speaks " + std::to_string(kPathVersion));
+}
+
 }  // namespace
 
 HelloInfo decode_hello(kj::ArrayPtr<const capnp::word> words) {
@@ -69,42 +120,11 @@ WelcomeInfo decode_welcome(kj::ArrayPtr<const capnp::word> words) {
       detail::throw_error(Errc::kVersionMismatch, "Welcome version " + std::to_string(w.getVersion()) +
                                                       ", this side speaks " + std::to_string(kProtocolVersion));
     WelcomeInfo info;
-    auto name = w.getPoolName();
-    if (name.size() > 256) protocol_error("pool name longer than 256 bytes");
-    info.pool_name = name.cStr();
-    if (w.getPolicy() > static_cast<std::uint8_t>(Policy::kCopyOnWrite))
-      protocol_error("unknown policy " + std::to_string(w.getPolicy()));
-    info.policy = static_cast<Policy>(w.getPolicy());
+    const std::uint64_t count = decode_geometry(w, info);
 
-    auto classes = w.getClasses();
-    if (classes.size() == 0 || classes.size() > kMaxClasses)
-      protocol_error("Welcome has " + std::to_string(classes.size()) + " size classes");
-    const std::uint64_t page = detail::page_size();
-    std::uint64_t total = 0, count = 0;
-    for (auto c : classes) {
-      std::uint64_t size = c.getBufferSize();
-      if (size == 0 || size % page != 0 || size > (std::uint64_t{1} << 32) - page)
-        protocol_error("bad buffer size " + std::to_string(size));
-      if (c.getCount() == 0 || c.getCount() > kMaxBuffers) protocol_error("bad buffer count " + std::to_string(c.getCount()));
-      count += c.getCount();
-      if (count > kMaxBuffers) protocol_error("more than 2^24 buffers");
-      total += size * c.getCount();  // at most 2^32 * 2^24: no overflow
-      info.classes.push_back(SizeClass{static_cast<std::size_t>(size), c.getCount()});
-    }
-    if (w.getPoolSize() != total)
-      protocol_error("pool size " + std::to_string(w.getPoolSize()) + " does not match its classes (" +
-                     std::to_string(total) + ")");
-    info.pool_size = total;
-
-    auto pow2 = [](std::uint32_t v) { return v != 0 && (v & (v - 1)) == 0 && v <= kMaxRingCapacity; };
     info.send_capacity = w.getSendCapacity();
     info.return_capacity = w.getReturnCapacity();
-    if (!pow2(info.send_capacity) || !pow2(info.return_capacity))
-      protocol_error("ring capacities " + std::to_string(info.send_capacity) + "/" +
-                     std::to_string(info.return_capacity) + " are not powers of two up to 2^22");
-    if (info.return_capacity < count)
-      protocol_error("return ring (" + std::to_string(info.return_capacity) + ") smaller than the pool (" +
-                     std::to_string(count) + " buffers)");
+    check_capacities(info.send_capacity, info.return_capacity, count);
     info.ring_bytes = ChannelHeader::bytes(info.send_capacity, info.return_capacity);
     if (w.getRingBytes() != info.ring_bytes)
       protocol_error("ring size " + std::to_string(w.getRingBytes()) + ", expected " + std::to_string(info.ring_bytes));
@@ -327,6 +347,120 @@ void build_monitor_reply(capnp::MessageBuilder& m, const MonitorInfo& info) {
   r.setReturnsWaiting(info.returns_waiting);
   r.setReceiversOmitted(info.receivers_omitted +
                         static_cast<std::uint32_t>(info.receivers.size() - listed));
+}
+
+PeerMessage decode_peer_message(kj::ArrayPtr<const capnp::word> words) {
+  try {
+    capnp::FlatArrayMessageReader reader(words, reader_options());
+    auto m = reader.getRoot<proto::ControlMessage>();
+    if (m.isHolderRequest()) {
+      check_path_version(m.getHolderRequest().getVersion(), "HolderRequest");
+      return PeerMessage::kHolderRequest;
+    }
+    if (m.isDrainRequest()) {
+      check_path_version(m.getDrainRequest().getVersion(), "DrainRequest");
+      return PeerMessage::kDrainRequest;
+    }
+    protocol_error("expected HolderRequest or DrainRequest");
+  } catch (const kj::Exception& e) {
+    protocol_error(std::string("malformed request: ") + e.getDescription().cStr());
+  }
+}
+
+HolderGrantInfo decode_holder_grant(kj::ArrayPtr<const capnp::word> words) {
+  try {
+    capnp::FlatArrayMessageReader reader(words, reader_options());
+    auto m = reader.getRoot<proto::ControlMessage>();
+    if (m.isReject()) {
+      std::string reason(m.getReject().getReason().cStr());
+      if (reason.size() > 1024) reason.resize(1024);
+      protocol_error("the owner refused a holder: " + reason);
+    }
+    if (!m.isHolderGrant()) protocol_error("expected HolderGrant");
+    auto g = m.getHolderGrant();
+    check_path_version(g.getVersion(), "HolderGrant");
+    HolderGrantInfo info;
+    info.token = g.getToken();
+    if (info.token == 0) protocol_error("holder token 0");
+    info.return_capacity = g.getReturnCapacity();
+    check_capacities(kHolderSendCapacity, info.return_capacity, 0);
+    info.ring_bytes = ChannelHeader::bytes(kHolderSendCapacity, info.return_capacity);
+    if (g.getRingBytes() != info.ring_bytes)
+      protocol_error("holder ring size " + std::to_string(g.getRingBytes()) + ", expected " +
+                     std::to_string(info.ring_bytes));
+    return info;
+  } catch (const kj::Exception& e) {
+    protocol_error(std::string("malformed HolderGrant: ") + e.getDescription().cStr());
+  }
+}
+
+bool is_pool_announce(kj::ArrayPtr<const capnp::word> words) noexcept {
+  try {
+    capnp::FlatArrayMessageReader reader(words, reader_options());
+    return reader.getRoot<proto::ControlMessage>().isPoolAnnounce();
+  } catch (...) {
+    return false;
+  }
+}
+
+PoolAnnounceInfo decode_pool_announce(kj::ArrayPtr<const capnp::word> words) {
+  try {
+    capnp::FlatArrayMessageReader reader(words, reader_options());
+    auto m = reader.getRoot<proto::ControlMessage>();
+    if (!m.isPoolAnnounce()) protocol_error("expected PoolAnnounce");
+    auto a = m.getPoolAnnounce();
+    check_path_version(a.getVersion(), "PoolAnnounce");
+    PoolAnnounceInfo info;
+    info.slot = a.getSlot();
+    if (info.slot == 0 || info.slot > kMaxPoolSlots)
+      protocol_error("pool slot " + std::to_string(info.slot) + " outside 1.." + std::to_string(kMaxPoolSlots));
+    const std::uint64_t count = decode_geometry(a, info.pool);
+    info.pool.send_capacity = kHolderSendCapacity;
+    info.pool.return_capacity = a.getReturnCapacity();
+    check_capacities(kHolderSendCapacity, info.pool.return_capacity, count);
+    info.pool.ring_bytes = ChannelHeader::bytes(kHolderSendCapacity, info.pool.return_capacity);
+    if (a.getRingBytes() != info.pool.ring_bytes)
+      protocol_error("holder ring size " + std::to_string(a.getRingBytes()) + ", expected " +
+                     std::to_string(info.pool.ring_bytes));
+    info.token = a.getToken();
+    if (info.token == 0) protocol_error("holder token 0");
+    return info;
+  } catch (const kj::Exception& e) {
+    protocol_error(std::string("malformed PoolAnnounce: ") + e.getDescription().cStr());
+  }
+}
+
+void build_holder_request(capnp::MessageBuilder& m) {
+  m.initRoot<proto::ControlMessage>().initHolderRequest().setVersion(kPathVersion);
+}
+
+void build_holder_grant(capnp::MessageBuilder& m, const HolderGrantInfo& info) {
+  auto g = m.initRoot<proto::ControlMessage>().initHolderGrant();
+  g.setVersion(kPathVersion);
+  g.setToken(info.token);
+  g.setReturnCapacity(info.return_capacity);
+  g.setRingBytes(info.ring_bytes);
+}
+
+void build_drain_request(capnp::MessageBuilder& m) {
+  m.initRoot<proto::ControlMessage>().initDrainRequest().setVersion(kPathVersion);
+}
+
+void build_pool_announce(capnp::MessageBuilder& m, const PoolAnnounceInfo& info) {
+  auto a = m.initRoot<proto::ControlMessage>().initPoolAnnounce();
+  a.setVersion(kPathVersion);
+  a.setSlot(info.slot);
+  a.setPoolName(info.pool.pool_name);
+  a.setPoolSize(info.pool.pool_size);
+  auto list = a.initClasses(static_cast<unsigned>(info.pool.classes.size()));
+  for (unsigned i = 0; i < info.pool.classes.size(); ++i) {
+    list[i].setBufferSize(info.pool.classes[i].buffer_size);
+    list[i].setCount(info.pool.classes[i].count);
+  }
+  a.setPolicy(static_cast<std::uint8_t>(info.pool.policy));
+  a.setReturnCapacity(info.pool.return_capacity);
+  a.setRingBytes(info.pool.ring_bytes);
+  a.setToken(info.token);
 }
 
 void check_memfd(int fd, std::uint64_t size, const char* what) {

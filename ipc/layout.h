@@ -33,7 +33,11 @@ using detail::kCacheLine;
 // 3: the rings' `consumer_armed` word and the readiness socket, the
 //    Welcome's fourth fd.
 // 4: aggregates, descriptor chains marked by kMoreFollows.
-inline constexpr std::uint32_t kProtocolVersion = 4;
+// 5: the path: Descriptor::pool names a per-connection pool slot (0 the
+//    owner's own pool, others announced by PoolAnnounce), lend records in
+//    the return ring (flags bits 8..15), return rings sized for them; and
+//    chains whose slices name several pool slots.
+inline constexpr std::uint32_t kProtocolVersion = 5;
 inline constexpr std::uint64_t kChannelMagic = 0x6662756663686e32ULL;  // "fbufchn2"
 
 // Descriptor::flags. Bit 0: another descriptor of the same message

@@ -62,6 +62,10 @@ void Listener::stop() noexcept {
 void Listener::close_remotes_locked() noexcept {
   for (auto& [fd, r] : remotes_) r->close_locked();
   remotes_.clear();
+  // Holders stay with the pool, which watches their sockets (a duplicate
+  // in each inlet) until they hang up.
+  for (auto& [fd, h] : holders_) sender_.orphan_holder(*h.second);
+  holders_.clear();
 }
 
 void Listener::watch(int fd, std::uint32_t events) {
@@ -90,6 +94,8 @@ void Listener::loop() noexcept {
         on_pending(fd, events[i].events);
       } else if (auto it = remotes_.find(fd); it != remotes_.end()) {
         on_remote(it, events[i].events);
+      } else if (auto h = holders_.find(fd); h != holders_.end()) {
+        on_holder(h, events[i].events);
       }
     }
     if (accept_paused_ && Clock::now() >= accept_paused_until_) {
@@ -229,6 +235,48 @@ void Listener::answer_monitor(int fd, const std::vector<UniqueFd>& fds, kj::Arra
   if (auto ec = ipc::send_message(fd, m, {}); ec) throw Error(ec, "sending MonitorReply");
 }
 
+void Listener::handle_peer_message(int fd, const ipc::Datagram& dg, ReturnInlet& requester) noexcept {
+  try {
+    const ipc::PeerMessage kind = ipc::decode_peer_message(dg.words);
+    if (!dg.fds.empty()) throw_error(Errc::kProtocol, "a request carried fds");
+    if (kind == ipc::PeerMessage::kDrainRequest) {
+      sender_.drain_returns();
+      return;
+    }
+    auto [own, inlet] = sender_.grant_holder(fd, requester);
+    const int raw = own.get();
+    watch(raw, EPOLLIN | EPOLLRDHUP);
+    holders_.emplace(raw, std::pair{std::move(own), std::move(inlet)});
+  } catch (const std::exception& e) {
+    reject(fd, e.what());
+  } catch (...) {
+    reject(fd, "request failed");
+  }
+}
+
+void Listener::on_holder(std::map<int, std::pair<UniqueFd, std::shared_ptr<ReturnInlet>>>::iterator it,
+                         std::uint32_t events) noexcept {
+  const int fd = it->first;
+  ReturnInlet& inlet = *it->second.second;
+  bool gone = (events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)) != 0;
+  if (!gone) {
+    ipc::Datagram dg;
+    std::error_code ec = ipc::receive_message(fd, dg, std::chrono::nanoseconds(0));
+    if (ec == make_error_code(Errc::kPeerGone)) {
+      gone = true;
+    } else if (!ec) {
+      // A holder that forwards on asks for holders of its own.
+      handle_peer_message(fd, dg, inlet);
+    }
+  }
+  if (gone) {
+    // Its process closed the socket or died: everything it holds comes
+    // back (a holder never detaches; its views end with its socket).
+    sender_.on_holder_hang_up(inlet);
+    holders_.erase(it);  // closing the fd also leaves the epoll set
+  }
+}
+
 void Listener::on_remote(std::map<int, std::shared_ptr<RemoteOutlet>>::iterator it,
                          std::uint32_t events) noexcept {
   RemoteOutlet& outlet = *it->second;
@@ -251,7 +299,9 @@ void Listener::on_remote(std::map<int, std::shared_ptr<RemoteOutlet>>::iterator 
         ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, fd, &ev);
       }
     } else if (!ec) {
-      sender_.count_rejected_handshake();  // a message after Hello
+      // After the Hello, a receiver that forwards what it holds asks for
+      // holders and for drains (the path).
+      handle_peer_message(fd, dg, *outlet.inlet());
     }
   }
   if (finished) {

@@ -33,9 +33,14 @@
 #include "fbuf/base/deadline.h"
 #include "fbuf/base/fd.h"
 
+namespace fbuf::ipc {
+struct Datagram;
+}
+
 namespace fbuf::detail {
 
 class RemoteOutlet;
+class ReturnInlet;
 class SenderCore;
 
 class Listener {
@@ -67,6 +72,12 @@ class Listener {
   void on_pending(int fd, std::uint32_t events) noexcept;
   void on_remote(std::map<int, std::shared_ptr<RemoteOutlet>>::iterator it, std::uint32_t events) noexcept;
   void reject(int fd, const std::string& reason) noexcept;
+  // The path: a message after the handshake on a receiver's or a holder's
+  // socket (a HolderRequest or a DrainRequest) from the stage behind
+  // `requester`. Anything else is counted and answered with a Reject.
+  void handle_peer_message(int fd, const ipc::Datagram& dg, ReturnInlet& requester) noexcept;
+  void on_holder(std::map<int, std::pair<UniqueFd, std::shared_ptr<ReturnInlet>>>::iterator it,
+                 std::uint32_t events) noexcept;
   // Answers a monitoring request on `fd` (the caller closes it).
   void answer_monitor(int fd, const std::vector<UniqueFd>& fds, kj::ArrayPtr<const capnp::word> words);
   void expire_pending() noexcept;
@@ -77,6 +88,9 @@ class Listener {
   UniqueFd listen_fd_, epoll_fd_, stop_fd_;
   std::map<int, Pending> pending_;
   std::map<int, std::shared_ptr<RemoteOutlet>> remotes_;
+  // Holder inlets granted (the path): the owner's end of each holder
+  // socket and the inlet.
+  std::map<int, std::pair<UniqueFd, std::shared_ptr<ReturnInlet>>> holders_;
   // Set while accept() fails for want of fds (EMFILE): the listening
   // socket is not watched until then, so the loop does not spin.
   Clock::time_point accept_paused_until_{};

@@ -36,6 +36,7 @@
 namespace fbuf::detail {
 
 class PoolCore;
+class Upstream;
 
 // How the send path treats one receiver that falls behind: the Sender's
 // options, made more lenient by what the receiver asked for in its Hello.
@@ -200,6 +201,30 @@ class RemoteOutlet final : public Outlet {
   bool finished_locked() const noexcept { return inlet_->finished_locked(); }
   std::uint32_t returns_waiting_locked() const noexcept { return inlet_->returns_waiting_locked(); }
   void snapshot_locked(ipc::MonitorReceiver& r) const noexcept override;
+
+  // --- The path (docs/design.md, "The path"). ---
+  // The pool's inlet for this receiver: a holder it asks for is granted to it.
+  const std::shared_ptr<ReturnInlet>& inlet() const noexcept { return inlet_; }
+  // An upstream pool announced to this receiver: slot k is at [k - 1],
+  // with the token of the holder inlet its owner granted for it.
+  struct ForwardSlot {
+    std::shared_ptr<Upstream> upstream;
+    std::uint32_t token;
+  };
+  std::vector<ForwardSlot> forward_slots;  // guarded by the pool's lock; appended under the Sender's forward lock
+  // The slot of `up` on this connection, 0 if not announced yet.
+  std::uint32_t forward_slot_locked(const Upstream* up) const noexcept {
+    for (std::size_t i = 0; i < forward_slots.size(); ++i)
+      if (forward_slots[i].upstream.get() == up) return static_cast<std::uint32_t>(i + 1);
+    return 0;
+  }
+  // Writes a forwarded descriptor (its pool is a slot): the receiver holds
+  // it from the upstream owner's holder inlet, not from this Sender's pool,
+  // so this pool lends nothing. Call out.reserve() first.
+  void write_forward_locked(const Descriptor& d) noexcept {
+    shadow_[out.pending() & (mem_.send_capacity() - 1)] = d;
+    out.write(d);
+  }
 
  private:
   PoolCore& pool_;

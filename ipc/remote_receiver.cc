@@ -15,6 +15,8 @@
 #include "fbuf/buffers/view_owner.h"
 #include "ipc/control.h"
 #include "ipc/handshake.h"
+#include "ipc/held_pool.h"
+#include "ipc/upstream.h"
 #include "ipc/validate.h"
 
 namespace fbuf::detail {
@@ -26,24 +28,32 @@ constexpr std::chrono::milliseconds kHangupCheckEvery{5};
 
 // Everything read from the shared rings is validated against the geometry
 // learned (and checked) at the handshake, kept in private memory.
+//
+// The path (docs/design.md, "The path"): descriptors of pool slot k >= 1
+// are views of an upstream pool announced on this connection; the
+// announcements wait in the control socket and are read (non-blocking)
+// when a descriptor names a slot not known yet. slots_ is the receiving
+// thread's; the socket's reads are serialised by sock_mu_ (a forwarding
+// thread may be asking the owner for a holder on it).
 class RemoteReceiver final : public ReceiverCore,
                              public ViewOwner,
+                             public Upstream,
                              public std::enable_shared_from_this<RemoteReceiver> {
  public:
   RemoteReceiver(UniqueFd sock, const ipc::WelcomeInfo& info, std::vector<UniqueFd> fds)
       : sock_(std::move(sock)), info_(info) {
     pool_fd_ = std::move(fds[0]);
     UniqueFd ring_fd = std::move(fds[1]);
-    UniqueFd bell_fd = std::move(fds[2]);
+    bell_fd_ = std::move(fds[2]);
     ipc::check_memfd(pool_fd_.get(), info_.pool_size, "pool fd");
     ipc::check_memfd(ring_fd.get(), info_.ring_bytes, "ring fd");
-    ipc::check_memfd(bell_fd.get(), page_size(), "doorbell fd");
+    ipc::check_memfd(bell_fd_.get(), page_size(), "doorbell fd");
     ipc::check_ready_socket(fds[3].get(), "readiness fd");
     ready_fd_ = std::move(fds[3]);
     pool_map_ = Mapping::map(pool_fd_.get(), info_.pool_size, PROT_READ, "pool '" + info_.pool_name + "'");
     ring_ = ChannelMemory(Mapping::map(ring_fd.get(), info_.ring_bytes, PROT_READ | PROT_WRITE, "ring"),
                           info_.send_capacity, info_.return_capacity);
-    bell_map_ = Mapping::map(bell_fd.get(), page_size(), PROT_READ | PROT_WRITE, "doorbell");
+    bell_map_ = Mapping::map(bell_fd_.get(), page_size(), PROT_READ | PROT_WRITE, "doorbell");
 
     // Checked once, here; from now on only info_ (private) says how large
     // the rings are.
@@ -78,7 +88,15 @@ class RemoteReceiver final : public ReceiverCore,
     // still out are returned as they are dropped; when the last one goes,
     // this object and its socket go, and the sender reclaims the rest.
     Descriptor d;
-    while (in_.pop(d) == RingStatus::kOk) push_return_locked(d.pool, d.index, d.generation);
+    while (in_.pop(d) == RingStatus::kOk) {
+      if (d.pool == 0) {
+        push_return_locked(d.pool, d.index, d.generation);
+      } else if (d.pool <= slots_.size()) {
+        return_held(*slots_[d.pool - 1], d.index, d.generation);
+      }
+      // An unknown slot: its holder is reclaimed by the owner when the
+      // announcement's socket closes with this receiver's.
+    }
     ring_doorbell(bell_);
     if (take_doorbell_arming(bell_)) signal_ready(ready_fd_.get());
     ::shutdown(sock_.get(), SHUT_WR);
@@ -114,6 +132,7 @@ class RemoteReceiver final : public ReceiverCore,
   }
 
   Result<View> make_view(const Descriptor& d) noexcept override {
+    if (d.pool != 0) return make_forwarded_view(d);
     std::optional<std::uint64_t> at = geometry_.locate(d);
     if (!at) {
       rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
@@ -123,6 +142,31 @@ class RemoteReceiver final : public ReceiverCore,
                             d.length, d.pool, d.index, d.generation);
   }
 
+  std::shared_ptr<Upstream> upstream() noexcept override {
+    return std::shared_ptr<Upstream>(shared_from_this(), this);
+  }
+
+  // --- Upstream: this receiver's views forwarded on. ---
+  const ipc::WelcomeInfo& pool_info() const noexcept override { return info_; }
+  int pool_fd() const noexcept override { return pool_fd_.get(); }
+  int doorbell_fd() const noexcept override { return bell_fd_.get(); }
+  std::optional<std::uint32_t> offset_in_buffer(std::uint32_t index, const std::byte* data,
+                                                std::size_t size) const noexcept override {
+    return ipc::offset_in_buffer(geometry_, pool_map_.data(), index, data, size);
+  }
+  HolderGrant request_holder(Clock::time_point deadline) override {
+    std::lock_guard lock(sock_mu_);
+    return path::request_holder(sock_.get(), deadline, &stash_);
+  }
+  std::error_code lend(std::uint32_t index, std::uint32_t generation, std::uint32_t token,
+                       Clock::time_point deadline) noexcept override {
+    // Room for a return of every buffer of the pool stays free: the owner
+    // lends each at most once at a time, so releases never find the ring
+    // full.
+    return path::push_lend(returns_, return_mu_, static_cast<std::uint32_t>(geometry_.buffer_count()),
+                           sock_.get(), index, generation, token, deadline);
+  }
+
  protected:
   void close_ready() noexcept override {
     std::lock_guard lock(return_mu_);
@@ -130,6 +174,44 @@ class RemoteReceiver final : public ReceiverCore,
   }
 
  private:
+  Result<View> make_forwarded_view(const Descriptor& d) noexcept {
+    if (d.pool > slots_.size()) learn_slots();
+    if (d.pool > slots_.size()) {
+      // No announcement before it: a bad descriptor.
+      rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+      return Errc::kBadDescriptor;
+    }
+    Result<View> v = make_held_view(*slots_[d.pool - 1], d);
+    if (!v) rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+    return v;
+  }
+
+  // Reads the announcements waiting in the control socket (and those a
+  // holder request set aside), in slot order. A bad one is counted and
+  // dropped, its fds closed; the stream goes on.
+  void learn_slots() noexcept {
+    std::lock_guard lock(sock_mu_);
+    auto take = [&](ipc::Datagram& dg) {
+      try {
+        ipc::PoolAnnounceInfo a = ipc::decode_pool_announce(dg.words);
+        if (a.slot != slots_.size() + 1)
+          throw_error(Errc::kProtocol, "PoolAnnounce for slot " + std::to_string(a.slot) + ", expected " +
+                                           std::to_string(slots_.size() + 1));
+        auto held = make_held_pool(a, std::move(dg.fds));
+        slots_.push_back(std::move(held));
+      } catch (...) {
+        rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+      }
+    };
+    for (auto& dg : stash_) take(dg);
+    stash_.clear();
+    for (;;) {
+      ipc::Datagram dg;
+      if (ipc::receive_message(sock_.get(), dg, std::chrono::nanoseconds(0))) return;
+      take(dg);
+    }
+  }
+
   bool push_return_locked(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept {
     // The return ring holds as many descriptors as the pool has buffers,
     // and an honest sender lends each at most once at a time, so it is
@@ -145,6 +227,7 @@ class RemoteReceiver final : public ReceiverCore,
   UniqueFd sock_;
   ipc::WelcomeInfo info_;
   UniqueFd pool_fd_;
+  UniqueFd bell_fd_;
   Mapping pool_map_;
   SegvRegistration segv_;
   ChannelMemory ring_;
@@ -156,7 +239,10 @@ class RemoteReceiver final : public ReceiverCore,
   RingProducer returns_;  // guarded by return_mu_
   bool closed_ = false;   // guarded by return_mu_
 
+  std::mutex sock_mu_;                  // serialises reads of sock_
+  std::vector<ipc::Datagram> stash_;   // guarded by sock_mu_: announcements read by a holder request
   // Touched only by the receiving thread.
+  std::vector<std::shared_ptr<HeldPool>> slots_;  // slot k at [k - 1]
   bool hung_up_ = false;
   Clock::time_point last_check_{};
 };

@@ -72,9 +72,9 @@ std::error_code SenderCore::send(Message& message, std::chrono::nanoseconds time
   OutSlice slices[Message::kMaxSlices];
   for (std::size_t i = 0; i < n; ++i) {
     SliceHolder& h = *in[i].holder;
-    // A received View sent on names another pool's buffer (or this pool's,
-    // lent out already): that is forwarding's to describe.
-    if (!h.buffer) return Errc::kUnsupported;
+    // A received View sent on names another pool's buffer: forwarded
+    // (ipc/forward.cc), with the Buffer slices beside it.
+    if (!h.buffer) return send_forwarded(message, timeout);
     // The Buffer is handed over whole: no other slice, of this message or
     // another, may still name it.
     if (in[i].holder.use_count() != 1) return Errc::kInvalidArgument;

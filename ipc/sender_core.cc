@@ -192,7 +192,8 @@ void SenderCore::check_room(std::size_t connections) const {
 
 std::shared_ptr<RemoteOutlet> SenderCore::add_remote(UniqueFd& sock, const ipc::HelloInfo& hello) {
   const std::uint32_t send_cap = options_.ring_capacity;
-  const std::uint32_t ret_cap = std::bit_ceil(std::max<std::uint32_t>(2, pool_->buffer_count()));
+  // Returns and, for a receiver that forwards, lend records (the path).
+  const std::uint32_t ret_cap = ipc::return_ring_capacity(pool_->buffer_count());
   UniqueFd ring_fd;
   ChannelMemory mem = ChannelMemory::shared(send_cap, ret_cap, ring_fd, service_);
 

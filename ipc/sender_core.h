@@ -25,6 +25,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fbuf/base/deadline.h"
@@ -69,6 +70,13 @@ class SenderCore {
   // Sends `message` as one chain (docs/design.md, "Aggregates"); on
   // success it is left empty, on failure untouched.
   std::error_code send(Message& message, std::chrono::nanoseconds timeout) noexcept;
+  // The path (ipc/forward.cc): forwards a view this process holds of
+  // another process's pool to every receiver.
+  std::error_code send_view(const View& view, std::chrono::nanoseconds timeout) noexcept;
+  // The path: a message with View slices (ipc/forward.cc): its Buffer
+  // slices sent as by send(Message&), its View slices forwarded as by
+  // send_view(), all as one chain, all or nothing.
+  std::error_code send_forwarded(Message& message, std::chrono::nanoseconds timeout) noexcept;
   // The readiness fd (Sender::fd(), Sender::arm()).
   int fd() const noexcept { return epoll_.get(); }
   bool arm(std::size_t size) noexcept;
@@ -97,6 +105,17 @@ class SenderCore {
   // The receiver's socket hung up: it closed or died.
   void on_hang_up(RemoteOutlet& outlet) noexcept;
   void count_rejected_handshake() noexcept;
+  // The path, at the owner: a holder inlet for a downstream of the stage
+  // behind `requester`, granted by a HolderGrant on `sock`. Returns the
+  // owner's end of the holder socket, for the control thread to watch, and
+  // the inlet. Throws Error (the caller rejects).
+  std::pair<UniqueFd, std::shared_ptr<ReturnInlet>> grant_holder(int sock, ReturnInlet& requester);
+  // A stage waits for room in its return ring (a DrainRequest).
+  void drain_returns() noexcept;
+  // A holder's socket hung up: everything lent to it comes back.
+  void on_holder_hang_up(ReturnInlet& holder) noexcept;
+  // The Sender is going: holders stay with the pool, watched by it.
+  void orphan_holder(ReturnInlet& holder) noexcept;
   // The receiver behind `outlet` as SO_PEERCRED saw it at accept.
   void set_peer(Outlet& outlet, std::uint32_t pid, std::uint32_t uid) noexcept;
   // The monitoring request's answer: this Sender's state, its in-process
@@ -144,6 +163,9 @@ class SenderCore {
   static Descriptor describe_locked(const OutSlice& s, std::uint32_t flags, std::uint64_t sequence,
                                     const Outlet& outlet) noexcept;
   void check_holds_locked(Clock::time_point now) noexcept;
+  // Announces `up` to every remote receiver that lacks it (ipc/forward.cc).
+  // Throws Error.
+  void announce(const std::shared_ptr<Upstream>& up, Clock::time_point deadline);
   void add_locked(std::shared_ptr<Outlet> outlet);
   void prune_locked() noexcept;
   void publish_count_locked() noexcept;
@@ -178,6 +200,10 @@ class SenderCore {
   Clock::time_point last_hold_check_{};           // guarded by the pool's lock
   std::atomic<int> hold_check_ms_{0};
   std::atomic<std::uint64_t> monitor_requests_{0};
+
+  // Serialises announcements of upstream pools (ipc/forward.cc), so each
+  // reaches a receiver once; taken before the pool's lock, never under it.
+  std::mutex forward_mu_;
 
   mutable std::mutex count_mu_;
   mutable std::condition_variable count_cv_;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "fbuf/pool.h"
@@ -40,6 +41,15 @@ class PoolGeometry {
 
   std::uint64_t buffer_count() const noexcept { return count_; }
   std::uint64_t bytes() const noexcept { return bytes_; }
+
+  // Where buffer `index` starts in the pool, and its capacity; nothing if
+  // there is no such buffer.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> buffer(std::uint32_t index) const noexcept {
+    if (index >= count_) return std::nullopt;
+    auto k = static_cast<std::size_t>(std::upper_bound(first_.begin(), first_.end(), std::uint64_t{index}) -
+                                      first_.begin() - 1);
+    return std::pair{offset_[k] + (index - first_[k]) * size_[k], size_[k]};
+  }
 
   // Where a descriptor's bytes start in the pool, or nothing if the
   // descriptor names no buffer or reaches outside its buffer.
@@ -112,5 +122,18 @@ class ChainCheck {
   bool open_ = true;
   Fault fault_ = Fault::kNone;
 };
+
+// The path: where a view of buffer `index` that starts at `data` and holds
+// `size` bytes begins within its buffer, in a pool mapped at `base`;
+// nothing if the view is not inside that buffer.
+inline std::optional<std::uint32_t> offset_in_buffer(const PoolGeometry& g, const std::byte* base,
+                                                     std::uint32_t index, const std::byte* data,
+                                                     std::size_t size) noexcept {
+  auto b = g.buffer(index);
+  if (!b || data < base) return std::nullopt;
+  const auto at = static_cast<std::uint64_t>(data - base);
+  if (at < b->first || at - b->first > b->second || size > b->second - (at - b->first)) return std::nullopt;
+  return static_cast<std::uint32_t>(at - b->first);
+}
 
 }  // namespace fbuf::ipc

@@ -28,7 +28,7 @@ class Category final : public std::error_category {
       case Errc::kCorrupt: return "the peer corrupted the channel's shared memory; the stream has ended";
       case Errc::kCutOff: return "cut off by the sender (slow-consumer policy or a corrupt channel)";
       case Errc::kMessage: return "the next item is a message of several slices: receive it with receive_message()";
-      case Errc::kUnsupported: return "not supported: sending a received View on requires forwarding";
+      case Errc::kUnsupported: return "not supported: a View of this process's own pool cannot be sent on";
     }
     return "unknown fbuf error " + std::to_string(c);
   }

@@ -32,22 +32,43 @@ class LentSet {
     lent_at_.assign(n, Clock::time_point{});
   }
 
+  // Counts repeated loans of one buffer at one generation, each taken back
+  // by its own return: for a holder downstream of a forwarding stage, which
+  // may be forwarded the same view more than once (docs/design.md, "The
+  // path"). Call before the first lend; allocates one word per buffer.
+  // Not combined with track_times().
+  void count_repeats() { repeats_.assign(held_.size(), 0); }
+
   // The owner lends (index, generation) at `now`; the index is the owner's
   // own and in range. `now` is used only when times are tracked.
   void lend(std::uint32_t index, std::uint32_t generation, Clock::time_point now = {}) noexcept {
+    if (!repeats_.empty() && held_[index] == generation) {
+      ++repeats_[index];  // one more loan of what it holds already
+      return;
+    }
     if (held_[index] == 0) {
       ++outstanding_;
     } else if (!lent_at_.empty()) {
       unlink(index);  // lent again without a return: the newer loan counts
     }
     held_[index] = generation;
+    if (!repeats_.empty()) repeats_[index] = 0;
     if (!lent_at_.empty()) append(index, now);
+  }
+
+  // True if (index, generation) is lent and not yet returned.
+  bool holds(std::uint32_t index, std::uint32_t generation) const noexcept {
+    return index < held_.size() && generation != 0 && held_[index] == generation;
   }
 
   // True (and forgets the loan) for a valid return. `d` is a private copy.
   bool take_back(const Descriptor& d) noexcept {
     if (d.pool != 0 || d.index >= held_.size() || held_[d.index] == 0 || held_[d.index] != d.generation)
       return false;
+    if (!repeats_.empty() && repeats_[d.index] != 0) {
+      --repeats_[d.index];
+      return true;
+    }
     held_[d.index] = 0;
     --outstanding_;
     if (!lent_at_.empty()) unlink(d.index);
@@ -59,6 +80,9 @@ class LentSet {
   void take_all(F f) {
     for (std::uint32_t i = 0; i < held_.size() && outstanding_ != 0; ++i) {
       if (held_[i] != 0) {
+        if (!repeats_.empty()) {
+          for (; repeats_[i] != 0; --repeats_[i]) f(i, held_[i]);
+        }
         f(i, held_[i]);
         held_[i] = 0;
         --outstanding_;
@@ -112,6 +136,8 @@ class LentSet {
   std::vector<std::uint32_t> prev_, next_;
   std::vector<Clock::time_point> lent_at_;
   std::uint32_t first_ = kNone, last_ = kNone;
+  // Only with count_repeats(): loans of held_[i] beyond the first.
+  std::vector<std::uint32_t> repeats_;
 };
 
 }  // namespace fbuf::detail

@@ -521,7 +521,26 @@ void PoolCore::wake_owner_locked() noexcept {
   if (take_doorbell_arming(doorbell())) signal_ready(owner_signal_);
 }
 
-void PoolCore::add_inlet_locked(std::shared_ptr<ReturnInlet> inlet) { inlets_.push_back(std::move(inlet)); }
+void PoolCore::add_inlet_locked(std::shared_ptr<ReturnInlet> inlet) {
+  inlets_.reserve(inlets_.size() + 1);  // nothing can throw after the token is taken
+  inlet->set_token(next_token_);
+  if (++next_token_ == 0) next_token_ = 1;
+  inlets_.push_back(std::move(inlet));
+}
+
+ReturnInlet* PoolCore::find_inlet_locked(std::uint32_t token) const noexcept {
+  for (const auto& in : inlets_)
+    if (in->token() == token) return in.get();
+  return nullptr;
+}
+
+bool PoolCore::add_ref_locked(std::uint32_t index, std::uint32_t generation) noexcept {
+  if (index >= slots_.size()) return false;
+  Slot& s = slots_[index];
+  if (s.state != State::kInFlight || s.generation != generation || s.refs == 0) return false;
+  ++s.refs;
+  return true;
+}
 
 void PoolCore::drain_inlets_locked(bool slow) noexcept {
   collect_local_returns_locked();
@@ -538,8 +557,16 @@ void PoolCore::drain_inlets_locked(bool slow) noexcept {
     }
   }
   // Inlets are few (one per remote receiver); drop the finished ones.
+  for (const auto& in : inlets_) in->drain_locked(check_peer);
+  // The path: a return (or lend record) that did not match may have been
+  // waiting behind a lend record in an inlet drained later in the pass.
+  // That record was published before the stage published the descriptor
+  // downstream, and the downstream's return after it read the descriptor
+  // (release/acquire all along), so it is visible now (docs/design.md,
+  // "The path").
+  for (const auto& in : inlets_) in->retry_deferred_locked();
   std::erase_if(inlets_, [&](const std::shared_ptr<ReturnInlet>& in) {
-    if (in->drain_locked(check_peer)) return false;
+    if (!in->finished_locked()) return false;
     if (in->orphaned_locked()) --orphans_;
     return true;
   });

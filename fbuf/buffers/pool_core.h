@@ -98,8 +98,16 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // One holder is done with (index, generation). Returns false, and counts
   // a rejected return, if that buffer is not in flight at that generation.
   bool release_ref_locked(std::uint32_t index, std::uint32_t generation) noexcept;
-  // The seam for returns from other processes (returns.h).
+  // One more holder of (index, generation), lent on by a receiver that
+  // holds it (a lend record, returns.h). False if that buffer is not in
+  // flight at that generation.
+  bool add_ref_locked(std::uint32_t index, std::uint32_t generation) noexcept;
+  // The seam for returns from other processes (returns.h). Gives the inlet
+  // its token.
   void add_inlet_locked(std::shared_ptr<ReturnInlet> inlet);
+  // The inlet with this token, or nullptr (finished inlets are dropped at
+  // the next drain).
+  ReturnInlet* find_inlet_locked(std::uint32_t token) const noexcept;
   // True if try_allocate(size) would not say kWouldBlock now (it may still
   // fail otherwise: kTooLarge, a failed restore). Collects returns first
   // if the class is empty.
@@ -227,6 +235,7 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   std::unique_ptr<LocalReturn[]> local_returns_;  // one per slot (immutable pointer)
   std::atomic<std::uint32_t> local_head_{kNoSlot};
   int owner_signal_ = -1;                             // guarded by mu_
+  std::uint32_t next_token_ = 1;                      // guarded by mu_
 };
 
 }  // namespace fbuf::detail

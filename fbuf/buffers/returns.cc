@@ -15,7 +15,9 @@ ReturnInlet::ReturnInlet(PoolCore& pool, std::shared_ptr<const void> memory, Rin
       returns_(indices, slots, capacity),
       peer_(std::move(peer)),
       counters_(std::move(counters)),
-      lent_(pool.buffer_count()) {}
+      lent_(pool.buffer_count()) {
+  deferred_.reserve(capacity);
+}
 
 bool ReturnInlet::drain_locked(bool check_peer) noexcept {
   if (state_ == State::kFinished) return false;
@@ -34,12 +36,53 @@ bool ReturnInlet::drain_locked(bool check_peer) noexcept {
       cut_off_locked();
       return false;
     }
-    take_back_locked(d, true);
+    if (apply_locked(d)) continue;
+    // Perhaps the lend record that makes it valid sits in another inlet's
+    // ring, not drained yet in this pass: PoolCore::drain_inlets_locked()
+    // retries it at the end of the pass.
+    if (deferred_.size() < deferred_.capacity()) {
+      deferred_.push_back(d);
+    } else {
+      reject_locked();
+    }
   }
   returns_.release();
   if (check_peer && orphan_ && peer_hung_up()) reclaim_all_locked();
   if (state_ == State::kDetached && orphan_ && lent_.outstanding() == 0) state_ = State::kFinished;
   return state_ != State::kFinished;
+}
+
+bool ReturnInlet::apply_locked(const Descriptor& copy) noexcept {
+  if ((copy.flags & kLendRecord) != 0) return accept_lend_locked(copy);
+  if (!lent_.take_back(copy)) return false;
+  pool_.release_ref_locked(copy.index, copy.generation);
+  ++counters_->returned;
+  ++returned_;
+  return true;
+}
+
+bool ReturnInlet::accept_lend_locked(const Descriptor& copy) noexcept {
+  // `copy` is private. Accepted only if this receiver holds the buffer at
+  // that generation and the holder was granted at its own request; then
+  // the holder is one more reference at the owner, so the buffer stays in
+  // flight while anyone on the path holds it, whatever happens to this
+  // receiver.
+  if (copy.flags != kLendRecord || copy.pool != 0 || copy.sequence == 0 || copy.sequence > UINT32_MAX) return false;
+  if (!holds_locked(copy.index, copy.generation)) return false;
+  ReturnInlet* to = pool_.find_inlet_locked(static_cast<std::uint32_t>(copy.sequence));
+  if (to == nullptr || !to->holder_ || to->grantor_ != token_ || to->state_ != State::kActive) return false;
+  if (!pool_.add_ref_locked(copy.index, copy.generation)) return false;
+  to->lent_.lend(copy.index, copy.generation);
+  return true;
+}
+
+void ReturnInlet::retry_deferred_locked() noexcept {
+  if (deferred_.empty()) return;
+  const bool finished = state_ == State::kFinished;
+  for (const Descriptor& d : deferred_) {
+    if (finished || !apply_locked(d)) reject_locked();
+  }
+  deferred_.clear();
 }
 
 void ReturnInlet::detach_locked(std::span<const Descriptor> unconsumed, std::span<const Descriptor> more) noexcept {
@@ -57,6 +100,7 @@ void ReturnInlet::reclaim_all_locked() noexcept {
   if (state_ == State::kFinished) return;
   lent_.take_all([&](std::uint32_t index, std::uint32_t generation) { pool_.release_ref_locked(index, generation); });
   state_ = State::kFinished;
+  deferred_.clear();
   // Buffers came back without any receiver ringing the doorbell: wake
   // allocate(timeout) waiters now rather than at their next slice.
   pool_.ring_doorbell_locked();
@@ -71,7 +115,9 @@ void ReturnInlet::cut_off_locked() noexcept {
 void ReturnInlet::orphan_locked() noexcept {
   if (!orphan_) pool_.note_orphan_locked(+1);
   orphan_ = true;
-  if (state_ == State::kActive) state_ = State::kDetached;
+  // A holder stays active: its grantor may still forward to it (that
+  // stage holds views of the pool), and it ends only with its socket.
+  if (state_ == State::kActive && !holder_) state_ = State::kDetached;
 }
 
 void ReturnInlet::take_back_locked(const Descriptor& copy, bool count_rejects) noexcept {

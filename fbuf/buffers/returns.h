@@ -13,6 +13,14 @@
 //    through the RingConsumer, which copies each slot out and checks the
 //    tail; a copy is then checked against the LentSet before the pool
 //    releases anything. Nothing is ever released twice for one lend.
+//  - The path (docs/design.md, "The path"): a return ring may also carry
+//    lend records (flags & kLendRecord) from a stage that forwards a view
+//    it holds to a holder downstream. A holder inlet has no send ring: it
+//    is granted to one inlet (its grantor) and takes loans only through
+//    that inlet's lend records. A record or a return that does not match
+//    may still be waiting behind a lend record in another inlet's ring: it
+//    is deferred to the end of the pool's drain pass and only then
+//    rejected.
 //  - state: kActive (lent to) -> kDetached (no more lends; returns still
 //    accepted) -> kFinished (everything lent has come back or has been
 //    reclaimed; the inlet is dropped). kActive -> kFinished directly on
@@ -23,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "fbuf/base/fd.h"
 #include "fbuf/base/ring.h"
@@ -31,6 +40,12 @@
 namespace fbuf::detail {
 
 class PoolCore;
+
+// A return-ring descriptor that is a lend record, not a return: "I lend
+// (index, generation), which I hold, to the holder inlet whose token is in
+// `sequence`". Bits 0..7 of Descriptor::flags belong to aggregates; the
+// path uses bits 8..15.
+inline constexpr std::uint32_t kLendRecord = 1u << 8;
 
 // Counted for one Sender across all its receivers; guarded by the pool's lock.
 struct ReturnCounters {
@@ -65,6 +80,31 @@ class ReturnInlet {
   // time_point::max() if none (or times are not tracked).
   Clock::time_point oldest_lend_locked() const noexcept { return lent_.oldest_lend(); }
 
+  // --- The path: holders downstream of a forwarding stage. ---
+  // The pool's name for this inlet, set when it is added (never 0); a lend
+  // record names its holder by it.
+  std::uint32_t token() const noexcept { return token_; }
+  void set_token(std::uint32_t token) noexcept { token_ = token; }
+  // Makes this a holder inlet, granted at the request of the inlet whose
+  // token is `grantor`. Call before it is shared; allocates.
+  void make_holder(std::uint32_t grantor) {
+    holder_ = true;
+    grantor_ = grantor;
+    lent_.count_repeats();
+  }
+  bool holder_locked() const noexcept { return holder_; }
+  std::uint32_t grantor_locked() const noexcept { return grantor_; }
+  // Holder inlets granted at this inlet's request and not gone yet
+  // (bounded, and counted down, by the control thread).
+  std::uint32_t& grants_locked() noexcept { return grants_; }
+  // True if this receiver holds (index, generation) from the owner.
+  bool holds_locked(std::uint32_t index, std::uint32_t generation) const noexcept {
+    return state_ != State::kFinished && lent_.holds(index, generation);
+  }
+  // Applies the records deferred by drain_locked() once more, after every
+  // inlet was drained; rejects what still does not match.
+  void retry_deferred_locked() noexcept;
+
   // Applies every pending return. With `check_peer`, an orphaned inlet
   // (its Sender is gone) also asks the kernel whether the receiver hung up.
   // A corrupt return ring cuts the receiver off. Returns false once
@@ -96,6 +136,14 @@ class ReturnInlet {
   enum class State { kActive, kDetached, kFinished };
 
   void take_back_locked(const Descriptor& copy, bool count_rejects) noexcept;
+  // A return or a lend record, applied if it matches (counted); false
+  // otherwise, with nothing changed.
+  bool apply_locked(const Descriptor& copy) noexcept;
+  bool accept_lend_locked(const Descriptor& copy) noexcept;
+  void reject_locked() noexcept {
+    ++counters_->rejected;
+    ++rejected_;
+  }
   bool peer_hung_up() const noexcept;
 
   PoolCore& pool_;  // owns this inlet in its inlet list, so outlives it
@@ -109,6 +157,13 @@ class ReturnInlet {
   bool corrupt_ = false;
   std::uint64_t returned_ = 0;
   std::uint64_t rejected_ = 0;
+  std::uint32_t token_ = 0;
+  bool holder_ = false;
+  std::uint32_t grantor_ = 0;
+  std::uint32_t grants_ = 0;
+  // Records that did not match when drained, retried at the end of the
+  // pool's drain pass; room for one ring's worth, reserved up front.
+  std::vector<Descriptor> deferred_;
 };
 
 }  // namespace fbuf::detail

@@ -11,10 +11,17 @@
 
 namespace fbuf::detail {
 
+// A pool of another process whose views this process may forward (ipc/,
+// docs/design.md "The path"); only named here.
+class Upstream;
+
 class ViewOwner {
  public:
   virtual ~ViewOwner() = default;
   virtual void release(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept = 0;
+  // The pool these views may be forwarded from; none for views of a pool
+  // of this process.
+  virtual std::shared_ptr<Upstream> upstream() noexcept { return {}; }
 };
 
 // The one way to make a View: only channel implementations do.
@@ -30,6 +37,9 @@ struct ViewAccess {
     v.generation_ = generation;
     return v;
   }
+  // What a forwarding send needs of a View it is handed.
+  static ViewOwner* owner(const View& v) noexcept { return v.owner_.get(); }
+  static std::uint32_t generation(const View& v) noexcept { return v.generation_; }
 };
 
 }  // namespace fbuf::detail

@@ -29,7 +29,7 @@ enum class Errc {
   kCorrupt,         // the peer corrupted the channel; reported once, then kPeerGone
   kCutOff,          // the sender cut this receiver off (slow-consumer policy)
   kMessage,         // receive(): the next item is a Message of several slices; use receive_message()
-  kUnsupported,     // not supported yet: a View slice in a Message sent on (requires forwarding)
+  kUnsupported,     // not supported: a View of this process's own pool in a Message sent on
 };
 
 // A timeout that never expires: every timed call accepts it (deadlines

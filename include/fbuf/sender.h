@@ -139,10 +139,30 @@ class Sender {
   // failure `message` is left untouched, every slice still the caller's.
   // Errors as try_send/send, and kInvalidArgument (empty, more slices than
   // ring_capacity, a Buffer of another pool or held by another message
-  // too, a Buffer in two slices), kUnsupported (a View slice: sending a
-  // received View on requires forwarding).
+  // too, a Buffer in two slices). A View slice received from another
+  // process is forwarded as by send(const View&) (The path): every pool
+  // it needs is announced and every lend record written before the chain
+  // is published; then kInvalidArgument also for two ranges of one view
+  // or a receiver in this process, kUnsupported for a view of this
+  // process's own pool. Such a message goes to every receiver or fails
+  // whole (the slow-receiver skip policy does not apply to it).
   std::error_code try_send(Message&& message) noexcept;
   std::error_code send(Message&& message, std::chrono::nanoseconds timeout) noexcept;
+  // The path: forwards `view`, received from a Sender of another process
+  // (or forwarded to this one), to every receiver of this Sender without a
+  // copy: they read the upstream owner's pool through their own read-only
+  // mapping of it, which reaches each receiver once (the first forward to
+  // it asks the owner for a holder, a round trip). The view stays the
+  // caller's; each receiver's hold is counted at the pool's owner, so the
+  // buffer is not reused while anyone on the path holds it, whatever
+  // happens to this process. Errors: kInvalidArgument (an empty view, a
+  // view of this process's own pool, or a Sender with receivers in this
+  // process: not supported), kNoReceivers, kWouldBlock / kTimedOut (a
+  // full ring, or no room for the lend record), kClosed. With several
+  // receivers, one whose lend record cannot be written misses the view
+  // (counted as dropped); the send fails only when all do.
+  std::error_code try_send(const View& view) noexcept;
+  std::error_code send(const View& view, std::chrono::nanoseconds timeout) noexcept;
 
   // Waits until at least `n` receivers are connected; false on timeout.
   bool wait_for_receivers(std::size_t n, std::chrono::nanoseconds timeout) const;

@@ -171,6 +171,13 @@ uf_error uf_write(uf_channel* sender, uf_buf* buf, size_t len, int64_t timeout_n
  * the caller still owns all of them. At most 64 buffers, and no more than
  * the channel's ring holds. Contiguous buffers are protected with one call. */
 uf_error uf_writev(uf_channel* sender, uf_buf* const* bufs, const size_t* lens, size_t n, int64_t timeout_ns);
+/* The path: forwards a received view (from uf_get on a receiving end) to
+ * every receiver of `sender` without a copy; they read the upstream pool
+ * through their own read-only mapping of it. The view stays the caller's
+ * (uf_deallocate it as usual); each receiver's hold is counted at the
+ * pool's owner. UF_EINVAL for an owned buffer (send it with uf_write) or a
+ * view of this process's own pool; as uf_write otherwise. */
+uf_error uf_forward(uf_channel* sender, const uf_buf* view, int64_t timeout_ns);
 uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out);
 /* Event loops (poll, epoll, ...). uf_channel_fd is a channel end's
  * readiness fd, -1 for a handle that is not a live channel. Before each

@@ -70,8 +70,11 @@ size_t uf_msg_copy_to(const uf_msg* msg, size_t offset, void* dst, size_t len);
 /* Sends `msg` as one unit. On UF_OK `msg` is empty and still the caller's
  * (free or reuse it); on error it is untouched: UF_EAGAIN / UF_ETIMEDOUT
  * (a ring full or a budget exhausted), UF_EINVAL (empty, more slices than
- * the ring holds, a buffer of another pool or in two slices), UF_ENOTSUP
- * (a received view: sending it on requires forwarding), as uf_write. */
+ * the ring holds, a buffer of another pool or in two slices, two ranges of
+ * one received view, a receiver in this process for a message with a
+ * received view), UF_ENOTSUP (a view of this process's own pool), as
+ * uf_write. A received view in `msg` is forwarded (uf_forward): receivers
+ * read it in their mapping of its owner's pool. */
 uf_error uf_msg_send(uf_channel* sender, uf_msg* msg, int64_t timeout_ns);
 /* The next item as a message of views (a single buffer comes as one
  * slice). UF_EBADDESC: a malformed message was rejected whole (counted);

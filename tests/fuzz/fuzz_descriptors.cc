@@ -24,6 +24,7 @@
 #include "fbuf/base/fd.h"
 #include "fbuf/base/ring.h"
 #include "fbuf/buffers/lent_set.h"
+#include "ipc/handshake.h"
 #include "ipc/validate.h"
 #include "tests/fuzz/fuzz_input.h"
 
@@ -168,6 +169,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // twice shows up as a mismatch with the model.
   std::map<std::uint32_t, std::uint32_t> model;
   Chain chain;
+  // The path: a holder's LentSet (count_repeats()) takes the same ops; a
+  // loan of what it holds already counts once more and needs a return of
+  // its own. Its model: index -> (generation, loans).
+  fbuf::detail::LentSet holder(count);
+  holder.count_repeats();
+  std::map<std::uint32_t, std::pair<std::uint32_t, std::uint32_t>> holder_model;
 
   while (!in.empty()) {
     auto op = static_cast<DescriptorOp>(in.take<std::uint8_t>() % kDescriptorOpCount);
@@ -186,6 +193,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::uint32_t generation = d.generation != 0 ? d.generation : 1;
         lent.lend(index, generation);
         model[index] = generation;
+        holder.lend(index, generation);
+        auto [it, fresh] = holder_model.try_emplace(index, generation, 0);
+        if (it->second.first != generation) it->second = {generation, 0};
+        ++it->second.second;
+        FUZZ_CHECK(holder.holds(index, generation));
         break;
       }
       case kTakeBackNear:
@@ -198,6 +210,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         bool valid = d.pool == 0 && it != model.end() && it->second == d.generation;
         FUZZ_CHECK(lent.take_back(d) == valid);
         if (valid) model.erase(it);
+        auto h = holder_model.find(d.index);
+        const bool held = d.pool == 0 && h != holder_model.end() && h->second.first == d.generation;
+        FUZZ_CHECK(holder.take_back(d) == held);
+        if (held && --h->second.second == 0) holder_model.erase(h);
         break;
       }
       case kTakeAll: {
@@ -210,6 +226,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         });
         FUZZ_CHECK(expect == model.end());
         model.clear();
+        // Every loan of the holder, repeats included, then none.
+        std::map<std::uint32_t, std::pair<std::uint32_t, std::uint32_t>> seen;
+        holder.take_all([&](std::uint32_t index, std::uint32_t generation) {
+          auto& e = seen[index];
+          FUZZ_CHECK(e.second == 0 || e.first == generation);
+          e = {generation, e.second + 1};
+        });
+        FUZZ_CHECK(seen == holder_model);
+        holder_model.clear();
         break;
       }
       case kChainAddNear:
@@ -225,10 +250,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case kChainCut:
         chain.cut();
         break;
+      case kChainAddSlot: {
+        d.index %= count + 1;
+        Descriptor in_slot = d;
+        in_slot.pool = 0;  // the slot's pool, located as the receiver does
+        d.pool = 1 + d.pool % fbuf::ipc::kMaxPoolSlots;
+        chain.add(d, geometry.locate(in_slot).has_value());
+        break;
+      }
       case kDescriptorOpCount:
         break;
     }
     FUZZ_CHECK(lent.outstanding() == model.size());
+    FUZZ_CHECK(holder.outstanding() == holder_model.size());
   }
   return 0;
 }

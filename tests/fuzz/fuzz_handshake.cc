@@ -1,7 +1,8 @@
 // libFuzzer target for the control-plane decoders: arbitrary bytes, as a
 // peer could send them in one datagram, go to decode_hello(),
-// decode_welcome(), request_kind(), decode_monitor_request() and
-// decode_monitor_reply(). Each may throw fbuf::Error and nothing else; any
+// decode_welcome(), request_kind(), decode_monitor_request(),
+// decode_monitor_reply(), and the path's decode_peer_message(),
+// decode_holder_grant() and decode_pool_announce(). Each may throw fbuf::Error and nothing else; any
 // other exception escapes, terminates, and libFuzzer records the input. A
 // Welcome that decodes must satisfy every promise control.h makes about
 // WelcomeInfo, a MonitorReply every promise of monitor.h about MonitorInfo,
@@ -144,6 +145,36 @@ void check_monitor_round_trip(const fbuf::ipc::MonitorInfo& info) {
   FUZZ_CHECK(again.returns_waiting == info.returns_waiting);
 }
 
+// The path: a PoolAnnounce that decodes describes a pool as a Welcome does
+// and a holder ring that can take a return of every buffer; it decodes
+// again to the same values once re-encoded.
+void check_announce(const fbuf::ipc::PoolAnnounceInfo& a) {
+  FUZZ_CHECK(a.slot >= 1 && a.slot <= fbuf::ipc::kMaxPoolSlots);
+  FUZZ_CHECK(a.token != 0);
+  FUZZ_CHECK(a.pool.send_capacity == fbuf::ipc::kHolderSendCapacity);
+  check_welcome(a.pool);
+  capnp::MallocMessageBuilder message;
+  fbuf::ipc::build_pool_announce(message, a);
+  kj::Array<capnp::word> words = capnp::messageToFlatArray(message);
+  fbuf::ipc::PoolAnnounceInfo again;
+  try {
+    again = fbuf::ipc::decode_pool_announce(words);
+  } catch (const fbuf::Error& e) {
+    std::fprintf(stderr, "a decoded PoolAnnounce does not decode again: %s\n", e.what());
+    __builtin_trap();
+  }
+  FUZZ_CHECK(again.slot == a.slot && again.token == a.token);
+  FUZZ_CHECK(again.pool.pool_name == a.pool.pool_name && again.pool.pool_size == a.pool.pool_size);
+  FUZZ_CHECK(again.pool.classes.size() == a.pool.classes.size());
+  FUZZ_CHECK(again.pool.return_capacity == a.pool.return_capacity && again.pool.ring_bytes == a.pool.ring_bytes);
+}
+
+void check_grant(const fbuf::ipc::HolderGrantInfo& g) {
+  FUZZ_CHECK(g.token != 0);
+  FUZZ_CHECK(power_of_two_ring(g.return_capacity));
+  FUZZ_CHECK(g.ring_bytes == fbuf::ipc::ChannelHeader::bytes(fbuf::ipc::kHolderSendCapacity, g.return_capacity));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -176,6 +207,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fbuf::ipc::MonitorInfo info = fbuf::ipc::decode_monitor_reply(words);
     check_monitor(info);
     check_monitor_round_trip(info);
+  } catch (const fbuf::Error&) {
+  }
+
+  // The path: what a stage sends its owner, the owner's grant, and the
+  // announcement a downstream receiver reads.
+  try {
+    (void)fbuf::ipc::decode_peer_message(words);
+  } catch (const fbuf::Error&) {
+  }
+  try {
+    check_grant(fbuf::ipc::decode_holder_grant(words));
+  } catch (const fbuf::Error&) {
+  }
+  try {
+    check_announce(fbuf::ipc::decode_pool_announce(words));
   } catch (const fbuf::Error&) {
   }
   return 0;

@@ -64,6 +64,10 @@ enum DescriptorOp : std::uint8_t {
   kChainAddNear,  // add() it with pool 0, index % (count + 1), offset 0, the reserved flags only
                   // if flags bit 31, and a length of 16 unless flags bit 30 (then the largest)
   kChainCut,      // cut(): the published tail ends the chain here
+  // The path in aggregates: add() with pool slot 1 + pool % 16 (a
+  // forwarded slice; every slot has the classes' geometry) and index %
+  // (count + 1), valid as the receiver would find it in that slot's pool.
+  kChainAddSlot,
   kDescriptorOpCount,
 };
 

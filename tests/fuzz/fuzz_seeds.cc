@@ -130,6 +130,31 @@ Bytes monitor_reply(std::size_t receivers) {
   return flatten(message);
 }
 
+// The path's messages.
+Bytes pool_announce(std::uint32_t slot, std::uint64_t page) {
+  fbuf::ipc::PoolAnnounceInfo a;
+  a.slot = slot;
+  a.pool.pool_name = "frames";
+  a.pool.classes = {{16 * page, 8}, {page, 4}};
+  a.pool.pool_size = 16 * page * 8 + page * 4;
+  a.pool.return_capacity = fbuf::ipc::return_ring_capacity(12);
+  a.pool.ring_bytes = fbuf::ipc::ChannelHeader::bytes(fbuf::ipc::kHolderSendCapacity, a.pool.return_capacity);
+  a.token = 3;
+  capnp::MallocMessageBuilder message;
+  fbuf::ipc::build_pool_announce(message, a);
+  return flatten(message);
+}
+
+Bytes holder_grant() {
+  fbuf::ipc::HolderGrantInfo g;
+  g.token = 5;
+  g.return_capacity = 64;
+  g.ring_bytes = fbuf::ipc::ChannelHeader::bytes(fbuf::ipc::kHolderSendCapacity, 64);
+  capnp::MallocMessageBuilder message;
+  fbuf::ipc::build_holder_grant(message, g);
+  return flatten(message);
+}
+
 void handshake_seeds(const fs::path& dir) {
   const std::uint64_t page = fbuf::detail::page_size();
   write_file(dir / "hello", hello(fbuf::ipc::kProtocolVersion));
@@ -150,6 +175,20 @@ void handshake_seeds(const fs::path& dir) {
   write_file(dir / "monitor_request_other_version", monitor_request(fbuf::ipc::kMonitorVersion + 1));
   write_file(dir / "monitor_reply", monitor_reply(2));
   write_file(dir / "monitor_reply_most_receivers", monitor_reply(fbuf::ipc::kMaxMonitorReceivers));
+  {
+    capnp::MallocMessageBuilder m;
+    fbuf::ipc::build_holder_request(m);
+    write_file(dir / "holder_request", flatten(m));
+  }
+  {
+    capnp::MallocMessageBuilder m;
+    fbuf::ipc::build_drain_request(m);
+    write_file(dir / "drain_request", flatten(m));
+  }
+  write_file(dir / "holder_grant", holder_grant());
+  write_file(dir / "pool_announce", pool_announce(1, page));
+  write_file(dir / "pool_announce_last_slot", pool_announce(fbuf::ipc::kMaxPoolSlots, page));
+  write_file(dir / "pool_announce_slot_past_limit", pool_announce(fbuf::ipc::kMaxPoolSlots + 1, page));
 }
 
 // Records for fuzz_descriptors: an op byte and a descriptor.
@@ -191,6 +230,13 @@ void descriptor_seeds(const fs::path& dir) {
   for (std::uint32_t i = 0; i < 66; ++i) descriptor_op(b, kChainAddNear, {0, i, 1, 0, 0, i < 65 ? 1u : 0u, 0});
   descriptor_op(b, kChainAdd, {0, 64, 1, 0, 0xFFFFF000u, 1, 0});
   descriptor_op(b, kChainAdd, {0, 65, 1, 0, 0xFFFFF000u, 0, 0});
+  // The path: a header of the sender's pool and a frame of slot 1, the
+  // same index in two slots (two buffers), then slot 2 naming a buffer
+  // twice.
+  descriptor_op(b, kChainAdd, {0, 7, 1, 0, 64, 1, 0});
+  descriptor_op(b, kChainAddSlot, {0, 7, 1, 0, 4096, 0, 0});
+  descriptor_op(b, kChainAddSlot, {1, 7, 1, 0, 16, 1, 0});
+  descriptor_op(b, kChainAddSlot, {1, 7, 2, 0, 16, 0, 0});
   write_file(dir / "chains", b);
 
   b.clear();

@@ -169,10 +169,97 @@ static int consume(const char* service, uint64_t count) {
   return 0;
 }
 
+/* The path: forwards `count` views received from `from` to the receivers
+ * of `to` with uf_forward, each view released after it went on. */
+static int forward(const char* from, const char* to, uint64_t count) {
+  uf_pool* pool = NULL;
+  uf_channel* rx = NULL;
+  uf_channel* tx = NULL;
+  uint64_t n;
+  uf_error e = uf_pool_create("it-c-stage", kClasses, CLASS_COUNT, UF_POLICY_VOLATILE, &pool);
+  if (e != UF_OK) return fail("uf_pool_create", e);
+  e = uf_channel_listen(pool, to, &tx);
+  if (e != UF_OK) return fail("uf_channel_listen", e);
+  e = uf_channel_connect(from, 20 * SECOND_NS, &rx);
+  if (e != UF_OK) return fail("uf_channel_connect", e);
+  e = uf_channel_wait_receivers(tx, 1, 30 * SECOND_NS);
+  if (e != UF_OK) return fail("uf_channel_wait_receivers", e);
+  printf("forwarding\n");
+  fflush(stdout);
+  for (n = 0; n < count; ++n) {
+    uf_buf* view = NULL;
+    e = uf_get(rx, 20 * SECOND_NS, &view);
+    if (e != UF_OK) return fail("uf_get", e);
+    e = uf_forward(tx, view, 20 * SECOND_NS);
+    if (e != UF_OK) return fail("uf_forward", e);
+    /* An owned buffer cannot be forwarded: it is sent with uf_write. */
+    uf_deallocate(view);
+  }
+  uf_channel_close(rx);
+  uf_channel_close(tx);
+  uf_pool_destroy(pool);
+  printf("c-forward ok frames=%" PRIu64 "\n", count);
+  return 0;
+}
+
+/* The path in a message: each view received from `from` goes on to `to`
+ * as one uf_msg of a 64-byte header from this stage's pool (the format of
+ * path_peer.cc's --header: magic "pathhdr1", sequence, frame bytes) and the
+ * view itself, forwarded by uf_msg_send. */
+static int msgforward(const char* from, const char* to, uint64_t count) {
+  static const uint64_t kMagic = UINT64_C(0x7061746868647231);
+  uf_pool* pool = NULL;
+  uf_channel* rx = NULL;
+  uf_channel* tx = NULL;
+  uf_msg* m = NULL;
+  uint64_t n;
+  uf_error e = uf_pool_create("it-c-tagger", kClasses, CLASS_COUNT, UF_POLICY_READ_ONLY, &pool);
+  if (e != UF_OK) return fail("uf_pool_create", e);
+  e = uf_channel_listen(pool, to, &tx);
+  if (e != UF_OK) return fail("uf_channel_listen", e);
+  e = uf_channel_connect(from, 20 * SECOND_NS, &rx);
+  if (e != UF_OK) return fail("uf_channel_connect", e);
+  e = uf_channel_wait_receivers(tx, 1, 30 * SECOND_NS);
+  if (e != UF_OK) return fail("uf_channel_wait_receivers", e);
+  e = uf_msg_create(&m);
+  if (e != UF_OK) return fail("uf_msg_create", e);
+  printf("forwarding\n");
+  fflush(stdout);
+  for (n = 0; n < count; ++n) {
+    uf_buf* view = NULL;
+    uf_buf* header = NULL;
+    uint64_t bytes;
+    e = uf_get(rx, 20 * SECOND_NS, &view);
+    if (e != UF_OK) return fail("uf_get", e);
+    bytes = uf_size(view);
+    e = uf_allocate(pool, 64, 20 * SECOND_NS, &header);
+    if (e != UF_OK) return fail("uf_allocate", e);
+    memset(uf_data(header), 0, 64);
+    memcpy(uf_data(header), &kMagic, 8);
+    memcpy((char*)uf_data(header) + 8, &n, 8);
+    memcpy((char*)uf_data(header) + 16, &bytes, 8);
+    e = uf_msg_append(m, header, 0, 64);
+    if (e != UF_OK) return fail("uf_msg_append(header)", e);
+    e = uf_msg_append(m, view, 0, (size_t)bytes);
+    if (e != UF_OK) return fail("uf_msg_append(view)", e);
+    e = uf_msg_send(tx, m, 20 * SECOND_NS);
+    if (e != UF_OK) return fail("uf_msg_send", e);
+  }
+  uf_msg_free(m);
+  uf_channel_close(rx);
+  uf_channel_close(tx);
+  uf_pool_destroy(pool);
+  printf("c-msgforward ok frames=%" PRIu64 "\n", count);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   uint64_t count;
+  if (argc == 5 && strcmp(argv[1], "forward") == 0) return forward(argv[2], argv[3], strtoull(argv[4], NULL, 10));
+  if (argc == 5 && strcmp(argv[1], "msgforward") == 0)
+    return msgforward(argv[2], argv[3], strtoull(argv[4], NULL, 10));
   if (argc != 4) {
-    fprintf(stderr, "usage: fbuf_it_c_peer produce|consume SERVICE COUNT\n");
+    fprintf(stderr, "usage: fbuf_it_c_peer produce|consume SERVICE COUNT | forward|msgforward FROM TO COUNT\n");
     return 2;
   }
   count = strtoull(argv[3], NULL, 10);

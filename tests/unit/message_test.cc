@@ -393,7 +393,7 @@ TEST(MessageSend, RefusesWhatItCannotSendAsOneUnit) {
   Result<Message> got = rx.try_receive_message();
   ASSERT_TRUE(got);
   EXPECT_EQ(bytes_of(*got), expected(0, 4));
-  // A received View sent on: forwarding's.
+  // A View of this pool received in this process: not forwardable.
   Message again;
   ASSERT_FALSE(tx.try_send(pattern(pool, 4, 5), 4));
   Result<View> rv = rx.try_receive();

@@ -94,7 +94,7 @@ int main(void) {
   CHECK(memcmp(out, "HHFFFFFF", 8) == 0);
   uf_msg_free(got);
 
-  /* A received view in a message is forwarding's: UF_ENOTSUP, kept. */
+  /* A view of the sender's own pool, received in this process: UF_ENOTSUP, kept. */
   CHECK(uf_write(tx, filled(tx, 4, 'V'), 4, 0) == UF_OK);
   CHECK(uf_get(rx, 0, &v) == UF_OK);
   CHECK(uf_msg_append(m, v, 0, uf_size(v)) == UF_OK);

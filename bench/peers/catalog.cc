@@ -19,12 +19,19 @@ const std::vector<PeerInfo>& catalog() {
       {Peer::kUnixBlock, Family::kUnix, "unix-block", "unix socket, blocking", 2, true, -1, true},
       {Peer::kPipeBlock, Family::kPipe, "pipe-block", "pipe, blocking", 2, true, -1, true},
       {Peer::kRing, Family::kRing, "ring", "ring floor", 0, true, -1, false},
+      {Peer::kPathFbuf, Family::kPathFbuf, "path-fbuf", "path: fbuf, forwarded", 0, true, 0, false},
+      {Peer::kPathFbufCopy, Family::kPathFbuf, "path-fbuf-copy", "path: fbuf, copied", 1, true, 0, false},
+      {Peer::kPathIceoryx, Family::kPathIceoryx, "path-iceoryx", "path: iceoryx", 1, true, -1, false},
       {Peer::kMemcpy, Family::kMemcpy, "memcpy", "memcpy", 1, false, -1, false},
   };
   return all;
 }
 
 const PeerInfo& info(Peer p) { return catalog()[static_cast<std::size_t>(p)]; }
+
+bool is_path(Peer p) noexcept {
+  return p == Peer::kPathFbuf || p == Peer::kPathFbufCopy || p == Peer::kPathIceoryx;
+}
 
 std::optional<Peer> parse_peer(std::string_view key) {
   for (const PeerInfo& i : catalog()) {
@@ -53,6 +60,8 @@ std::optional<std::vector<Peer>> parse_peers(std::string_view list) {
       add(Peer::kFbufThread);
     } else if (item == "streams") {
       for (Peer p : {Peer::kUnix, Peer::kPipe, Peer::kUnixBlock, Peer::kPipeBlock}) add(p);
+    } else if (item == "path") {
+      for (Peer p : {Peer::kFbufVolatile, Peer::kPathFbuf, Peer::kPathFbufCopy, Peer::kPathIceoryx}) add(p);
     } else if (item == "all") {
       for (const PeerInfo& i : catalog()) add(i.peer);
     } else if (auto p = parse_peer(item)) {
@@ -134,10 +143,32 @@ Ends make_ends(Peer p, Side side, EndConfig c, const std::string& name) {
       if (producer) e.producer = make_ring_producer(c, kDataFd);
       else e.consumer = make_ring_consumer(c, kDataFd);
       break;
+    case Family::kPathFbuf:
+      // The producer is fbuf-volatile's; the consumer takes from the
+      // relay's service and replies to the producer directly.
+      if (producer) e.producer = make_fbuf_producer(c, name, i.fbuf_policy);
+      else e.consumer = make_fbuf_consumer(c, name, i.fbuf_policy, false, relay_service(name));
+      break;
+    case Family::kPathIceoryx:
+      iceoryx_init_runtime(name + (producer ? "-p" : "-c"));
+      if (producer) e.producer = make_iox_producer(c, name);
+      else e.consumer = make_iox_consumer(c, name, relay_service(name));
+      break;
     case Family::kMemcpy:
       throw std::logic_error("memcpy has no ends");
   }
   return e;
+}
+
+std::unique_ptr<Relay> make_relay(Peer p, const EndConfig& c, const std::string& name) {
+  switch (p) {
+    case Peer::kPathFbuf: return make_fbuf_relay(c, name, relay_service(name), true);
+    case Peer::kPathFbufCopy: return make_fbuf_relay(c, name, relay_service(name), false);
+    case Peer::kPathIceoryx:
+      iceoryx_init_runtime(name + "-m");
+      return make_iox_relay(c, name, relay_service(name));
+    default: throw std::logic_error(std::string(info(p).key) + " has no relay");
+  }
 }
 
 }  // namespace fbuf::bench::peers

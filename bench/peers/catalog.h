@@ -29,12 +29,22 @@ enum class Peer : std::uint8_t {
   kUnixBlock,
   kPipeBlock,
   kRing,
+  // Three processes in a line: producer -> relay -> consumer. The relay
+  // forwards each received View without a copy (path-fbuf), copies it
+  // into a buffer of its own pool (path-fbuf-copy), or takes an iceoryx
+  // sample and publishes a copy (path-iceoryx: a sample cannot be
+  // re-published). Replies go straight back to the producer.
+  kPathFbuf,
+  kPathFbufCopy,
+  kPathIceoryx,
   kMemcpy,
 };
 
 // What builds a transport's ends; the variants of one family differ only in
 // their settings.
-enum class Family : std::uint8_t { kFbuf, kFbufThread, kIceoryx, kMessageQueue, kUnix, kPipe, kRing, kMemcpy };
+enum class Family : std::uint8_t {
+  kFbuf, kFbufThread, kIceoryx, kMessageQueue, kUnix, kPipe, kRing, kPathFbuf, kPathIceoryx, kMemcpy
+};
 
 struct PeerInfo {
   Peer peer;
@@ -59,8 +69,9 @@ const std::vector<PeerInfo>& catalog();
 const PeerInfo& info(Peer p);
 
 // "fbuf" (all four fbuf transports), "streams" (pipe and unix socket, polling
-// and blocking), "fbuf-volatile", "pipe", ... separated by commas. nullopt on
-// an unknown name.
+// and blocking), "path" (the three path cells and fbuf-volatile, the
+// two-process line they are compared with), "fbuf-volatile", "pipe", ...
+// separated by commas. nullopt on an unknown name.
 std::optional<std::vector<Peer>> parse_peers(std::string_view list);
 std::optional<Peer> parse_peer(std::string_view key);
 
@@ -70,6 +81,9 @@ std::optional<Peer> parse_peer(std::string_view key);
 // subscriber. 16 x 16 MiB = 256 MiB per pool at the largest size.
 inline constexpr std::uint32_t kDefaultDepth = 16;
 
+// True for the three-process path cells, whose middle process is a relay.
+bool is_path(Peer p) noexcept;
+
 // Which ends of a transport one process builds: the producer's, the
 // consumer's, or both (the thread handoff, whose ends are two threads).
 enum class Side : std::uint8_t { kProducer, kConsumer, kBoth };
@@ -77,5 +91,8 @@ enum class Side : std::uint8_t { kProducer, kConsumer, kBoth };
 // (fbuf service, queue names, iceoryx instance); pipe, socket and ring
 // descriptors are at kDataFd and kReplyFd. Throws on failure.
 Ends make_ends(Peer p, Side side, EndConfig c, const std::string& name);
+// The middle process of a path cell `p`: takes from the producer's `name`
+// and passes on to the consumer's.
+std::unique_ptr<Relay> make_relay(Peer p, const EndConfig& c, const std::string& name);
 
 }  // namespace fbuf::bench::peers

@@ -106,6 +106,24 @@ class ConsumerEnd {
   std::string error_;
 };
 
+// The middle process of a path cell: takes each message from upstream and
+// passes it on downstream (forwarded, or copied), without touching the
+// payload. Not thread-safe.
+class Relay {
+ public:
+  virtual ~Relay() = default;
+  // Passes one message on; sets `last` after the message flagged
+  // kFlagStop. False on failure.
+  virtual bool pass(bool& last) = 0;
+  const std::string& error() const noexcept { return error_; }
+
+ protected:
+  std::string error_;
+};
+
+// The service (fbuf) or instance (iceoryx) a path cell's relay sends on.
+inline std::string relay_service(const std::string& name) { return name + "-2"; }
+
 // The ends one process builds for a cell (one of them, or both for a thread
 // handoff).
 struct Ends {
@@ -126,8 +144,17 @@ std::unique_ptr<ProducerEnd> make_fbuf_producer(const EndConfig& c, const std::s
 // With `via_fd` the consumer waits for data in epoll_wait on the
 // Receiver's readiness fd (after spinning for c.spin, as receive() does),
 // the way an event loop would.
+// `upstream`, if not empty, is the service the data comes from (a path
+// cell's relay); the reply channel is `service`+"-r" either way.
 std::unique_ptr<ConsumerEnd> make_fbuf_consumer(const EndConfig& c, const std::string& service,
-                                                int policy, bool via_fd = false);
+                                                int policy, bool via_fd = false,
+                                                const std::string& upstream = "");
+// Receives from `upstream` and passes each View on to the Sender it
+// creates under `downstream` (a pool of its own): with `forward`, the View
+// itself (Sender::send(const View&): no copy, the sink reads the
+// producer's pool); otherwise a copy into a buffer of its own pool.
+std::unique_ptr<Relay> make_fbuf_relay(const EndConfig& c, const std::string& upstream,
+                                       const std::string& downstream, bool forward);
 
 // Thread handoff: both ends in this process, through Sender::connect_local()
 // (volatile pools). The two ends share nothing but the channels.
@@ -171,7 +198,15 @@ const char* iceoryx_version() noexcept;
 void iceoryx_init_runtime(const std::string& name);
 // Publish/subscribe on {"PeerBench", instance, "data"} and a reply topic.
 std::unique_ptr<ProducerEnd> make_iox_producer(const EndConfig& c, const std::string& instance);
-std::unique_ptr<ConsumerEnd> make_iox_consumer(const EndConfig& c, const std::string& instance);
+// `data_instance`, if not empty, is the instance the data comes from (a
+// path cell's relay); the replies go to `instance`'s reply topic.
+std::unique_ptr<ConsumerEnd> make_iox_consumer(const EndConfig& c, const std::string& instance,
+                                               const std::string& data_instance = "");
+// Takes each sample of `upstream`'s data topic, loans a chunk on
+// `downstream`'s, copies the payload and publishes it (an iceoryx sample
+// cannot be published again), then releases the one it took.
+std::unique_ptr<Relay> make_iox_relay(const EndConfig& c, const std::string& upstream,
+                                      const std::string& downstream);
 // The bytes iceoryx puts in front of a user payload of `size` bytes in
 // its chunk (the chunk header and alignment), for sizing the mempools.
 std::size_t iceoryx_chunk_overhead(std::size_t size) noexcept;

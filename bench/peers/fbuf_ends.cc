@@ -132,6 +132,56 @@ class FbufInlet final : public Inlet {
   int epoll_ = -1;
 };
 
+// The middle of a path cell. Built in the order the cell's processes meet:
+// the relay's Sender first, then it waits for the consumer, then connects
+// to the producer (which waits for it before it connects to the reply
+// channel the consumer already made).
+class FbufRelay final : public Relay {
+ public:
+  FbufRelay(const EndConfig& c, const std::string& upstream, const std::string& downstream, bool forward)
+      : tx_(Pool(PoolOptions{.name = "peer_bench-relay",
+                             // Forwarding sends the producer's buffers:
+                             // the relay's own pool is never used.
+                             .classes = {{forward ? kReplySize : c.size, forward ? 4 : c.depth}},
+                             .policy = fbuf::Policy::kVolatile}),
+            downstream),
+        forward_(forward) {
+    if (!tx_.wait_for_receivers(1, kOpTimeout)) throw std::runtime_error("fbuf relay: no consumer connected");
+    rx_.emplace(Receiver::connect(upstream, ReceiverOptions{.connect_timeout = kOpTimeout}));
+  }
+
+  bool pass(bool& last) override {
+    Result<View> v = rx_->receive(kOpTimeout);
+    if (!v) return fail("receive", v.error());
+    if (v->size() < sizeof(Header)) {
+      error_ = "fbuf relay: short message";
+      return false;
+    }
+    Header h;
+    std::memcpy(&h, v->data(), sizeof(h));
+    last = (h.flags & kFlagStop) != 0;
+    if (forward_) {
+      if (std::error_code ec = tx_.send(*v, kOpTimeout); ec) return fail("forward", ec);
+      return true;
+    }
+    Result<Buffer> b = tx_.allocate(v->size(), kOpTimeout);
+    if (!b) return fail("allocate", b.error());
+    std::memcpy(b->data(), v->data(), v->size());
+    if (std::error_code ec = tx_.send(std::move(*b), v->size(), kOpTimeout); ec) return fail("send", ec);
+    return true;
+  }
+
+ private:
+  bool fail(const char* what, std::error_code ec) {
+    error_ = std::string("fbuf relay ") + what + ": " + ec.message();
+    return false;
+  }
+
+  Sender tx_;
+  std::optional<Receiver> rx_;
+  bool forward_;
+};
+
 }  // namespace
 
 std::unique_ptr<ProducerEnd> make_fbuf_producer(const EndConfig& c, const std::string& service,
@@ -151,17 +201,23 @@ std::unique_ptr<ProducerEnd> make_fbuf_producer(const EndConfig& c, const std::s
 }
 
 std::unique_ptr<ConsumerEnd> make_fbuf_consumer(const EndConfig& c, const std::string& service,
-                                                int policy, bool via_fd) {
+                                                int policy, bool via_fd, const std::string& upstream) {
   Pool reply_pool(PoolOptions{.name = "peer_bench-reply",
                               .classes = {{kReplySize, kReplyBuffers}},
                               .policy = to_policy(policy)});
   Sender reply_tx(std::move(reply_pool), service + "-r");
-  Receiver rx = Receiver::connect(service, ReceiverOptions{.connect_timeout = kOpTimeout});
+  Receiver rx = Receiver::connect(upstream.empty() ? service : upstream,
+                                  ReceiverOptions{.connect_timeout = kOpTimeout});
   std::optional<std::chrono::nanoseconds> spin;
   if (via_fd) spin = c.spin;
   return std::make_unique<ConsumerEnd>(std::make_unique<FbufInlet>(std::move(rx), c.size, c.mode, spin),
                                        std::make_unique<FbufOutlet>(std::move(reply_tx), kReplySize,
                                                                     Mode::kTransport, true));
+}
+
+std::unique_ptr<Relay> make_fbuf_relay(const EndConfig& c, const std::string& upstream,
+                                       const std::string& downstream, bool forward) {
+  return std::make_unique<FbufRelay>(c, upstream, downstream, forward);
 }
 
 Ends make_fbuf_local_pair(const EndConfig& c) {

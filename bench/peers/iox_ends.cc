@@ -137,6 +137,17 @@ class IoxInlet final : public Inlet {
 
   bool next(Consumed& out) override {
     const void* p = nullptr;
+    if (!take(p)) return false;
+    out = consume(static_cast<const std::byte*>(p), size_, mode_);
+    if (iox::mepoo::ChunkHeader::fromUserPayload(p)->userPayloadSize() != size_) out.data_ok = false;
+    sub_.release(p);
+    return true;
+  }
+
+  // Takes the next sample into `p` (polling for `spin`, then sleeping in
+  // the WaitSet); the caller gives it back with release().
+  bool take(const void*& p) {
+    p = nullptr;
     bool failed = false;
     auto ready = [&] {
       auto r = sub_.take();
@@ -152,11 +163,10 @@ class IoxInlet final : public Inlet {
       error_ = failed ? "iceoryx take: too many chunks held" : "iceoryx take: timed out";
       return false;
     }
-    out = consume(static_cast<const std::byte*>(p), size_, mode_);
-    if (iox::mepoo::ChunkHeader::fromUserPayload(p)->userPayloadSize() != size_) out.data_ok = false;
-    sub_.release(p);
     return true;
   }
+
+  void release(const void* p) { sub_.release(p); }
 
  private:
   iox::popo::UntypedSubscriber sub_;
@@ -165,6 +175,46 @@ class IoxInlet final : public Inlet {
   std::size_t size_;
   Mode mode_;
   std::chrono::nanoseconds spin_;
+};
+
+// Takes a sample, loans a chunk downstream, copies the payload over,
+// publishes it and releases the sample: iceoryx 2.0 has no way to publish
+// a received sample again.
+class IoxRelay final : public Relay {
+ public:
+  IoxRelay(const EndConfig& c, const std::string& upstream, const std::string& downstream)
+      : in_(topic(upstream, "data"), c.depth, c.size, Mode::kTransport, c.spin),
+        pub_(topic(downstream, "data"), publisher_options()) {}
+
+  bool pass(bool& last) override {
+    const void* p = nullptr;
+    if (!in_.take(p)) {
+      error_ = "iceoryx relay: " + in_.error();
+      return false;
+    }
+    const std::uint32_t size = iox::mepoo::ChunkHeader::fromUserPayload(p)->userPayloadSize();
+    Header h;
+    std::memcpy(&h, p, sizeof(h));
+    last = (h.flags & kFlagStop) != 0;
+    if (!connected_ && !(connected_ = wait_until([&] { return pub_.hasSubscribers(); }))) {
+      error_ = "iceoryx relay: the consumer never subscribed";
+      return false;
+    }
+    auto chunk = pub_.loan(size, kAlignment);
+    if (chunk.has_error()) {
+      error_ = std::string("iceoryx relay loan: ") + to_string(chunk.get_error());
+      return false;
+    }
+    std::memcpy(chunk.value(), p, size);
+    pub_.publish(chunk.value());
+    in_.release(p);
+    return true;
+  }
+
+ private:
+  IoxInlet in_;
+  iox::popo::UntypedPublisher pub_;
+  bool connected_ = false;
 };
 
 }  // namespace
@@ -182,6 +232,11 @@ void iceoryx_init_runtime(const std::string& name) {
       iox::RuntimeName_t(iox::cxx::TruncateToCapacity, name));
 }
 
+std::unique_ptr<Relay> make_iox_relay(const EndConfig& c, const std::string& upstream,
+                                      const std::string& downstream) {
+  return std::make_unique<IoxRelay>(c, upstream, downstream);
+}
+
 std::unique_ptr<ProducerEnd> make_iox_producer(const EndConfig& c, const std::string& instance) {
   auto data = std::make_unique<IoxOutlet>(topic(instance, "data"), c.size, c.mode, false);
   return std::make_unique<ProducerEnd>(
@@ -189,8 +244,10 @@ std::unique_ptr<ProducerEnd> make_iox_producer(const EndConfig& c, const std::st
                                                   c.spin));
 }
 
-std::unique_ptr<ConsumerEnd> make_iox_consumer(const EndConfig& c, const std::string& instance) {
-  auto data = std::make_unique<IoxInlet>(topic(instance, "data"), c.depth, c.size, c.mode, c.spin);
+std::unique_ptr<ConsumerEnd> make_iox_consumer(const EndConfig& c, const std::string& instance,
+                                               const std::string& data_instance) {
+  auto data = std::make_unique<IoxInlet>(topic(data_instance.empty() ? instance : data_instance, "data"), c.depth,
+                                         c.size, c.mode, c.spin);
   auto replies = std::make_unique<IoxOutlet>(topic(instance, "reply"), kReplySize, Mode::kTransport, true);
   return std::make_unique<ConsumerEnd>(std::move(data), std::move(replies));
 }
@@ -219,7 +276,10 @@ bool iceoryx_compiled() noexcept { return false; }
 const char* iceoryx_version() noexcept { return "not built"; }
 void iceoryx_init_runtime(const std::string&) { missing(); }
 std::unique_ptr<ProducerEnd> make_iox_producer(const EndConfig&, const std::string&) { missing(); }
-std::unique_ptr<ConsumerEnd> make_iox_consumer(const EndConfig&, const std::string&) { missing(); }
+std::unique_ptr<ConsumerEnd> make_iox_consumer(const EndConfig&, const std::string&, const std::string&) {
+  missing();
+}
+std::unique_ptr<Relay> make_iox_relay(const EndConfig&, const std::string&, const std::string&) { missing(); }
 std::size_t iceoryx_chunk_overhead(std::size_t) noexcept { return 0; }
 
 }  // namespace fbuf::bench::peers

@@ -75,7 +75,7 @@ using Seconds = std::chrono::duration<double>;
 constexpr int kControlFd = 3;
 constexpr int kResultFd = 6;
 
-enum class Role { kOrchestrator, kProducer, kConsumer, kSolo };
+enum class Role { kOrchestrator, kProducer, kConsumer, kRelay, kSolo };
 
 struct Options : Settings {
   std::string out_dir = PEER_BENCH_RESULTS_DIR;
@@ -110,7 +110,10 @@ void print_help() {
       "                          fbuf-volatile-fd (fbuf-volatile, the consumer waiting in epoll),\n"
       "                          fbuf-read_only, fbuf-copy_on_write, fbuf-thread, iceoryx, mq, unix,\n"
       "                          pipe, unix-block, pipe-block (readers that block at once), streams\n"
-      "                          (= the four before), ring, memcpy, all (default)\n"
+      "                          (= the four before), ring, memcpy, path-fbuf, path-fbuf-copy,\n"
+      "                          path-iceoryx (three processes in a line: the middle one forwards\n"
+      "                          without a copy, or copies), path (= the three and fbuf-volatile),\n"
+      "                          all (default)\n"
       "  --sizes=LIST            payload sizes, multiples of 64: 64,4K,64K,1M,16M (default)\n"
       "  --modes=LIST            transport,touch (default: both)\n"
       "  --out-dir=DIR           where peers-<UTC time>.{md,csv,svg} go (default %s)\n"
@@ -245,6 +248,7 @@ Options parse_args(int argc, char** argv) {
     } else if (auto v12 = value("--role")) {
       if (*v12 == "producer") o.role = Role::kProducer;
       else if (*v12 == "consumer") o.role = Role::kConsumer;
+      else if (*v12 == "relay") o.role = Role::kRelay;
       else if (*v12 == "solo") o.role = Role::kSolo;
       else usage_error("unknown role");
     } else if (auto v13 = value("--peer")) {
@@ -327,6 +331,26 @@ int consumer_main(const Options& o) {
     return 1;
   }
   return run_consumer(*end, kControlFd, info(o.peer).key);
+}
+
+// The middle process of a path cell: passes every message on until the
+// last (kFlagStop). Unpinned: the producer and the consumer have the two
+// CPUs the run uses.
+int relay_main(const Options& o) {
+  const EndConfig c = end_config(o);
+  try {
+    std::unique_ptr<Relay> relay = make_relay(o.peer, c, o.name);
+    for (bool last = false; !last;) {
+      if (!relay->pass(last)) {
+        std::fprintf(stderr, "peer_bench relay (%s): %s\n", info(o.peer).key, relay->error().c_str());
+        return 1;
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "peer_bench relay (%s): %s\n", info(o.peer).key, e.what());
+    return 1;
+  }
+  return 0;
 }
 
 // memcpy, or the fbuf thread handoff (producer in this thread on `cpu`,
@@ -461,7 +485,7 @@ class Orchestrator {
       while (j < keys.size() && keys[j].peer == p) ++j;
       std::unique_ptr<RouDi> roudi;
       std::string skip;
-      if (p == Peer::kIceoryx) skip = start_roudi(roudi);
+      if (p == Peer::kIceoryx || p == Peer::kPathIceoryx) skip = start_roudi(roudi);
       for (; i < j; ++i) {
         const CellKey& k = keys[i];
         std::fprintf(stderr, "[%6.1f s] %-9s %-18s %-7s ", Seconds(Clock::now() - start_).count(),
@@ -646,6 +670,8 @@ class Orchestrator {
           break;  // fbuf and iceoryx meet by name
       }
       Child consumer = spawn(child_args(p, m, size, "consumer", cpu1, name), cfds);
+      std::optional<Child> relay;
+      if (is_path(p)) relay.emplace(spawn(child_args(p, m, size, "relay", -1, name), {}));
       Child producer = spawn(child_args(p, m, size, "producer", cpu0, name), pfds);
       result_w.reset();
       control_p.reset();
@@ -654,7 +680,9 @@ class Orchestrator {
       b.reset();
       c.reset();
       d.reset();
-      CellResult r = collect(result_r.get(), {&producer, &consumer});
+      std::vector<Child*> children = {&producer, &consumer};
+      if (relay) children.push_back(&*relay);
+      CellResult r = collect(result_r.get(), children);
       queues.reset();
       set_shm_cleanup("");
       return r;
@@ -674,7 +702,7 @@ class Orchestrator {
                                     : "the producer exited without a result");
     }
     std::string problems;
-    const char* names[] = {"producer", "consumer"};
+    const char* names[] = {"producer", "consumer", "relay"};
     for (std::size_t i = 0; i < children.size(); ++i) {
       const ExitStatus st = children[i]->wait(std::chrono::milliseconds(got ? 10000 : 100));
       if (!st.exited_with(0)) problems += std::string(problems.empty() ? "" : "; ") + names[i] + " " + st.describe();
@@ -815,6 +843,7 @@ int main(int argc, char** argv) {
     switch (o.role) {
       case Role::kProducer: return producer_main(o);
       case Role::kConsumer: return consumer_main(o);
+      case Role::kRelay: return relay_main(o);
       case Role::kSolo: return solo_main(o);
       case Role::kOrchestrator: return orchestrator_main(o, argc, argv);
     }

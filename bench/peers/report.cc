@@ -282,6 +282,48 @@ std::vector<Verdict> targets(const RunInfo& run, const Results& results) {
         out.push_back(v);
       }
     }
+    // P1, P2: the path (three processes in a line). Forwarding should cost
+    // the line little against two processes, and beat a relay that must
+    // copy (iceoryx).
+    if (has(run.peers, Peer::kPathFbuf)) {
+      auto ratio_at = [&](Peer other, std::size_t s) { return quotient(rate(Peer::kPathFbuf, m, s), rate(other, m, s)); };
+      struct PathTarget {
+        const char* id;
+        const char* what;
+        Peer other;
+        std::vector<std::size_t> sizes;
+        double at_least;
+      };
+      for (const PathTarget& t :
+           {PathTarget{"P1", ": path buffers/s >= 0.9x fbuf's two-process line (fbuf volatile) at 1 MiB and 16 MiB",
+                       Peer::kFbufVolatile, {kMiB, 16 * kMiB}, 0.9},
+            PathTarget{"P2", ": path buffers/s >= 3x the iceoryx path (its relay copies) at 1 MiB",
+                       Peer::kPathIceoryx, {kMiB}, 3.0}}) {
+        Verdict v{t.id, mode + t.what, info(Peer::kPathFbuf).label, "", State::kNotAvailable, ""};
+        bool all = true, ok = true;
+        double worst = 0;
+        for (std::size_t s : t.sizes) {
+          auto r = ratio_at(t.other, s);
+          if (!v.values.empty()) v.values += ", ";
+          if (!r) {
+            v.values += size_label(s) + " -";
+            all = false;
+            continue;
+          }
+          v.values += size_label(s) + " " + times(*r);
+          if (*r < t.at_least) ok = false;
+          worst = worst == 0 ? *r : std::min(worst, *r);
+        }
+        if (!all) {
+          v.verdict = std::string("needs ") + info(Peer::kPathFbuf).key + " and " + info(t.other).key +
+                      " at those sizes";
+        } else {
+          v.state = ok ? State::kMet : State::kNotMet;
+          v.verdict = "worst " + times(worst);
+        }
+        out.push_back(v);
+      }
+    }
     if (m != Mode::kTransport) continue;
 
     // 2: fbuf >= 10x a pipe and a Unix socket at 1 MiB.

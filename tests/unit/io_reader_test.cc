@@ -22,6 +22,7 @@
 #include "fbuf/io.h"
 #include "fbuf/uf_io.h"
 #include "io/faults.h"
+#include "tests/support/direct_io_dir.h"
 
 namespace fbuf {
 namespace {
@@ -36,11 +37,14 @@ std::byte pattern(std::uint64_t offset) {
   return static_cast<std::byte>(x & 0xff);
 }
 
-// A file under /tmp (ext4 here: it takes O_DIRECT), removed at the end.
+// A file where O_DIRECT works (fbuf::testing::direct_io_dir(); /tmp is a tmpfs on
+// many machines), removed at the end.
 class TempFile {
  public:
   explicit TempFile(std::size_t size) {
-    path_ = "/tmp/fbuf-io-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++);
+    const std::string dir = fbuf::testing::direct_io_dir();
+    path_ = (dir.empty() ? std::string("/tmp") : dir) + "/fbuf-io-test-" + std::to_string(::getpid()) + "-" +
+            std::to_string(counter_++);
     std::vector<std::byte> data(size);
     for (std::size_t i = 0; i < size; ++i) data[i] = pattern(i);
     const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -102,6 +106,8 @@ struct FaultsOff {
 // Reads `size` bytes of a fresh file through `options` and checks them.
 void read_file_exactly(Pool pool, std::size_t size, IoReaderOptions options, ReadPath want_path, bool want_direct,
                        const char* want_reason) {
+  if (want_direct && fbuf::testing::direct_io_dir().empty())
+    GTEST_SKIP() << "no directory here takes O_DIRECT (set FBUF_TEST_DIRECT_DIR)";
   TempFile file(size);
   Sender tx(pool);
   Checker check(tx.connect_local(), size);

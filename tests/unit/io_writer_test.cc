@@ -23,6 +23,7 @@
 #include "fbuf/io.h"
 #include "fbuf/uf_io.h"
 #include "io/faults.h"
+#include "tests/support/direct_io_dir.h"
 
 namespace fbuf {
 namespace {
@@ -416,7 +417,10 @@ std::vector<std::byte> read_file(const std::string& path) {
 }
 
 void write_file_exactly(WritePath want, const char* want_reason) {
-  const std::string path = "/tmp/fbuf-io-writer-" + std::to_string(::getpid());
+  const std::string dir = fbuf::testing::direct_io_dir();
+  if (want == WritePath::kDirectFile && dir.empty())
+    GTEST_SKIP() << "no directory here takes O_DIRECT (set FBUF_TEST_DIRECT_DIR)";
+  const std::string path = (dir.empty() ? std::string("/tmp") : dir) + "/fbuf-io-writer-" + std::to_string(::getpid());
   Pool pool = make_pool(2);
   std::vector<std::byte> expected;
   {

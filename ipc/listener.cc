@@ -64,7 +64,11 @@ void Listener::close_remotes_locked() noexcept {
   remotes_.clear();
   // Holders stay with the pool, which watches their sockets (a duplicate
   // in each inlet) until they hang up.
-  for (auto& [fd, h] : holders_) sender_.orphan_holder(*h.second);
+  for (auto& [fd, h] : holders_) {
+    sender_.orphan_holder(*h.second);
+    // As in on_holder(): the inlet's duplicate would keep it registered.
+    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  }
   holders_.clear();
 }
 
@@ -273,7 +277,14 @@ void Listener::on_holder(std::map<int, std::pair<UniqueFd, std::shared_ptr<Retur
     // Its process closed the socket or died: everything it holds comes
     // back (a holder never detaches; its views end with its socket).
     sender_.on_holder_hang_up(inlet);
-    holders_.erase(it);  // closing the fd also leaves the epoll set
+    // Out of the epoll set before the fd closes: the inlet keeps a
+    // duplicate of this socket (to watch it once the Sender is gone), so
+    // closing the fd alone would leave the hung-up socket registered under
+    // this fd's number, which the next socketpair() reuses: its hang-up
+    // would then be reported as the new holder's, reclaiming what that
+    // holder's process still holds (docs/design.md, "The path", crashes).
+    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    holders_.erase(it);
   }
 }
 

@@ -557,13 +557,25 @@ void PoolCore::drain_inlets_locked(bool slow) noexcept {
     }
   }
   // Inlets are few (one per remote receiver); drop the finished ones.
-  for (const auto& in : inlets_) in->drain_locked(check_peer);
-  // The path: a return (or lend record) that did not match may have been
-  // waiting behind a lend record in an inlet drained later in the pass.
-  // That record was published before the stage published the descriptor
-  // downstream, and the downstream's return after it read the descriptor
-  // (release/acquire all along), so it is visible now (docs/design.md,
-  // "The path").
+  // relaxed: DrainHooks::set().
+  const DrainHooks::Hook hook = DrainHooks::hook.load(std::memory_order_relaxed);
+  bool deferring = false;
+  for (std::size_t i = 0; i < inlets_.size(); ++i) {
+    inlets_[i]->drain_locked(check_peer);
+    if (hook != nullptr) hook(i);
+    deferring = deferring || inlets_[i]->deferring_locked();
+  }
+  // The path: a return (or lend record) that did not match may be waiting
+  // for a lend record in another inlet's ring. That record was published
+  // before the stage published the descriptor downstream, and the
+  // downstream's return after it read the descriptor (release/acquire all
+  // along), so it is visible to any reading of that ring after the return
+  // was read: not necessarily to the reading earlier in this pass, which
+  // may have come before the stage wrote it. So every ring is read once
+  // more before the deferred records are retried; what still does not
+  // match waits for the next pass (docs/design.md, "The path").
+  if (deferring)
+    for (const auto& in : inlets_) in->drain_locked(false);
   for (const auto& in : inlets_) in->retry_deferred_locked();
   std::erase_if(inlets_, [&](const std::shared_ptr<ReturnInlet>& in) {
     if (!in->finished_locked()) return false;

@@ -7,6 +7,8 @@
 
 namespace fbuf::detail {
 
+std::atomic<DrainHooks::Hook> DrainHooks::hook{nullptr};
+
 ReturnInlet::ReturnInlet(PoolCore& pool, std::shared_ptr<const void> memory, RingIndices* indices,
                          const Descriptor* slots, std::uint32_t capacity, UniqueFd peer,
                          std::shared_ptr<ReturnCounters> counters)
@@ -79,10 +81,26 @@ bool ReturnInlet::accept_lend_locked(const Descriptor& copy) noexcept {
 void ReturnInlet::retry_deferred_locked() noexcept {
   if (deferred_.empty()) return;
   const bool finished = state_ == State::kFinished;
-  for (const Descriptor& d : deferred_) {
-    if (finished || !apply_locked(d)) reject_locked();
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < deferred_.size(); ++i) {
+    const Descriptor d = deferred_[i];
+    if (finished) {
+      reject_locked();
+    } else if (apply_locked(d)) {
+      continue;
+    } else if (i < carried_) {
+      // Deferred a whole pass ago: every ring has been read since, so a
+      // lend record it waited for would have been found.
+      reject_locked();
+    } else {
+      // Read in this pass: the lend record it waits for may have been
+      // published after its ring was read in this pass (the stage and its
+      // downstream run meanwhile). Kept for the next pass.
+      deferred_[kept++] = d;
+    }
   }
-  deferred_.clear();
+  deferred_.resize(kept);
+  carried_ = kept;
 }
 
 void ReturnInlet::detach_locked(std::span<const Descriptor> unconsumed, std::span<const Descriptor> more) noexcept {
@@ -101,6 +119,7 @@ void ReturnInlet::reclaim_all_locked() noexcept {
   lent_.take_all([&](std::uint32_t index, std::uint32_t generation) { pool_.release_ref_locked(index, generation); });
   state_ = State::kFinished;
   deferred_.clear();
+  carried_ = 0;
   // Buffers came back without any receiver ringing the doorbell: wake
   // allocate(timeout) waiters now rather than at their next slice.
   pool_.ring_doorbell_locked();
@@ -109,6 +128,11 @@ void ReturnInlet::reclaim_all_locked() noexcept {
 void ReturnInlet::cut_off_locked() noexcept {
   if (state_ == State::kFinished) return;
   if (peer_) ::shutdown(peer_.get(), SHUT_RDWR);
+  // The path: lend records in the ring count holders downstream of this
+  // receiver; taken back unread, the buffers they name could be reused
+  // under those holders. Read them first, unless the ring is what broke
+  // (then drain_locked() read it up to the break, and cuts off itself).
+  if (!corrupt_) drain_locked(false);
   reclaim_all_locked();
 }
 

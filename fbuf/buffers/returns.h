@@ -19,14 +19,16 @@
 //    is granted to one inlet (its grantor) and takes loans only through
 //    that inlet's lend records. A record or a return that does not match
 //    may still be waiting behind a lend record in another inlet's ring: it
-//    is deferred to the end of the pool's drain pass and only then
-//    rejected.
+//    is deferred, and rejected only if it still does not match after a
+//    whole drain pass that began after it was read (so every ring was read
+//    again after it: docs/design.md, "The path", Causality).
 //  - state: kActive (lent to) -> kDetached (no more lends; returns still
 //    accepted) -> kFinished (everything lent has come back or has been
 //    reclaimed; the inlet is dropped). kActive -> kFinished directly on
 //    death or cut-off.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -40,6 +42,20 @@
 namespace fbuf::detail {
 
 class PoolCore;
+
+// A test's view into the pool's drain pass (tests/fault/path_forged_test.cc):
+// called with the pool's lock held after the first reading of each inlet's
+// ring in PoolCore::drain_inlets_locked(), with that inlet's place in the
+// pass, so a test can publish records at exactly that point (as a stage
+// and its downstream running meanwhile would). Never set in production;
+// unset, it costs one load and one predictable branch per inlet per pass.
+struct DrainHooks {
+  using Hook = void (*)(std::size_t inlet) noexcept;
+  // relaxed: a function pointer with no data behind it; tests set it before
+  // the drains it is meant for, with their own synchronisation.
+  static void set(Hook h) noexcept { hook.store(h, std::memory_order_relaxed); }
+  static std::atomic<Hook> hook;
+};
 
 // A return-ring descriptor that is a lend record, not a return: "I lend
 // (index, generation), which I hold, to the holder inlet whose token is in
@@ -101,8 +117,12 @@ class ReturnInlet {
   bool holds_locked(std::uint32_t index, std::uint32_t generation) const noexcept {
     return state_ != State::kFinished && lent_.holds(index, generation);
   }
+  // True if records wait in this inlet's deferred list.
+  bool deferring_locked() const noexcept { return !deferred_.empty(); }
   // Applies the records deferred by drain_locked() once more, after every
-  // inlet was drained; rejects what still does not match.
+  // inlet was drained. What still does not match is rejected if it was
+  // already deferred at the end of the previous pass (a whole pass has read
+  // every ring since), and kept for the next pass otherwise.
   void retry_deferred_locked() noexcept;
 
   // Applies every pending return. With `check_peer`, an orphaned inlet
@@ -162,8 +182,11 @@ class ReturnInlet {
   std::uint32_t grantor_ = 0;
   std::uint32_t grants_ = 0;
   // Records that did not match when drained, retried at the end of the
-  // pool's drain pass; room for one ring's worth, reserved up front.
+  // pool's drain pass; room for one ring's worth, reserved up front. The
+  // first `carried_` were kept from the previous pass: rejected at the end
+  // of this one if they still do not match.
   std::vector<Descriptor> deferred_;
+  std::size_t carried_ = 0;
 };
 
 }  // namespace fbuf::detail

@@ -115,6 +115,12 @@ debootstrap --variant=minbase bookworm "$root" "$mirror" > "$work/debootstrap.lo
 end debootstrap
 
 begin "mounts, network and apt configuration, the repository's HEAD"
+# The root a mount point of its own, as / is on a machine: `ip netns exec`
+# and `ip -n` (the bridge's veth test) make / a slave mount first, which
+# fails on a plain directory. Private, so nothing mounted inside shows
+# anywhere else.
+mount --bind "$root" "$root"
+mount --make-private "$root"
 mount -t proc proc "$root/proc"
 mount -t sysfs -o ro sysfs "$root/sys"
 mount -t tmpfs -o mode=0755,nosuid dev "$root/dev"

@@ -166,10 +166,10 @@ std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds
       if (outlets_.empty()) return Errc::kNoReceivers;
       bool missing = false;
       for (auto& o : outlets_) {
+        // A receiver in this process needs no announcement: it shares the
+        // view this stage holds.
         auto* r = dynamic_cast<RemoteOutlet*>(o.get());
-        // Receivers in this process cannot take forwarded views yet.
-        if (r == nullptr) return Errc::kInvalidArgument;
-        if (r->forward_slot_locked(up.get()) == 0) missing = true;
+        if (r != nullptr && r->forward_slot_locked(up.get()) == 0) missing = true;
         RingStatus st = o->out.reserve(1);
         if (st == RingStatus::kCorrupt) {
           o->cut_off_locked();
@@ -183,7 +183,27 @@ std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds
         std::uint64_t delivered = 0;
         std::error_code last;
         for (auto& o : outlets_) {
-          auto* r = static_cast<RemoteOutlet*>(o.get());
+          auto* r = dynamic_cast<RemoteOutlet*>(o.get());
+          if (r == nullptr) {
+            // A receiver in this process: a View sharing this stage's
+            // reference (the owner sees one holder, this process, until
+            // the last of them is released); it reads the same mapping.
+            View shared = ViewAccess::share(view);
+            if (!shared || !static_cast<LocalOutlet*>(o.get())->write_forward_locked(
+                               std::move(shared),
+                               Descriptor{LocalChannel::kForwardedLocal, index, generation, *offset,
+                                          static_cast<std::uint32_t>(view.size()), 0, sequence_++},
+                               Clock::now())) {
+              last = std::make_error_code(std::errc::not_enough_memory);
+              o->count_dropped_locked(1);
+              ++counters_.dropped;
+              continue;
+            }
+            o->publish_locked();
+            o->count_delivered_locked(1);
+            ++delivered;
+            continue;
+          }
           const std::uint32_t slot = r->forward_slot_locked(up.get());
           // The lend record goes first: by the time the receiver can
           // return the view, its owner can see who holds it.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <new>
 #include <unistd.h>
 
 #include "fbuf/base/readiness.h"
@@ -123,6 +124,19 @@ std::uint32_t LocalOutlet::outstanding_locked() const noexcept {
   const std::uint64_t tail = out.tail();
   const auto queued = head <= tail ? static_cast<std::uint32_t>(tail - head) : 0u;
   return queued + ch_->held.load(std::memory_order_relaxed);  // relaxed: see LocalChannel::held
+}
+
+bool LocalOutlet::write_forward_locked(View view, const Descriptor& d, Clock::time_point now) noexcept {
+  {
+    std::lock_guard lock(ch_->forward_mu);
+    try {
+      ch_->forwarded.push_back(std::move(view));
+    } catch (const std::bad_alloc&) {
+      return false;  // `view` goes back as it is dropped
+    }
+  }
+  write_locked(d, now);
+  return true;
 }
 
 void LocalOutlet::cut_off_locked() noexcept {

@@ -162,6 +162,12 @@ class LocalOutlet final : public Outlet {
   ipc::ChannelHeader* header() const noexcept override { return ch_->memory.header(); }
   void snapshot_locked(ipc::MonitorReceiver& r) const noexcept override;
 
+  // The path: writes a descriptor for `view` (a View of another process's
+  // pool sharing the forwarding stage's reference), which the receiver
+  // takes as it is. `d.pool` must be LocalChannel::kForwardedLocal. Call
+  // out.reserve() first. False (nothing written) out of memory.
+  bool write_forward_locked(View view, const Descriptor& d, Clock::time_point now) noexcept;
+
  private:
   std::shared_ptr<LocalChannel> ch_;
   bool cut_ = false;

@@ -134,6 +134,50 @@ TEST(Path, AStageFansOutToSeveralSendersAndReceivers) {
   EXPECT_EQ(check_all_buffers_return(pool, 30s), "");
 }
 
+// A stage forwards each view in one send to a receiver in another process
+// and to receivers of its own (connect_local(), threads): they share the
+// stage's reference to the owner's buffer and read the same mapping. The
+// local receivers keep their first views to the end of the stream while
+// the owner cycles its 16 buffers 125 times: those bytes must not change,
+// and every buffer must be free once they are dropped.
+void forward_to_local(const char* tag, const std::string& remote_receivers, int local) {
+  constexpr std::uint64_t kFrames = 2000;
+  constexpr int kKeep = 4;
+  const std::string a = unique_service(std::string(tag) + "-a");
+  const std::string b = unique_service(std::string(tag) + "-b");
+  const std::string name = pool_name(tag);
+  Pool pool(PoolOptions{.name = name, .classes = {{65536, 16}}, .policy = Policy::kReadOnly});
+  std::optional<Sender> sender;
+  sender.emplace(pool, a);
+  Child m(FBUF_PATH_PEER, {"forward", "--from", a, "--to", b, "--receivers", remote_receivers, "--local",
+                           std::to_string(local), "--keep", std::to_string(kKeep), "--pool", name});
+  std::optional<Child> s;
+  if (remote_receivers != "0") s.emplace(FBUF_PATH_PEER, std::vector<std::string>{"sink", "--service", b, "--pool", name});
+  ASSERT_TRUE(sender->wait_for_receivers(1, 20s)) << m.output();
+  ASSERT_TRUE(m.wait_for_output("forwarding", 20s)) << m.output() << (s ? s->output() : "");
+  std::vector<Child*> peers{&m};
+  if (s) peers.push_back(&*s);
+  const std::uint64_t checksum = send_frames(*sender, kFrames, peers);
+  sender.reset();
+  expect_exit_ok(m);
+  if (s) {
+    expect_exit_ok(*s);
+    expect_sink(*s, kFrames, checksum);
+  }
+  const std::string out = m.output();
+  const std::string line = "local frames=" + std::to_string(kFrames) + " in_pool=" + std::to_string(kFrames) +
+                           " checksum=" + hex(checksum) + " kept_ok=" + std::to_string(kKeep);
+  std::size_t found = 0;
+  for (auto at = out.find(line); at != std::string::npos; at = out.find(line, at + 1)) ++found;
+  EXPECT_EQ(found, static_cast<std::size_t>(local)) << out;
+  EXPECT_EQ(check_all_buffers_return(pool, 30s), "");
+  EXPECT_EQ(pool.stats().rejected_returns, 0u);
+}
+
+TEST(Path, AStageForwardsToItsOwnThreads) { forward_to_local("local", "0", 2); }
+
+TEST(Path, OneForwardReachesAThreadOfTheStageAndAnotherProcess) { forward_to_local("mixed", "1", 1); }
+
 TEST(Path, ACStageForwardsWithUfForward) {
   constexpr std::uint64_t kFrames = 500;
   const std::string a = unique_service("c-a"), b = unique_service("c-b");

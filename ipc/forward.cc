@@ -188,17 +188,17 @@ std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds
             // A receiver in this process: a View sharing this stage's
             // reference (the owner sees one holder, this process, until
             // the last of them is released); it reads the same mapping.
-            View shared = ViewAccess::share(view);
-            if (!shared || !static_cast<LocalOutlet*>(o.get())->write_forward_locked(
-                               std::move(shared),
-                               Descriptor{LocalChannel::kForwardedLocal, index, generation, *offset,
-                                          static_cast<std::uint32_t>(view.size()), 0, sequence_++},
-                               Clock::now())) {
+            auto* l = static_cast<LocalOutlet*>(o.get());
+            View shared = ViewAccess::share(view, view.data(), view.size());
+            if (!shared || !l->park_locked(std::span<View>(&shared, 1))) {
               last = std::make_error_code(std::errc::not_enough_memory);
               o->count_dropped_locked(1);
               ++counters_.dropped;
               continue;
             }
+            l->write_locked(Descriptor{LocalChannel::kForwardedLocal, index, generation, *offset,
+                                       static_cast<std::uint32_t>(view.size()), 0, sequence_++},
+                            Clock::now());
             o->publish_locked();
             o->count_delivered_locked(1);
             ++delivered;
@@ -303,9 +303,11 @@ std::error_code SenderCore::send_forwarded(Message& message, std::chrono::nanose
       if (outlets_.empty()) return Errc::kNoReceivers;
       bool missing = false;
       for (auto& o : outlets_) {
+        // A receiver in this process needs no announcement (it shares the
+        // views this stage holds).
         auto* r = dynamic_cast<RemoteOutlet*>(o.get());
-        if (r == nullptr) return Errc::kInvalidArgument;
-        for (std::size_t u = 0; u < up_count; ++u)
+        if (r != nullptr)
+          for (std::size_t u = 0; u < up_count; ++u)
           if (r->forward_slot_locked(ups[u].get()) == 0) missing = true;
         RingStatus st = o->out.reserve(static_cast<std::uint32_t>(n));
         if (st == RingStatus::kCorrupt) {
@@ -327,7 +329,8 @@ std::error_code SenderCore::send_forwarded(Message& message, std::chrono::nanose
         // counted at their owner until that receiver's holder goes
         // (docs/design.md, "Messages with forwarded slices").
         for (auto& o : outlets_) {
-          auto* r = static_cast<RemoteOutlet*>(o.get());
+          auto* r = dynamic_cast<RemoteOutlet*>(o.get());
+          if (r == nullptr) continue;
           for (std::size_t i = 0; i < n; ++i) {
             const Part& p = parts[i];
             if (!p.up) continue;
@@ -336,22 +339,56 @@ std::error_code SenderCore::send_forwarded(Message& message, std::chrono::nanose
               return timeout.count() <= 0 ? make_error_code(Errc::kWouldBlock) : ec;
           }
         }
+        // A receiver in this process gets, for each forwarded slice, a View
+        // of its range sharing this stage's reference, parked before any
+        // descriptor is written; all or nothing.
+        std::size_t forwarded = 0;
+        for (std::size_t i = 0; i < n; ++i) forwarded += parts[i].up ? 1 : 0;
+        auto unpark = [&](std::size_t upto) {
+          for (std::size_t k = 0; k < upto; ++k)
+            if (auto* l = dynamic_cast<LocalOutlet*>(outlets_[k].get()); l != nullptr) l->unpark_locked(forwarded);
+        };
+        if (forwarded != 0) {
+          for (std::size_t k = 0; k < outlets_.size(); ++k) {
+            auto* l = dynamic_cast<LocalOutlet*>(outlets_[k].get());
+            if (l == nullptr) continue;
+            View shares[Message::kMaxSlices];
+            std::size_t m = 0;
+            for (std::size_t i = 0; i < n; ++i) {
+              if (!parts[i].up) continue;
+              shares[m] = ViewAccess::share(in[i].holder->view, in[i].data, in[i].length);
+              if (!shares[m++]) break;
+            }
+            if (m != forwarded || !shares[m - 1] || !l->park_locked(std::span<View>(shares, m))) {
+              unpark(k);
+              return std::make_error_code(std::errc::not_enough_memory);
+            }
+          }
+        }
         // This pool's slices: the sender's write access ends before any
         // receiver can see them.
-        if (std::error_code ec = pool_->guard_locked(std::span<const std::uint32_t>(own_indices, owned)); ec)
+        if (std::error_code ec = pool_->guard_locked(std::span<const std::uint32_t>(own_indices, owned)); ec) {
+          unpark(outlets_.size());
           return ec;
+        }
         const auto now = Clock::now();
         for (std::size_t i = 0, b = 0; i < n; ++i) {
           const Part& p = parts[i];
           const std::uint32_t flags = i + 1 < n ? kMoreFollows : 0;
           const std::uint64_t sequence = sequence_++;
           for (auto& o : outlets_) {
-            auto* r = static_cast<RemoteOutlet*>(o.get());
-            if (p.up) {
+            auto* r = dynamic_cast<RemoteOutlet*>(o.get());
+            if (!p.up) {
+              o->write_locked(describe_locked(own[b], flags, sequence, *o), now);
+            } else if (r != nullptr) {
               r->write_forward_locked(Descriptor{r->forward_slot_locked(p.up.get()), p.index, p.generation, p.offset,
                                                  p.length, flags, sequence});
             } else {
-              r->write_locked(describe_locked(own[b], flags, sequence, *r), now);
+              // The parked view is taken for it; the index names the
+              // slice, unique within the message as a receiver checks.
+              o->write_locked(Descriptor{LocalChannel::kForwardedLocal, static_cast<std::uint32_t>(i), p.generation,
+                                         p.offset, p.length, flags, sequence},
+                              now);
             }
           }
           if (!p.up) ++b;

@@ -126,17 +126,30 @@ std::uint32_t LocalOutlet::outstanding_locked() const noexcept {
   return queued + ch_->held.load(std::memory_order_relaxed);  // relaxed: see LocalChannel::held
 }
 
-bool LocalOutlet::write_forward_locked(View view, const Descriptor& d, Clock::time_point now) noexcept {
-  {
-    std::lock_guard lock(ch_->forward_mu);
-    try {
-      ch_->forwarded.push_back(std::move(view));
-    } catch (const std::bad_alloc&) {
-      return false;  // `view` goes back as it is dropped
+bool LocalOutlet::park_locked(std::span<View> views) noexcept {
+  std::lock_guard lock(ch_->forward_mu);
+  std::size_t parked = 0;
+  try {
+    for (View& v : views) {
+      ch_->forwarded.push_back(std::move(v));
+      ++parked;
     }
+  } catch (const std::bad_alloc&) {
+    // The receiver takes only views whose descriptors were published:
+    // the last `parked` are these.
+    for (std::size_t i = parked; i-- > 0;) {
+      views[i] = std::move(ch_->forwarded.back());
+      ch_->forwarded.pop_back();
+    }
+    return false;
   }
-  write_locked(d, now);
   return true;
+}
+
+void LocalOutlet::unpark_locked(std::size_t n) noexcept {
+  // Each share dropped here takes only its owner's count lock.
+  std::lock_guard lock(ch_->forward_mu);
+  for (; n != 0 && !ch_->forwarded.empty(); --n) ch_->forwarded.pop_back();
 }
 
 void LocalOutlet::cut_off_locked() noexcept {

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "fbuf/base/deadline.h"
@@ -162,11 +163,15 @@ class LocalOutlet final : public Outlet {
   ipc::ChannelHeader* header() const noexcept override { return ch_->memory.header(); }
   void snapshot_locked(ipc::MonitorReceiver& r) const noexcept override;
 
-  // The path: writes a descriptor for `view` (a View of another process's
-  // pool sharing the forwarding stage's reference), which the receiver
-  // takes as it is. `d.pool` must be LocalChannel::kForwardedLocal. Call
-  // out.reserve() first. False (nothing written) out of memory.
-  bool write_forward_locked(View view, const Descriptor& d, Clock::time_point now) noexcept;
+  // The path: parks `views` (Views of another process's pool, each
+  // sharing the forwarding stage's reference) for the receiver, in order;
+  // each is taken, as it is, for the next descriptor written with `pool`
+  // LocalChannel::kForwardedLocal. All or nothing: false (none parked, the
+  // views left to the caller) out of memory.
+  bool park_locked(std::span<View> views) noexcept;
+  // Takes back the last `n` views parked (their descriptors were never
+  // written).
+  void unpark_locked(std::size_t n) noexcept;
 
  private:
   std::shared_ptr<LocalChannel> ch_;

@@ -94,11 +94,11 @@ struct ViewAccess {
   // What a forwarding send needs of a View it is handed.
   static ViewOwner* owner(const View& v) noexcept { return v.owner_.get(); }
   static std::uint32_t generation(const View& v) noexcept { return v.generation_; }
-  // Another View of the same bytes sharing `v`'s reference
-  // (ViewOwner::share); empty if its owner cannot share.
-  static View share(const View& v) noexcept {
+  // Another View of `size` bytes at `data` (within `v`) sharing `v`'s
+  // reference (ViewOwner::share); empty if its owner cannot share.
+  static View share(const View& v, const std::byte* data, std::size_t size) noexcept {
     if (!v.owner_ || !v.owner_->share(v.pool_, v.index_, v.generation_)) return View();
-    return make(v.owner_, v.data_, v.size_, v.pool_, v.index_, v.generation_);
+    return make(v.owner_, data, size, v.pool_, v.index_, v.generation_);
   }
 };
 

@@ -168,49 +168,72 @@ int source(const Args& args) {
   return 0;
 }
 
-// A receiver in the stage's own process (--local): takes every view the
-// stage forwards to it, checks each frame and that its bytes lie in this
-// process's mapping of the owner's pool, and keeps the first `keep` views
-// until its stream ends: they share the stage's reference, so the owner
-// must not reuse them after the stage dropped its own views.
+// A receiver in the stage's own process (--local): takes every view (or,
+// with --header, every message of a header and a frame) the stage forwards
+// to it, checks each frame and that its bytes lie in this process's
+// mapping of the owner's pool, and keeps the first `keep` until its stream
+// ends: they share the stage's reference, so the owner must not reuse
+// their buffers after the stage dropped its own views.
 struct LocalSink {
   std::uint64_t frames = 0, in_pool = 0, checksum = TF_FNV_OFFSET;
   std::size_t kept_ok = 0;
   std::string error;
 
-  void run(fbuf::Receiver rx, const std::string& pool, std::size_t keep) {
-    std::vector<fbuf::View> kept;
+  void run(fbuf::Receiver rx, const std::string& pool, std::size_t keep, bool messages) {
+    std::vector<fbuf::Message> kept;
     for (;;) {
-      fbuf::Result<fbuf::View> v = rx.receive(30s);
-      if (!v) {
-        if (v.error() != fbuf::make_error_code(fbuf::Errc::kPeerGone)) error = "receive: " + v.error().message();
+      // A View received is kept as a message of one slice.
+      fbuf::Message m;
+      std::error_code ec;
+      if (messages) {
+        fbuf::Result<fbuf::Message> r = rx.receive_message(30s);
+        if (r) m = std::move(*r);
+        ec = r ? std::error_code() : r.error();
+      } else {
+        fbuf::Result<fbuf::View> r = rx.receive(30s);
+        if (r && m.append(std::move(*r))) ec = fbuf::make_error_code(fbuf::Errc::kInvalidArgument);
+        if (!r) ec = r.error();
+      }
+      if (ec) {
+        if (ec != fbuf::make_error_code(fbuf::Errc::kPeerGone)) error = "receive: " + ec.message();
         break;
       }
-      tf_header h;
-      const int status = tf_check(reinterpret_cast<const unsigned char*>(v->data()), v->size(), frames, &h);
-      if (status != TF_OK) {
-        error = "frame " + std::to_string(frames) + ": " + tf_status_text(status);
+      if (const std::string bad = check(m, frames); !bad.empty()) {
+        error = bad;
         break;
       }
-      const auto at = reinterpret_cast<std::uintptr_t>(v->data());
+      const std::span<const std::byte> frame = m.slice(m.slice_count() - 1);
+      const auto at = reinterpret_cast<std::uintptr_t>(frame.data());
       for (const auto& [lo, hi] : pool_mappings(pool))
-        if (at >= lo && at + v->size() <= hi) {
+        if (at >= lo && at + frame.size() <= hi) {
           ++in_pool;
           break;
         }
+      tf_header h;
+      tf_check(reinterpret_cast<const unsigned char*>(frame.data()), frame.size(), frames, &h);
       checksum = tf_stream_add(checksum, h.checksum);
       ++frames;
-      if (kept.size() < keep) kept.push_back(std::move(*v));
+      if (kept.size() < keep) kept.push_back(std::move(m));
     }
     for (std::size_t seq = 0; seq < kept.size(); ++seq) {
-      tf_header h;
-      const int status = tf_check(reinterpret_cast<const unsigned char*>(kept[seq].data()), kept[seq].size(), seq, &h);
-      if (status != TF_OK) {
-        if (error.empty()) error = "kept frame " + std::to_string(seq) + " changed: " + tf_status_text(status);
+      if (const std::string bad = check(kept[seq], seq); !bad.empty()) {
+        if (error.empty()) error = "kept " + bad + " (changed)";
         return;
       }
       ++kept_ok;
     }
+  }
+
+  // Empty if `m` is frame `seq` (behind the stage's header if it has two
+  // slices).
+  static std::string check(const fbuf::Message& m, std::uint64_t seq) {
+    const std::span<const std::byte> frame = m.slice(m.slice_count() - 1);
+    if (m.slice_count() > 2 || (m.slice_count() == 2 && !stage_header_ok(m.slice(0), seq, frame.size())))
+      return "message " + std::to_string(seq) + ": a bad header";
+    tf_header h;
+    const int status = tf_check(reinterpret_cast<const unsigned char*>(frame.data()), frame.size(), seq, &h);
+    if (status != TF_OK) return "frame " + std::to_string(seq) + ": " + tf_status_text(status);
+    return {};
   }
 };
 
@@ -234,7 +257,7 @@ int forward(const Args& args) {
   std::vector<std::thread> local_threads;
   for (std::size_t i = 0; i < local; ++i)
     local_threads.emplace_back([&, i, rx = senders[0].connect_local()]() mutable {
-      local_sinks[i].run(std::move(rx), args.get("pool"), keep);
+      local_sinks[i].run(std::move(rx), args.get("pool"), keep, header);
     });
   fbuf::Receiver rx = fbuf::Receiver::connect(args.get("from"), fbuf::ReceiverOptions{.connect_timeout = 20s});
   for (std::size_t k = 0; k < senders.size(); ++k)

@@ -74,7 +74,7 @@ void register_errors(py::module_& m) {
        "receive() found a message of several slices next (an aggregate); the C++ and C APIs "
        "receive it whole, this binding does not yet."},
       {Errc::kUnsupported, "Unsupported", nullptr,
-       "Not supported yet: sending a received View on requires forwarding."},
+       "Not supported: a View of this process's own pool cannot be sent on."},
   };
   for (const ExceptionSpec& s : specs) {
     py::tuple bases = s.also != nullptr ? py::make_tuple(py::handle(g_error), py::handle(s.also))

@@ -144,8 +144,13 @@ std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds
   ViewOwner* owner = ViewAccess::owner(view);
   if (owner == nullptr) return Errc::kInvalidArgument;
   std::shared_ptr<Upstream> up = owner->upstream();
-  // A view of a pool of this process: not forwardable (docs/api.md).
-  if (!up) return Errc::kInvalidArgument;
+  if (!up) {
+    // A view of this Sender's own pool (from a connect_local() of another
+    // Sender of it) is sent on as the pool's own buffer once more; of
+    // another pool of this process: not forwardable (docs/api.md).
+    if (owner->local_pool() != pool_.get()) return Errc::kInvalidArgument;
+    return send_own_view(view, timeout);
+  }
   const std::uint32_t index = view.index(), generation = ViewAccess::generation(view);
   std::optional<std::uint32_t> offset = up->offset_in_buffer(index, view.data(), view.size());
   if (!offset) return Errc::kInvalidArgument;
@@ -226,6 +231,72 @@ std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds
       }
     }
     if (!blocked) continue;  // a receiver connected meanwhile: announce to it
+    if (timeout.count() <= 0) return Errc::kWouldBlock;
+    const auto left = time_left(deadline, sleep_slice(kMaxSleep));
+    if (left.count() == 0) return Errc::kTimedOut;
+    RingIndices* idx = blocked->out.indices();
+    sleep_until(idx->producer_waiters, idx->space_seq, left, [&] {
+      std::lock_guard lock(pool_->mutex());
+      return !blocked->usable_locked() || blocked->out.reserve(1) != RingStatus::kFull;
+    });
+  }
+}
+
+std::error_code SenderCore::send_own_view(const View& view, std::chrono::nanoseconds timeout) noexcept {
+  const std::uint32_t index = view.index(), generation = ViewAccess::generation(view);
+  if (index >= pool_->buffer_count()) return Errc::kInvalidArgument;
+  const std::byte* start = pool_->reader_base() + pool_->buffer_offset(index);
+  if (view.data() < start || view.size() > pool_->buffer_capacity(index) ||
+      static_cast<std::size_t>(view.data() - start) > pool_->buffer_capacity(index) - view.size())
+    return Errc::kInvalidArgument;
+  const auto offset = static_cast<std::uint32_t>(view.data() - start);
+  const auto deadline = deadline_after(timeout);
+  for (;;) {
+    std::shared_ptr<Outlet> blocked;
+    {
+      std::lock_guard lock(pool_->mutex());
+      if (closed_) return Errc::kClosed;
+      prune_locked();
+      if (outlets_.empty()) return Errc::kNoReceivers;
+      for (auto& o : outlets_) {
+        // A receiver in another process holds each buffer once per
+        // generation (its LentSet): one that holds this one already (this
+        // Sender sent it to it) cannot be lent it again.
+        if (auto* r = dynamic_cast<RemoteOutlet*>(o.get()); r && r->inlet()->holds_locked(index, generation)) {
+          r->collect_returns_locked();  // it may have returned it already
+          if (r->inlet()->holds_locked(index, generation)) return Errc::kInvalidArgument;
+        }
+        RingStatus st = o->out.reserve(1);
+        if (st == RingStatus::kCorrupt) {
+          o->cut_off_locked();
+          ++counters_.receivers_lost;
+        } else if (st == RingStatus::kFull && !blocked) {
+          blocked = o;
+        }
+      }
+      if (!blocked) {
+        prune_locked();
+        if (outlets_.empty()) return Errc::kNoReceivers;
+        // Each receiver is one more holder of the buffer, counted by the
+        // pool as for any send; a remote one in its own inlet's LentSet
+        // (write_locked), which its hang-up reclaims. The caller's view
+        // holds a reference, so the buffer is in flight at `generation`.
+        const auto now = Clock::now();
+        const std::uint64_t sequence = sequence_++;
+        std::uint64_t delivered = 0;
+        for (auto& o : outlets_) {
+          if (!pool_->add_ref_locked(index, generation)) return Errc::kInvalidArgument;
+          o->write_locked(Descriptor{0, index, generation, offset, static_cast<std::uint32_t>(view.size()), 0, sequence},
+                          now);
+          o->publish_locked();
+          o->count_delivered_locked(1);
+          ++delivered;
+        }
+        ++counters_.sent;
+        counters_.delivered += delivered;
+        return {};
+      }
+    }
     if (timeout.count() <= 0) return Errc::kWouldBlock;
     const auto left = time_left(deadline, sleep_slice(kMaxSleep));
     if (left.count() == 0) return Errc::kTimedOut;

@@ -311,6 +311,7 @@ class LocalReceiver final : public ReceiverCore {
       if (channel_->count_held) channel_->held.fetch_sub(1, std::memory_order_relaxed);  // relaxed: see LocalChannel::held
       pool_->release_ref(index, generation);
     }
+    PoolCore* local_pool() noexcept override { return pool_.get(); }
 
    private:
     std::shared_ptr<PoolCore> pool_;

@@ -17,6 +17,7 @@ namespace fbuf::detail {
 // A pool of another process whose views this process may forward (ipc/,
 // docs/design.md "The path"); only named here.
 class Upstream;
+class PoolCore;
 
 class ViewOwner {
  public:
@@ -25,6 +26,9 @@ class ViewOwner {
   // The pool these views may be forwarded from; none for views of a pool
   // of this process.
   virtual std::shared_ptr<Upstream> upstream() noexcept { return {}; }
+  // The pool of this process these views are of (a receiver of
+  // connect_local()); nullptr for views of another process's pool.
+  virtual PoolCore* local_pool() noexcept { return nullptr; }
   // Makes one more View of (pool, index, generation), which a View of this
   // owner holds, share that View's reference: the reference goes back only
   // when the last of them is released. False if this owner cannot (views

@@ -286,8 +286,8 @@ std::error_code SenderCore::send_own_view(const View& view, std::chrono::nanosec
         std::uint64_t delivered = 0;
         for (auto& o : outlets_) {
           if (!pool_->add_ref_locked(index, generation)) return Errc::kInvalidArgument;
-          o->write_locked(Descriptor{0, index, generation, offset, static_cast<std::uint32_t>(view.size()), 0, sequence},
-                          now);
+          const auto length = static_cast<std::uint32_t>(view.size());
+          o->write_locked(Descriptor{0, index, generation, offset, length, 0, sequence}, now);
           o->publish_locked();
           o->count_delivered_locked(1);
           ++delivered;
@@ -377,8 +377,7 @@ std::error_code SenderCore::send_forwarded(Message& message, std::chrono::nanose
         // A receiver in this process needs no announcement (it shares the
         // views this stage holds).
         auto* r = dynamic_cast<RemoteOutlet*>(o.get());
-        if (r != nullptr)
-          for (std::size_t u = 0; u < up_count; ++u)
+        for (std::size_t u = 0; r != nullptr && u < up_count; ++u)
           if (r->forward_slot_locked(ups[u].get()) == 0) missing = true;
         RingStatus st = o->out.reserve(static_cast<std::uint32_t>(n));
         if (st == RingStatus::kCorrupt) {

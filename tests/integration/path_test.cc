@@ -153,7 +153,8 @@ void forward_to_local(const char* tag, const std::string& remote_receivers, int 
   Child m(FBUF_PATH_PEER, {"forward", "--from", a, "--to", b, "--receivers", remote_receivers, "--local",
                            std::to_string(local), "--keep", std::to_string(kKeep), "--pool", name});
   std::optional<Child> s;
-  if (remote_receivers != "0") s.emplace(FBUF_PATH_PEER, std::vector<std::string>{"sink", "--service", b, "--pool", name});
+  if (remote_receivers != "0")
+    s.emplace(FBUF_PATH_PEER, std::vector<std::string>{"sink", "--service", b, "--pool", name});
   ASSERT_TRUE(sender->wait_for_receivers(1, 20s)) << m.output();
   ASSERT_TRUE(m.wait_for_output("forwarding", 20s)) << m.output() << (s ? s->output() : "");
   std::vector<Child*> peers{&m};

@@ -13,9 +13,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
 
 #include "fbuf/base/fd.h"
+#include "fbuf/buffer.h"
 #include "ipc/layout.h"
 
 namespace fbuf::detail {
@@ -77,6 +80,15 @@ struct LocalChannel {
   // thread two atomic operations per view. Set before the channel is
   // shared, never changed.
   bool count_held = false;
+  // The path (docs/design.md, "The path"): views forwarded to this
+  // receiver, each sharing the forwarding stage's reference to a buffer of
+  // another process's pool, in the order of their descriptors in the ring
+  // (whose `pool` is kForwardedLocal). The Sender appends before it
+  // publishes; the receiver takes the front for each such descriptor it
+  // takes, or drops them all when it closes.
+  static constexpr std::uint32_t kForwardedLocal = 1;
+  std::mutex forward_mu;
+  std::deque<View> forwarded;  // guarded by forward_mu
 };
 
 }  // namespace fbuf::detail

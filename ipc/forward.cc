@@ -144,8 +144,13 @@ std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds
   ViewOwner* owner = ViewAccess::owner(view);
   if (owner == nullptr) return Errc::kInvalidArgument;
   std::shared_ptr<Upstream> up = owner->upstream();
-  // A view of a pool of this process: not forwardable (docs/api.md).
-  if (!up) return Errc::kInvalidArgument;
+  if (!up) {
+    // A view of this Sender's own pool (from a connect_local() of another
+    // Sender of it) is sent on as the pool's own buffer once more; of
+    // another pool of this process: not forwardable (docs/api.md).
+    if (owner->local_pool() != pool_.get()) return Errc::kInvalidArgument;
+    return send_own_view(view, timeout);
+  }
   const std::uint32_t index = view.index(), generation = ViewAccess::generation(view);
   std::optional<std::uint32_t> offset = up->offset_in_buffer(index, view.data(), view.size());
   if (!offset) return Errc::kInvalidArgument;
@@ -166,10 +171,10 @@ std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds
       if (outlets_.empty()) return Errc::kNoReceivers;
       bool missing = false;
       for (auto& o : outlets_) {
+        // A receiver in this process needs no announcement: it shares the
+        // view this stage holds.
         auto* r = dynamic_cast<RemoteOutlet*>(o.get());
-        // Receivers in this process cannot take forwarded views yet.
-        if (r == nullptr) return Errc::kInvalidArgument;
-        if (r->forward_slot_locked(up.get()) == 0) missing = true;
+        if (r != nullptr && r->forward_slot_locked(up.get()) == 0) missing = true;
         RingStatus st = o->out.reserve(1);
         if (st == RingStatus::kCorrupt) {
           o->cut_off_locked();
@@ -183,7 +188,27 @@ std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds
         std::uint64_t delivered = 0;
         std::error_code last;
         for (auto& o : outlets_) {
-          auto* r = static_cast<RemoteOutlet*>(o.get());
+          auto* r = dynamic_cast<RemoteOutlet*>(o.get());
+          if (r == nullptr) {
+            // A receiver in this process: a View sharing this stage's
+            // reference (the owner sees one holder, this process, until
+            // the last of them is released); it reads the same mapping.
+            auto* l = static_cast<LocalOutlet*>(o.get());
+            View shared = ViewAccess::share(view, view.data(), view.size());
+            if (!shared || !l->park_locked(std::span<View>(&shared, 1))) {
+              last = std::make_error_code(std::errc::not_enough_memory);
+              o->count_dropped_locked(1);
+              ++counters_.dropped;
+              continue;
+            }
+            l->write_locked(Descriptor{LocalChannel::kForwardedLocal, index, generation, *offset,
+                                       static_cast<std::uint32_t>(view.size()), 0, sequence_++},
+                            Clock::now());
+            o->publish_locked();
+            o->count_delivered_locked(1);
+            ++delivered;
+            continue;
+          }
           const std::uint32_t slot = r->forward_slot_locked(up.get());
           // The lend record goes first: by the time the receiver can
           // return the view, its owner can see who holds it.
@@ -206,6 +231,72 @@ std::error_code SenderCore::send_view(const View& view, std::chrono::nanoseconds
       }
     }
     if (!blocked) continue;  // a receiver connected meanwhile: announce to it
+    if (timeout.count() <= 0) return Errc::kWouldBlock;
+    const auto left = time_left(deadline, sleep_slice(kMaxSleep));
+    if (left.count() == 0) return Errc::kTimedOut;
+    RingIndices* idx = blocked->out.indices();
+    sleep_until(idx->producer_waiters, idx->space_seq, left, [&] {
+      std::lock_guard lock(pool_->mutex());
+      return !blocked->usable_locked() || blocked->out.reserve(1) != RingStatus::kFull;
+    });
+  }
+}
+
+std::error_code SenderCore::send_own_view(const View& view, std::chrono::nanoseconds timeout) noexcept {
+  const std::uint32_t index = view.index(), generation = ViewAccess::generation(view);
+  if (index >= pool_->buffer_count()) return Errc::kInvalidArgument;
+  const std::byte* start = pool_->reader_base() + pool_->buffer_offset(index);
+  if (view.data() < start || view.size() > pool_->buffer_capacity(index) ||
+      static_cast<std::size_t>(view.data() - start) > pool_->buffer_capacity(index) - view.size())
+    return Errc::kInvalidArgument;
+  const auto offset = static_cast<std::uint32_t>(view.data() - start);
+  const auto deadline = deadline_after(timeout);
+  for (;;) {
+    std::shared_ptr<Outlet> blocked;
+    {
+      std::lock_guard lock(pool_->mutex());
+      if (closed_) return Errc::kClosed;
+      prune_locked();
+      if (outlets_.empty()) return Errc::kNoReceivers;
+      for (auto& o : outlets_) {
+        // A receiver in another process holds each buffer once per
+        // generation (its LentSet): one that holds this one already (this
+        // Sender sent it to it) cannot be lent it again.
+        if (auto* r = dynamic_cast<RemoteOutlet*>(o.get()); r && r->inlet()->holds_locked(index, generation)) {
+          r->collect_returns_locked();  // it may have returned it already
+          if (r->inlet()->holds_locked(index, generation)) return Errc::kInvalidArgument;
+        }
+        RingStatus st = o->out.reserve(1);
+        if (st == RingStatus::kCorrupt) {
+          o->cut_off_locked();
+          ++counters_.receivers_lost;
+        } else if (st == RingStatus::kFull && !blocked) {
+          blocked = o;
+        }
+      }
+      if (!blocked) {
+        prune_locked();
+        if (outlets_.empty()) return Errc::kNoReceivers;
+        // Each receiver is one more holder of the buffer, counted by the
+        // pool as for any send; a remote one in its own inlet's LentSet
+        // (write_locked), which its hang-up reclaims. The caller's view
+        // holds a reference, so the buffer is in flight at `generation`.
+        const auto now = Clock::now();
+        const std::uint64_t sequence = sequence_++;
+        std::uint64_t delivered = 0;
+        for (auto& o : outlets_) {
+          if (!pool_->add_ref_locked(index, generation)) return Errc::kInvalidArgument;
+          const auto length = static_cast<std::uint32_t>(view.size());
+          o->write_locked(Descriptor{0, index, generation, offset, length, 0, sequence}, now);
+          o->publish_locked();
+          o->count_delivered_locked(1);
+          ++delivered;
+        }
+        ++counters_.sent;
+        counters_.delivered += delivered;
+        return {};
+      }
+    }
     if (timeout.count() <= 0) return Errc::kWouldBlock;
     const auto left = time_left(deadline, sleep_slice(kMaxSleep));
     if (left.count() == 0) return Errc::kTimedOut;
@@ -283,9 +374,10 @@ std::error_code SenderCore::send_forwarded(Message& message, std::chrono::nanose
       if (outlets_.empty()) return Errc::kNoReceivers;
       bool missing = false;
       for (auto& o : outlets_) {
+        // A receiver in this process needs no announcement (it shares the
+        // views this stage holds).
         auto* r = dynamic_cast<RemoteOutlet*>(o.get());
-        if (r == nullptr) return Errc::kInvalidArgument;
-        for (std::size_t u = 0; u < up_count; ++u)
+        for (std::size_t u = 0; r != nullptr && u < up_count; ++u)
           if (r->forward_slot_locked(ups[u].get()) == 0) missing = true;
         RingStatus st = o->out.reserve(static_cast<std::uint32_t>(n));
         if (st == RingStatus::kCorrupt) {
@@ -307,7 +399,8 @@ std::error_code SenderCore::send_forwarded(Message& message, std::chrono::nanose
         // counted at their owner until that receiver's holder goes
         // (docs/design.md, "Messages with forwarded slices").
         for (auto& o : outlets_) {
-          auto* r = static_cast<RemoteOutlet*>(o.get());
+          auto* r = dynamic_cast<RemoteOutlet*>(o.get());
+          if (r == nullptr) continue;
           for (std::size_t i = 0; i < n; ++i) {
             const Part& p = parts[i];
             if (!p.up) continue;
@@ -316,22 +409,56 @@ std::error_code SenderCore::send_forwarded(Message& message, std::chrono::nanose
               return timeout.count() <= 0 ? make_error_code(Errc::kWouldBlock) : ec;
           }
         }
+        // A receiver in this process gets, for each forwarded slice, a View
+        // of its range sharing this stage's reference, parked before any
+        // descriptor is written; all or nothing.
+        std::size_t forwarded = 0;
+        for (std::size_t i = 0; i < n; ++i) forwarded += parts[i].up ? 1 : 0;
+        auto unpark = [&](std::size_t upto) {
+          for (std::size_t k = 0; k < upto; ++k)
+            if (auto* l = dynamic_cast<LocalOutlet*>(outlets_[k].get()); l != nullptr) l->unpark_locked(forwarded);
+        };
+        if (forwarded != 0) {
+          for (std::size_t k = 0; k < outlets_.size(); ++k) {
+            auto* l = dynamic_cast<LocalOutlet*>(outlets_[k].get());
+            if (l == nullptr) continue;
+            View shares[Message::kMaxSlices];
+            std::size_t m = 0;
+            for (std::size_t i = 0; i < n; ++i) {
+              if (!parts[i].up) continue;
+              shares[m] = ViewAccess::share(in[i].holder->view, in[i].data, in[i].length);
+              if (!shares[m++]) break;
+            }
+            if (m != forwarded || !shares[m - 1] || !l->park_locked(std::span<View>(shares, m))) {
+              unpark(k);
+              return std::make_error_code(std::errc::not_enough_memory);
+            }
+          }
+        }
         // This pool's slices: the sender's write access ends before any
         // receiver can see them.
-        if (std::error_code ec = pool_->guard_locked(std::span<const std::uint32_t>(own_indices, owned)); ec)
+        if (std::error_code ec = pool_->guard_locked(std::span<const std::uint32_t>(own_indices, owned)); ec) {
+          unpark(outlets_.size());
           return ec;
+        }
         const auto now = Clock::now();
         for (std::size_t i = 0, b = 0; i < n; ++i) {
           const Part& p = parts[i];
           const std::uint32_t flags = i + 1 < n ? kMoreFollows : 0;
           const std::uint64_t sequence = sequence_++;
           for (auto& o : outlets_) {
-            auto* r = static_cast<RemoteOutlet*>(o.get());
-            if (p.up) {
+            auto* r = dynamic_cast<RemoteOutlet*>(o.get());
+            if (!p.up) {
+              o->write_locked(describe_locked(own[b], flags, sequence, *o), now);
+            } else if (r != nullptr) {
               r->write_forward_locked(Descriptor{r->forward_slot_locked(p.up.get()), p.index, p.generation, p.offset,
                                                  p.length, flags, sequence});
             } else {
-              r->write_locked(describe_locked(own[b], flags, sequence, *r), now);
+              // The parked view is taken for it; the index names the
+              // slice, unique within the message as a receiver checks.
+              o->write_locked(Descriptor{LocalChannel::kForwardedLocal, static_cast<std::uint32_t>(i), p.generation,
+                                         p.offset, p.length, flags, sequence},
+                              now);
             }
           }
           if (!p.up) ++b;

@@ -56,7 +56,10 @@ class HeldPool final : public ViewOwner, public Upstream, public std::enable_sha
                             d.pool, d.index, d.generation);
   }
 
-  void release(std::uint32_t /*slot*/, std::uint32_t index, std::uint32_t generation) noexcept override {
+  void release(std::uint32_t slot, std::uint32_t index, std::uint32_t generation) noexcept override {
+    // A View shared with a receiver in this process (forwarded to it) goes
+    // back when the last of them does.
+    if (shares_.take(slot, index, generation)) return;
     bool pushed;
     {
       std::lock_guard lock(return_mu_);
@@ -71,6 +74,10 @@ class HeldPool final : public ViewOwner, public Upstream, public std::enable_sha
 
   std::shared_ptr<Upstream> upstream() noexcept override {
     return std::shared_ptr<Upstream>(shared_from_this(), this);
+  }
+
+  bool share(std::uint32_t slot, std::uint32_t index, std::uint32_t generation) noexcept override {
+    return shares_.add(slot, index, generation);
   }
 
   // --- Upstream: this receiver forwards views of the pool on. ---
@@ -104,6 +111,7 @@ class HeldPool final : public ViewOwner, public Upstream, public std::enable_sha
   ipc::PoolGeometry geometry_;
   std::mutex return_mu_;
   RingProducer returns_;  // guarded by return_mu_
+  SharedRefs shares_;     // views forwarded to receivers of this process
   std::mutex sock_mu_;    // serialises requests on sock_
   UniqueFd sock_;         // the holder socket: the owner watches it for a hang-up
 };

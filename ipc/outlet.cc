@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <new>
 #include <unistd.h>
 
 #include "fbuf/base/readiness.h"
@@ -123,6 +124,32 @@ std::uint32_t LocalOutlet::outstanding_locked() const noexcept {
   const std::uint64_t tail = out.tail();
   const auto queued = head <= tail ? static_cast<std::uint32_t>(tail - head) : 0u;
   return queued + ch_->held.load(std::memory_order_relaxed);  // relaxed: see LocalChannel::held
+}
+
+bool LocalOutlet::park_locked(std::span<View> views) noexcept {
+  std::lock_guard lock(ch_->forward_mu);
+  std::size_t parked = 0;
+  try {
+    for (View& v : views) {
+      ch_->forwarded.push_back(std::move(v));
+      ++parked;
+    }
+  } catch (const std::bad_alloc&) {
+    // The receiver takes only views whose descriptors were published:
+    // the last `parked` are these.
+    for (std::size_t i = parked; i-- > 0;) {
+      views[i] = std::move(ch_->forwarded.back());
+      ch_->forwarded.pop_back();
+    }
+    return false;
+  }
+  return true;
+}
+
+void LocalOutlet::unpark_locked(std::size_t n) noexcept {
+  // Each share dropped here takes only its owner's count lock.
+  std::lock_guard lock(ch_->forward_mu);
+  for (; n != 0 && !ch_->forwarded.empty(); --n) ch_->forwarded.pop_back();
 }
 
 void LocalOutlet::cut_off_locked() noexcept {

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "fbuf/base/deadline.h"
@@ -161,6 +162,16 @@ class LocalOutlet final : public Outlet {
   void close_locked() noexcept override;
   ipc::ChannelHeader* header() const noexcept override { return ch_->memory.header(); }
   void snapshot_locked(ipc::MonitorReceiver& r) const noexcept override;
+
+  // The path: parks `views` (Views of another process's pool, each
+  // sharing the forwarding stage's reference) for the receiver, in order;
+  // each is taken, as it is, for the next descriptor written with `pool`
+  // LocalChannel::kForwardedLocal. All or nothing: false (none parked, the
+  // views left to the caller) out of memory.
+  bool park_locked(std::span<View> views) noexcept;
+  // Takes back the last `n` views parked (their descriptors were never
+  // written).
+  void unpark_locked(std::size_t n) noexcept;
 
  private:
   std::shared_ptr<LocalChannel> ch_;

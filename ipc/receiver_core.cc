@@ -1,6 +1,7 @@
 #include "ipc/receiver_core.h"
 
 #include <algorithm>
+#include <deque>
 #include <mutex>
 
 #include "fbuf/base/deadline.h"
@@ -252,6 +253,7 @@ class LocalReceiver final : public ReceiverCore {
   ~LocalReceiver() override { close(); }
 
   void close() noexcept override {
+    std::deque<View> forwarded;
     {
       std::lock_guard lock(pool_->mutex());
       if (channel_->receiver_gone) return;
@@ -259,8 +261,14 @@ class LocalReceiver final : public ReceiverCore {
       // The sender pushes only with the mutex held and checks
       // receiver_gone first, so what is in the ring now is all there is.
       Descriptor d;
-      while (in_.pop(d) == RingStatus::kOk) pool_->release_ref_locked(d.index, d.generation);
+      while (in_.pop(d) == RingStatus::kOk)
+        if (d.pool == 0) pool_->release_ref_locked(d.index, d.generation);
+      // Forwarded views not taken go back to their owners below, out of
+      // the pool's lock.
+      std::lock_guard forward(channel_->forward_mu);
+      forwarded.swap(channel_->forwarded);
     }
+    forwarded.clear();
     pool_->ring_doorbell_unlocked();
   }
 
@@ -268,6 +276,18 @@ class LocalReceiver final : public ReceiverCore {
   bool peer_closed() noexcept override { return sender_said_closed(); }
 
   Result<View> make_view(const Descriptor& d) noexcept override {
+    if (d.pool == LocalChannel::kForwardedLocal) {
+      // A view forwarded by the Sender (LocalOutlet::write_forward_locked):
+      // the next one it parked, sharing the stage's reference.
+      std::lock_guard lock(channel_->forward_mu);
+      if (channel_->forwarded.empty()) {
+        rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+        return Errc::kBadDescriptor;
+      }
+      View v = std::move(channel_->forwarded.front());
+      channel_->forwarded.pop_front();
+      return v;
+    }
     // The sender is this process's own code, but the checks are cheap.
     if (d.index >= pool_->buffer_count() || d.offset > pool_->buffer_capacity(d.index) ||
         d.length > pool_->buffer_capacity(d.index) - d.offset) {
@@ -291,6 +311,7 @@ class LocalReceiver final : public ReceiverCore {
       if (channel_->count_held) channel_->held.fetch_sub(1, std::memory_order_relaxed);  // relaxed: see LocalChannel::held
       pool_->release_ref(index, generation);
     }
+    PoolCore* local_pool() noexcept override { return pool_.get(); }
 
    private:
     std::shared_ptr<PoolCore> pool_;

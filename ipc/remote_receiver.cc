@@ -103,6 +103,9 @@ class RemoteReceiver final : public ReceiverCore,
   }
 
   void release(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept override {
+    // A View shared with a receiver in this process (forwarded to it) goes
+    // back when the last of them does.
+    if (shares_.take(pool, index, generation)) return;
     bool pushed;
     {
       std::lock_guard lock(return_mu_);
@@ -144,6 +147,10 @@ class RemoteReceiver final : public ReceiverCore,
 
   std::shared_ptr<Upstream> upstream() noexcept override {
     return std::shared_ptr<Upstream>(shared_from_this(), this);
+  }
+
+  bool share(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept override {
+    return shares_.add(pool, index, generation);
   }
 
   // --- Upstream: this receiver's views forwarded on. ---
@@ -237,6 +244,7 @@ class RemoteReceiver final : public ReceiverCore,
 
   std::mutex return_mu_;
   RingProducer returns_;  // guarded by return_mu_
+  SharedRefs shares_;     // views forwarded to receivers of this process
   bool closed_ = false;   // guarded by return_mu_
 
   std::mutex sock_mu_;                  // serialises reads of sock_

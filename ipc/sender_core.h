@@ -73,6 +73,10 @@ class SenderCore {
   // The path (ipc/forward.cc): forwards a view this process holds of
   // another process's pool to every receiver.
   std::error_code send_view(const View& view, std::chrono::nanoseconds timeout) noexcept;
+  // A view of this Sender's own pool, held in this process (a receiver of
+  // another Sender's connect_local()), sent on to every receiver as one
+  // more holder of the buffer (ipc/forward.cc).
+  std::error_code send_own_view(const View& view, std::chrono::nanoseconds timeout) noexcept;
   // The path: a message with View slices (ipc/forward.cc): its Buffer
   // slices sent as by send(Message&), its View slices forwarded as by
   // send_view(), all as one chain, all or nothing.

@@ -6,6 +6,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <new>
+#include <vector>
 
 #include "fbuf/buffer.h"
 
@@ -14,6 +17,7 @@ namespace fbuf::detail {
 // A pool of another process whose views this process may forward (ipc/,
 // docs/design.md "The path"); only named here.
 class Upstream;
+class PoolCore;
 
 class ViewOwner {
  public:
@@ -22,6 +26,60 @@ class ViewOwner {
   // The pool these views may be forwarded from; none for views of a pool
   // of this process.
   virtual std::shared_ptr<Upstream> upstream() noexcept { return {}; }
+  // The pool of this process these views are of (a receiver of
+  // connect_local()); nullptr for views of another process's pool.
+  virtual PoolCore* local_pool() noexcept { return nullptr; }
+  // Makes one more View of (pool, index, generation), which a View of this
+  // owner holds, share that View's reference: the reference goes back only
+  // when the last of them is released. False if this owner cannot (views
+  // of a pool of this process) or out of memory.
+  virtual bool share(std::uint32_t /*pool*/, std::uint32_t /*index*/, std::uint32_t /*generation*/) noexcept {
+    return false;
+  }
+};
+
+// The count of extra Views sharing one reference, for owners that share
+// (ViewOwner::share): release() asks take() first and goes back to the
+// pool's owner only when nothing shares the reference any more. Which of
+// the Views sharing a reference goes last does not matter: they are alike.
+class SharedRefs {
+ public:
+  bool add(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept {
+    std::lock_guard lock(mu_);
+    for (Entry& e : entries_)
+      if (e.pool == pool && e.index == index && e.generation == generation) {
+        ++e.count;
+        return true;
+      }
+    try {
+      entries_.push_back(Entry{pool, index, generation, 1});
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+    return true;
+  }
+  // True if a share of (pool, index, generation) was outstanding: this
+  // release ends that share, not the reference.
+  bool take(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept {
+    std::lock_guard lock(mu_);
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      Entry& e = entries_[i];
+      if (e.pool != pool || e.index != index || e.generation != generation) continue;
+      if (--e.count == 0) {
+        e = entries_.back();
+        entries_.pop_back();
+      }
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  struct Entry {
+    std::uint32_t pool, index, generation, count;
+  };
+  std::mutex mu_;
+  std::vector<Entry> entries_;  // guarded by mu_; as many as views shared at once
 };
 
 // The one way to make a View: only channel implementations do.
@@ -40,6 +98,12 @@ struct ViewAccess {
   // What a forwarding send needs of a View it is handed.
   static ViewOwner* owner(const View& v) noexcept { return v.owner_.get(); }
   static std::uint32_t generation(const View& v) noexcept { return v.generation_; }
+  // Another View of `size` bytes at `data` (within `v`) sharing `v`'s
+  // reference (ViewOwner::share); empty if its owner cannot share.
+  static View share(const View& v, const std::byte* data, std::size_t size) noexcept {
+    if (!v.owner_ || !v.owner_->share(v.pool_, v.index_, v.generation_)) return View();
+    return make(v.owner_, data, size, v.pool_, v.index_, v.generation_);
+  }
 };
 
 }  // namespace fbuf::detail

@@ -176,7 +176,8 @@ uf_error uf_writev(uf_channel* sender, uf_buf* const* bufs, const size_t* lens, 
  * through their own read-only mapping of it. The view stays the caller's
  * (uf_deallocate it as usual); each receiver's hold is counted at the
  * pool's owner. UF_EINVAL for an owned buffer (send it with uf_write) or a
- * view of this process's own pool; as uf_write otherwise. */
+ * view of another pool of this process (a view of `sender`'s own pool is
+ * sent on, each receiver one more holder); as uf_write otherwise. */
 uf_error uf_forward(uf_channel* sender, const uf_buf* view, int64_t timeout_ns);
 uf_error uf_get(uf_channel* receiver, int64_t timeout_ns, uf_buf** out);
 /* Event loops (poll, epoll, ...). uf_channel_fd is a channel end's

@@ -69,6 +69,38 @@ TEST(PathMessage, AHeaderOfTheStageAndAForwardedFrameReachTwoSinksAsOneMessage) 
   EXPECT_EQ(pool.stats().rejected_returns, 0u);
 }
 
+// One send of [header][forwarded frame] reaches a sink in another process
+// and a thread of the stage (connect_local()), which keeps its first two
+// messages while the owner cycles its 8 buffers: their frames share the
+// stage's reference and must not change; every buffer comes back.
+TEST(PathMessage, OneMessageReachesAThreadOfTheStageAndAnotherProcess) {
+  constexpr std::uint64_t kFrames = 300;
+  const std::string a = unique_service("msgl-a"), b = unique_service("msgl-b");
+  const std::string name = pool_name("local");
+  Pool pool(PoolOptions{.name = name, .classes = {{kFrameClass, 8}}, .policy = Policy::kReadOnly});
+  std::optional<Sender> sender;
+  sender.emplace(pool, a);
+  Child m(FBUF_PATH_PEER, {"forward", "--from", a, "--to", b, "--receivers", "1", "--header", "1", "--local", "1",
+                           "--keep", "2", "--pool", name});
+  Child s(FBUF_PATH_PEER, {"sink", "--service", b, "--pool", name, "--messages", "1"});
+  ASSERT_TRUE(sender->wait_for_receivers(1, 20s)) << m.output();
+  ASSERT_TRUE(m.wait_for_output("forwarding", 20s)) << m.output() << s.output();
+  std::uint64_t checksum = TF_FNV_OFFSET;
+  for (std::uint64_t seq = 0; seq < kFrames; ++seq)
+    ASSERT_TRUE(send_frame(*sender, seq, checksum, 20s)) << seq << "\n" << m.output() << s.output();
+  sender.reset();
+  EXPECT_TRUE(m.wait(60s).exited_with(0)) << m.output();
+  EXPECT_TRUE(s.wait(60s).exited_with(0)) << s.output();
+  EXPECT_EQ(field(s.output(), "headers"), std::to_string(kFrames)) << s.output();
+  EXPECT_EQ(field(s.output(), "in_pool"), std::to_string(kFrames)) << s.output();
+  EXPECT_NE(s.output().find("checksum=" + hex(checksum)), std::string::npos) << s.output();
+  const std::string local = "local frames=" + std::to_string(kFrames) + " in_pool=" + std::to_string(kFrames) +
+                            " checksum=" + hex(checksum) + " kept_ok=2";
+  EXPECT_NE(m.output().find(local), std::string::npos) << m.output();
+  EXPECT_EQ(check_all_buffers_return(pool, 30s), "");
+  EXPECT_EQ(pool.stats().rejected_returns, 0u);
+}
+
 TEST(PathMessage, ACStageSendsAHeaderAndAForwardedViewWithUfMsgSend) {
   constexpr std::uint64_t kFrames = 100;
   const std::string a = unique_service("msgc-a"), b = unique_service("msgc-b");

@@ -45,6 +45,7 @@
 #include <fstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -167,6 +168,75 @@ int source(const Args& args) {
   return 0;
 }
 
+// A receiver in the stage's own process (--local): takes every view (or,
+// with --header, every message of a header and a frame) the stage forwards
+// to it, checks each frame and that its bytes lie in this process's
+// mapping of the owner's pool, and keeps the first `keep` until its stream
+// ends: they share the stage's reference, so the owner must not reuse
+// their buffers after the stage dropped its own views.
+struct LocalSink {
+  std::uint64_t frames = 0, in_pool = 0, checksum = TF_FNV_OFFSET;
+  std::size_t kept_ok = 0;
+  std::string error;
+
+  void run(fbuf::Receiver rx, const std::string& pool, std::size_t keep, bool messages) {
+    std::vector<fbuf::Message> kept;
+    for (;;) {
+      // A View received is kept as a message of one slice.
+      fbuf::Message m;
+      std::error_code ec;
+      if (messages) {
+        fbuf::Result<fbuf::Message> r = rx.receive_message(30s);
+        if (r) m = std::move(*r);
+        ec = r ? std::error_code() : r.error();
+      } else {
+        fbuf::Result<fbuf::View> r = rx.receive(30s);
+        if (r && m.append(std::move(*r))) ec = fbuf::make_error_code(fbuf::Errc::kInvalidArgument);
+        if (!r) ec = r.error();
+      }
+      if (ec) {
+        if (ec != fbuf::make_error_code(fbuf::Errc::kPeerGone)) error = "receive: " + ec.message();
+        break;
+      }
+      if (const std::string bad = check(m, frames); !bad.empty()) {
+        error = bad;
+        break;
+      }
+      const std::span<const std::byte> frame = m.slice(m.slice_count() - 1);
+      const auto at = reinterpret_cast<std::uintptr_t>(frame.data());
+      for (const auto& [lo, hi] : pool_mappings(pool))
+        if (at >= lo && at + frame.size() <= hi) {
+          ++in_pool;
+          break;
+        }
+      tf_header h;
+      tf_check(reinterpret_cast<const unsigned char*>(frame.data()), frame.size(), frames, &h);
+      checksum = tf_stream_add(checksum, h.checksum);
+      ++frames;
+      if (kept.size() < keep) kept.push_back(std::move(m));
+    }
+    for (std::size_t seq = 0; seq < kept.size(); ++seq) {
+      if (const std::string bad = check(kept[seq], seq); !bad.empty()) {
+        if (error.empty()) error = "kept " + bad + " (changed)";
+        return;
+      }
+      ++kept_ok;
+    }
+  }
+
+  // Empty if `m` is frame `seq` (behind the stage's header if it has two
+  // slices).
+  static std::string check(const fbuf::Message& m, std::uint64_t seq) {
+    const std::span<const std::byte> frame = m.slice(m.slice_count() - 1);
+    if (m.slice_count() > 2 || (m.slice_count() == 2 && !stage_header_ok(m.slice(0), seq, frame.size())))
+      return "message " + std::to_string(seq) + ": a bad header";
+    tf_header h;
+    const int status = tf_check(reinterpret_cast<const unsigned char*>(frame.data()), frame.size(), seq, &h);
+    if (status != TF_OK) return "frame " + std::to_string(seq) + ": " + tf_status_text(status);
+    return {};
+  }
+};
+
 int forward(const Args& args) {
   const auto count = static_cast<std::uint64_t>(args.number("count", 0));
   const auto receivers = static_cast<std::size_t>(args.number("receivers", 1));
@@ -179,9 +249,20 @@ int forward(const Args& args) {
   for (const std::string& to : args.all("to")) senders.emplace_back(pool, to);
   // A message takes the view: one Sender (fan-out by its receivers).
   if (header && senders.size() != 1) return kUsage;
+  // --local N: N receivers of the first Sender in threads of this process.
+  const auto local = static_cast<std::size_t>(args.number("local", 0));
+  const auto keep = static_cast<std::size_t>(args.number("keep", 0));
+  if (local != 0 && senders.empty()) return kUsage;
+  std::vector<LocalSink> local_sinks(local);
+  std::vector<std::thread> local_threads;
+  for (std::size_t i = 0; i < local; ++i)
+    local_threads.emplace_back([&, i, rx = senders[0].connect_local()]() mutable {
+      local_sinks[i].run(std::move(rx), args.get("pool"), keep, header);
+    });
   fbuf::Receiver rx = fbuf::Receiver::connect(args.get("from"), fbuf::ReceiverOptions{.connect_timeout = 20s});
-  for (auto& s : senders)
-    if (!s.wait_for_receivers(receivers, 30s)) {
+  for (std::size_t k = 0; k < senders.size(); ++k)
+    if (!senders[k].wait_for_receivers(receivers + (k == 0 ? local : 0), 30s)) {
+      auto& s = senders[k];
       std::fprintf(stderr, "error: receivers of %s did not connect\n", s.service().c_str());
       return kFailed;
     }
@@ -219,6 +300,19 @@ int forward(const Args& args) {
     ++n;  // the view goes back to its owner here; the receivers downstream hold their own
   }
   say("forwarded frames=%" PRIu64 "\n", n);
+  if (local != 0) {
+    // The end of the stream reaches the threads; their views outlive it.
+    senders.clear();
+    for (auto& t : local_threads) t.join();
+    for (const LocalSink& l : local_sinks) {
+      if (!l.error.empty()) {
+        std::fprintf(stderr, "error: local receiver: %s\n", l.error.c_str());
+        return kFailed;
+      }
+      say("local frames=%" PRIu64 " in_pool=%" PRIu64 " checksum=%016" PRIx64 " kept_ok=%zu\n", l.frames,
+          l.in_pool, l.checksum, l.kept_ok);
+    }
+  }
   if (args.get("then") == "hang")
     for (;;) ::pause();
   return 0;

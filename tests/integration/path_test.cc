@@ -5,6 +5,7 @@
 // frame's bytes lie in its own mapping of this process's pool (zero copy);
 // at the end every buffer of the pool must be free.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -133,6 +134,98 @@ TEST(Path, AStageFansOutToSeveralSendersAndReceivers) {
   EXPECT_EQ(field(s3.output(), "in_pool"), std::to_string(2 * kFrames)) << s3.output();
   EXPECT_EQ(check_all_buffers_return(pool, 30s), "");
 }
+
+// A stage forwards each view in one send to a receiver in another process
+// and to receivers of its own (connect_local(), threads): they share the
+// stage's reference to the owner's buffer and read the same mapping. The
+// local receivers keep their first views to the end of the stream while
+// the owner cycles its 16 buffers 125 times: those bytes must not change,
+// and every buffer must be free once they are dropped.
+void forward_to_local(const char* tag, const std::string& remote_receivers, int local) {
+  constexpr std::uint64_t kFrames = 2000;
+  constexpr int kKeep = 4;
+  const std::string a = unique_service(std::string(tag) + "-a");
+  const std::string b = unique_service(std::string(tag) + "-b");
+  const std::string name = pool_name(tag);
+  Pool pool(PoolOptions{.name = name, .classes = {{65536, 16}}, .policy = Policy::kReadOnly});
+  std::optional<Sender> sender;
+  sender.emplace(pool, a);
+  Child m(FBUF_PATH_PEER, {"forward", "--from", a, "--to", b, "--receivers", remote_receivers, "--local",
+                           std::to_string(local), "--keep", std::to_string(kKeep), "--pool", name});
+  std::optional<Child> s;
+  if (remote_receivers != "0")
+    s.emplace(FBUF_PATH_PEER, std::vector<std::string>{"sink", "--service", b, "--pool", name});
+  ASSERT_TRUE(sender->wait_for_receivers(1, 20s)) << m.output();
+  ASSERT_TRUE(m.wait_for_output("forwarding", 20s)) << m.output() << (s ? s->output() : "");
+  std::vector<Child*> peers{&m};
+  if (s) peers.push_back(&*s);
+  const std::uint64_t checksum = send_frames(*sender, kFrames, peers);
+  sender.reset();
+  expect_exit_ok(m);
+  if (s) {
+    expect_exit_ok(*s);
+    expect_sink(*s, kFrames, checksum);
+  }
+  const std::string out = m.output();
+  const std::string line = "local frames=" + std::to_string(kFrames) + " in_pool=" + std::to_string(kFrames) +
+                           " checksum=" + hex(checksum) + " kept_ok=" + std::to_string(kKeep);
+  std::size_t found = 0;
+  for (auto at = out.find(line); at != std::string::npos; at = out.find(line, at + 1)) ++found;
+  EXPECT_EQ(found, static_cast<std::size_t>(local)) << out;
+  EXPECT_EQ(check_all_buffers_return(pool, 30s), "");
+  EXPECT_EQ(pool.stats().rejected_returns, 0u);
+}
+
+TEST(Path, AStageForwardsToItsOwnThreads) { forward_to_local("local", "0", 2); }
+
+TEST(Path, OneForwardReachesAThreadOfTheStageAndAnotherProcess) { forward_to_local("mixed", "1", 1); }
+
+// A view of this process's pool, received from one Sender of it
+// (connect_local()), sent on by another Sender of the same pool to a sink
+// process: the sink returns it into its own inlet at this pool, which
+// counts it as one more holder. With `kill`, the sink is killed (-9) while
+// it holds views: its holdings are reclaimed and the pool is all free.
+void resend_own_view(const char* tag, bool kill) {
+  constexpr std::uint64_t kFrames = 1000;
+  const std::string b = unique_service(std::string(tag) + "-b");
+  const std::string name = pool_name(tag);
+  Pool pool(PoolOptions{.name = name, .classes = {{65536, 16}}, .policy = Policy::kReadOnly});
+  std::optional<Sender> first, second;
+  first.emplace(pool);
+  second.emplace(pool, b);
+  Receiver local = first->connect_local();
+  std::vector<std::string> args{"sink", "--service", b, "--pool", name};
+  if (kill) args.insert(args.end(), {"--hold", "3"});
+  Child s(FBUF_PATH_PEER, args);
+  ASSERT_TRUE(second->wait_for_receivers(1, 20s)) << s.output();
+  std::uint64_t checksum = TF_FNV_OFFSET;
+  for (std::uint64_t seq = 0; seq < kFrames; ++seq) {
+    const std::size_t payload = 100 + (seq * 7919) % 60000;
+    Result<Buffer> buf = first->allocate(TF_HEADER_SIZE + payload, 20s);
+    ASSERT_TRUE(buf) << seq << ": " << buf.error().message() << "\n" << s.output();
+    checksum = tf_stream_add(checksum, tf_write(reinterpret_cast<unsigned char*>(buf->data()), seq, payload));
+    ASSERT_FALSE(first->send(std::move(*buf), TF_HEADER_SIZE + payload, 20s));
+    Result<View> v = local.receive(20s);
+    ASSERT_TRUE(v) << seq;
+    const std::error_code ec = second->send(*v, 20s);
+    ASSERT_FALSE(ec) << seq << ": " << ec.message() << "\n" << s.output();
+  }  // each view goes back to the pool here; the sink holds its own
+  if (kill) {
+    ASSERT_TRUE(s.wait_for_output("holding views=3", 20s)) << s.output();
+    s.kill(SIGKILL);
+    (void)s.wait(20s);
+  } else {
+    second.reset();
+    expect_exit_ok(s);
+    expect_sink(s, kFrames, checksum);
+  }
+  EXPECT_EQ(check_all_buffers_return(pool, 30s), "");
+  EXPECT_EQ(pool.stats().rejected_returns, 0u);
+}
+
+TEST(Path, AViewOfThisProcesssPoolIsSentOnByAnotherSenderOfIt) { resend_own_view("own", false); }
+
+TEST(Path, ASinkOfViewsOfThisProcesssPoolKilledWhileHoldingThemIsReclaimed) { resend_own_view("ownkill", true); }
 
 TEST(Path, ACStageForwardsWithUfForward) {
   constexpr std::uint64_t kFrames = 500;

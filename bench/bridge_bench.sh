@@ -42,7 +42,11 @@ for i in 0 1 2; do
   ip netns exec $b "$bench" consume benchB "$n" > "$tmp/co" &
   co=$!
   ip netns exec $a "$bench" produce bench "$size" "$n" > "$tmp/pr"
-  wait $co; wait $im || true
+  wait $co
+  # The importer serves its local consumers until told to stop (or until
+  # the exporter's End, which this script does not wait for).
+  kill -INT $im 2>/dev/null || true
+  wait $im || true
   kill -INT $ex; wait $ex || true
   echo "consumer:  $(cat "$tmp/co")"
   echo "producer:  $(cat "$tmp/pr")"

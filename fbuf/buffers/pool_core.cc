@@ -171,10 +171,11 @@ void PoolCore::reserve_mappings(std::uint64_t count, const std::string& what) {
   // created at once each see the other's reservation or make their own
   // first, and both check the sum.
   const std::uint64_t others = g_map_budget_reserved.fetch_add(need, std::memory_order_relaxed);
-  // Four mappings of the pool besides its buffers' (the read-only alias,
-  // the copy_on_write master, the doorbell, and one to spare).
+  // Five mappings of the pool besides its buffers' (the read-only alias,
+  // the copy_on_write master, the sealed slots', the doorbell, and one to
+  // spare).
   const std::uint64_t in_use = mappings_in_use();
-  const std::uint64_t want = in_use + others + need + 4;
+  const std::uint64_t want = in_use + others + need + 5;
   if (want > limit) {
     g_map_budget_reserved.fetch_sub(need, std::memory_order_relaxed);
     throw_error(Errc::kInvalidArgument,

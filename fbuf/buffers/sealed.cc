@@ -23,9 +23,12 @@
 namespace fbuf::detail {
 namespace {
 
-// The calibration's span: long enough for a per-page slope, short enough
-// that creating a pool stays cheap (a few hundred microseconds).
-constexpr std::size_t kCalibrationPages = 16;
+// The calibration's span: long enough that its per-page slope is that of
+// large ranges (the kernel flushes a short range from the TLB page by
+// page, a long one at once, so the slope over a few pages is steeper than
+// over many), short enough that creating a pool stays cheap (a few
+// hundred microseconds) and the copy stays in the cache.
+constexpr std::size_t kCalibrationPages = 64;
 // Each cost is the least of this many timings: a foreign thread can only
 // make a timing longer, never shorter.
 constexpr int kRounds = 5;
@@ -101,12 +104,15 @@ std::size_t choose_sealed_copy_size(const PoolOptions& options, const std::vecto
   }
   const SealedCosts k = measure_sealed_costs();
   if (k.copy_byte_ns <= 0) return 0;
-  // The copy's cost is a cache-hot one, extrapolated: it holds while a
-  // buffer fits in the last-level cache, so larger classes never get
-  // sealed slots (nor do they double their memory). Without a cache size
+  // The copy's cost is that of a copy within the core's cache,
+  // extrapolated: it holds while a buffer fits in that cache, so larger
+  // classes never get sealed slots (nor do they double their memory). The
+  // last-level cache is no bound: a virtual machine may report a whole
+  // socket's (256 MiB on the guest measured), and a copy streaming
+  // through it costs more than the calibration saw. Without a cache size
   // from the kernel, only what was measured is trusted.
   const std::size_t page = page_size();
-  std::size_t bound = last_level_cache_size();
+  std::size_t bound = core_cache_size();
   if (bound == 0) bound = kCalibrationPages * page;
   // Both costs are linear in the size and the copy is the cheaper at size
   // 0, so the classes where it stays cheaper are a prefix of the sorted

@@ -5,7 +5,8 @@
 // receiver, between threads and across processes; sealed slots come back,
 // are reclaimed from a receiver killed -9, fall back to protection when
 // all are in flight, and a forged return naming one is rejected and
-// counted. The cross-process receiver is this binary re-executed with
+// counted, and a batch whose protect fails gives its sealed buffer back
+// unsent. The cross-process receiver is this binary re-executed with
 // --receiver (see main() below).
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -23,6 +25,7 @@
 #include "fbuf/base/fd.h"
 #include "fbuf/base/readiness.h"
 #include "fbuf/buffers/doorbell.h"
+#include "fbuf/buffers/protection.h"
 #include "fbuf/fbuf.h"
 #include "ipc/channel.h"
 #include "ipc/control.h"
@@ -197,6 +200,50 @@ TEST_P(SealedThreads, WhenEverySealedSlotIsInFlightTheBufferIsProtectedInstead) 
   EXPECT_EQ(s.sealed_free, s.sealed_total);
   // The protected buffer is restored when it is allocated again.
   EXPECT_EQ(scribble(pool, nullptr, 'y'), kCount + 2);
+}
+
+// Every protect fails, changing nothing.
+int fail_protect(detail::ProtectionFaults::Op op, std::size_t /*offset*/, std::size_t& length) noexcept {
+  if (op != detail::ProtectionFaults::Op::kProtect) return 0;
+  length = 0;
+  return ENOMEM;
+}
+
+TEST_P(SealedThreads, ABatchWhoseProtectFailsGivesTheSealedBufferBackUnsent) {
+  Pool pool = make_pool(GetParam(), "sealed-batch-" + policy_name(GetParam()));
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  // One small buffer (a sealed copy) and one large (protected) in a batch.
+  Buffer batch[2] = {*tx.allocate(kSmall, 1s), *tx.allocate(kLarge, 1s)};
+  std::byte* small = batch[0].data();
+  std::memset(small, 's', kSmall);
+  std::memset(batch[1].data(), 'l', kLarge);
+  const std::size_t lengths[2] = {kSmall, kLarge};
+  detail::ProtectionFaults::set(&fail_protect);
+  const std::error_code ec = tx.send_many(batch, lengths, 1s);
+  detail::ProtectionFaults::set(nullptr);
+  ASSERT_EQ(ec, std::error_code(ENOMEM, std::system_category())) << ec.message();
+  // All or nothing: both Buffers are the caller's again, as they were.
+  ASSERT_TRUE(batch[0]);
+  EXPECT_EQ(batch[0].data(), small);
+  EXPECT_TRUE(all_bytes(small, kSmall, 's'));
+  PoolStats s = pool.stats();
+  EXPECT_EQ(s.allocated, 2u);
+  EXPECT_EQ(s.sealed_free, s.sealed_total);
+  EXPECT_EQ(s.sealed_copies, 0u);
+  EXPECT_FALSE(rx.try_receive());
+  // And they send normally once protection works.
+  std::memset(small, 't', kSmall);  // still writable under either policy
+  ASSERT_FALSE(tx.send_many(batch, lengths, 1s));
+  auto a = rx.receive(1s);
+  auto b = rx.receive(1s);
+  ASSERT_TRUE(a && b);
+  EXPECT_TRUE(all_bytes(a->data(), kSmall, 't'));
+  EXPECT_TRUE(all_bytes(b->data(), kLarge, 'l'));
+  s = pool.stats();
+  EXPECT_EQ(s.sealed_copies, 1u);
+  EXPECT_EQ(s.sealed_in_flight, 1u);
+  EXPECT_EQ(s.in_flight, 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, SealedThreads, ::testing::Values(Policy::kReadOnly, Policy::kCopyOnWrite),

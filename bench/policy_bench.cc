@@ -53,9 +53,13 @@ Cell measure(Body body, std::size_t size, bool quick) {
   return {med, (reps.back() - reps.front()) / med};
 }
 
-Cell run_policy(fbuf::Policy policy, bool eager, std::size_t size, bool quick) {
-  fbuf::Pool pool(fbuf::PoolOptions{
-      .name = "policy-bench", .classes = {{size, 4}}, .policy = policy, .eager_restore = eager});
+Cell run_policy(fbuf::Policy policy, bool eager, fbuf::SealedCopies sealed, std::size_t size, bool quick) {
+  fbuf::Pool pool(fbuf::PoolOptions{.name = "policy-bench",
+                                    .classes = {{size, 4}},
+                                    .policy = policy,
+                                    .eager_restore = eager,
+                                    .sealed_copies = sealed,
+                                    .sealed_copy_limit = size});
   fbuf::Sender tx(pool);
   fbuf::Receiver rx = tx.connect_local();
   return measure(
@@ -108,13 +112,21 @@ int main(int argc, char** argv) {
     const char* name;
     fbuf::Policy policy;
     bool eager;
+    fbuf::SealedCopies sealed;
   };
+  // The protecting configurations without sealed copies, and both policies
+  // with sealed copies forced on at every size (docs/design.md, "Sealed
+  // copies").
+  constexpr auto kNever = fbuf::SealedCopies::kNever;
+  constexpr auto kSealed = fbuf::SealedCopies::kUpTo;
   const Config configs[] = {
-      {"volatile", fbuf::Policy::kVolatile, false},
-      {"read_only (lazy)", fbuf::Policy::kReadOnly, false},
-      {"read_only (eager)", fbuf::Policy::kReadOnly, true},
-      {"copy_on_write (lazy)", fbuf::Policy::kCopyOnWrite, false},
-      {"copy_on_write (eager)", fbuf::Policy::kCopyOnWrite, true},
+      {"volatile", fbuf::Policy::kVolatile, false, kNever},
+      {"read_only (lazy)", fbuf::Policy::kReadOnly, false, kNever},
+      {"read_only (eager)", fbuf::Policy::kReadOnly, true, kNever},
+      {"copy_on_write (lazy)", fbuf::Policy::kCopyOnWrite, false, kNever},
+      {"copy_on_write (eager)", fbuf::Policy::kCopyOnWrite, true, kNever},
+      {"read_only (sealed copy)", fbuf::Policy::kReadOnly, false, kSealed},
+      {"copy_on_write (sealed copy)", fbuf::Policy::kCopyOnWrite, false, kSealed},
   };
 
   std::printf("# fbuf policy cost: allocate + fill + send + receive + return, per buffer\n\n");
@@ -124,9 +136,10 @@ int main(int argc, char** argv) {
               quick ? 3 : 5);
   std::printf("| size | fill (us) | memcpy+fill (us) |");
   for (const auto& c : configs) std::printf(" %s (us) |", c.name);
-  std::printf(" copy (us) | read_only overhead / copy | copy_on_write overhead / copy |\n|---|---|---|");
+  std::printf(" copy (us) | read_only overhead / copy | copy_on_write overhead / copy | sealed overhead / copy |"
+              " auto seals |\n|---|---|---|");
   for (std::size_t i = 0; i < std::size(configs); ++i) std::printf("---|");
-  std::printf("---|---|---|\n");
+  std::printf("---|---|---|---|---|\n");
 
   FILE* csv = csv_path != nullptr ? std::fopen(csv_path, "w") : nullptr;
   if (csv != nullptr) std::fprintf(csv, "size,config,ns_per_buffer,spread\n");
@@ -134,7 +147,11 @@ int main(int argc, char** argv) {
     Cell filled = run_fill(size, quick);
     Cell copy = run_memcpy(size, quick);
     std::vector<Cell> cells;
-    for (const auto& c : configs) cells.push_back(run_policy(c.policy, c.eager, size, quick));
+    for (const auto& c : configs) cells.push_back(run_policy(c.policy, c.eager, c.sealed, size, quick));
+    // What the calibration of a pool made now chooses for this size.
+    const fbuf::Pool measured(
+        fbuf::PoolOptions{.name = "policy-bench-auto", .classes = {{size, 4}}, .policy = fbuf::Policy::kReadOnly});
+    const bool auto_seals = measured.sealed_copy_size() != 0;
     std::printf("| %s | %.2f (±%.0f%%) | %.2f (±%.0f%%) |", fbuf::bench::size_label(size).c_str(), filled.ns_per_buffer / 1e3,
                 filled.spread * 100, copy.ns_per_buffer / 1e3, copy.spread * 100);
     for (const auto& cell : cells) std::printf(" %.2f (±%.0f%%) |", cell.ns_per_buffer / 1e3, cell.spread * 100);
@@ -144,7 +161,9 @@ int main(int argc, char** argv) {
     const double copy_alone = copy.ns_per_buffer - filled.ns_per_buffer;
     const double ro_over = std::min(cells[1].ns_per_buffer, cells[2].ns_per_buffer) - cells[0].ns_per_buffer;
     const double cow_over = std::min(cells[3].ns_per_buffer, cells[4].ns_per_buffer) - cells[0].ns_per_buffer;
-    std::printf(" %.2f | %.2f | %.2f |\n", copy_alone / 1e3, ro_over / copy_alone, cow_over / copy_alone);
+    const double sealed_over = std::min(cells[5].ns_per_buffer, cells[6].ns_per_buffer) - cells[0].ns_per_buffer;
+    std::printf(" %.2f | %.2f | %.2f | %.2f | %s |\n", copy_alone / 1e3, ro_over / copy_alone, cow_over / copy_alone,
+                sealed_over / copy_alone, auto_seals ? "yes" : "no");
     if (csv != nullptr) {
       std::fprintf(csv, "%zu,fill,%.1f,%.3f\n", size, filled.ns_per_buffer, filled.spread);
       std::fprintf(csv, "%zu,memcpy+fill,%.1f,%.3f\n", size, copy.ns_per_buffer, copy.spread);
@@ -155,7 +174,8 @@ int main(int argc, char** argv) {
   }
   if (csv != nullptr) std::fclose(csv);
   std::printf("\ncopy = (memcpy+fill) - fill: what one copy of the buffer costs.\n"
-              "X overhead / copy = (best of X's lazy and eager - volatile) / copy;\n"
+              "X overhead / copy = (best of X's lazy and eager - volatile) / copy (sealed: best of both policies);\n"
+              "auto seals: whether a read_only pool made now (SealedCopies::kAuto) chose sealed copies for the size;\n"
               "below 1 means protecting by X costs less than copying the buffer once.\n");
   return 0;
 }

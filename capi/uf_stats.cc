@@ -27,7 +27,8 @@ uf_error copy_out(const S& full, S* out, std::size_t min_size) noexcept {
 
 // The sizes of the first versions of the stats structs: callers compiled
 // against them must keep working when fields are appended.
-constexpr std::size_t kPoolStatsV1 = sizeof(struct uf_pool_stats);
+// uf_pool_stats grew the sealed copies' counters.
+constexpr std::size_t kPoolStatsV1 = offsetof(struct uf_pool_stats, sealed_copies);
 constexpr std::size_t kSenderStatsV1 = sizeof(struct uf_sender_stats);
 // uf_receiver_stats grew rejected_messages (aggregates).
 constexpr std::size_t kReceiverStatsV1 = offsetof(struct uf_receiver_stats, rejected_messages);
@@ -68,6 +69,11 @@ uf_error uf_pool_stats(const uf_pool* pool, struct uf_pool_stats* out) {
     full.allocated = s.allocated;
     full.in_flight = s.in_flight;
     full.rejected_returns = s.rejected_returns;
+    full.sealed_copies = s.sealed_copies;
+    full.sealed_fallbacks = s.sealed_fallbacks;
+    full.sealed_total = s.sealed_total;
+    full.sealed_free = s.sealed_free;
+    full.sealed_in_flight = s.sealed_in_flight;
     return copy_out(full, out, kPoolStatsV1);
   });
 }

@@ -194,15 +194,15 @@ class IoReaderCore {
       fallback("copy_on_write pool: fixed buffers would pin private copies; io_uring reads into unregistered buffers");
       return;
     }
-    if (pool_->total_size() > kMaxFixed) {
+    if (pool_->writer_size() > kMaxFixed) {
       fallback("pool larger than 1 GiB, the largest fixed buffer; io_uring reads into unregistered buffers");
       return;
     }
-    iovec iov{pool_->writer_base(), pool_->total_size()};
+    iovec iov{pool_->writer_base(), pool_->writer_size()};
     const int r = io_uring_register_buffers(ring_.get(), &iov, 1);
     if (r < 0) {
       std::string what = std::string("io_uring_register_buffers: ") + std::strerror(-r);
-      if (-r == ENOMEM) what += " (RLIMIT_MEMLOCK too small for the pool's " + std::to_string(pool_->total_size()) + " bytes)";
+      if (-r == ENOMEM) what += " (RLIMIT_MEMLOCK too small for the pool's " + std::to_string(pool_->writer_size()) + " bytes)";
       if (-r == EFAULT) what += " (a sent buffer is write-protected under the read_only policy)";
       fallback(what + "; io_uring reads into unregistered buffers");
       return;

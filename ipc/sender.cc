@@ -220,8 +220,27 @@ std::error_code SenderCore::deliver_locked(std::span<const OutSlice> slices, std
     if (receivers == 0) return Errc::kWouldBlock;
   }
   // The sender's write access ends before any receiver can see the
-  // buffers.
-  if (std::error_code ec = pool_->guard_locked(indices); ec) return ec;
+  // buffers: small ones of a protected pool are copied into sealed slots
+  // (fbuf/buffers/sealed.cc), the others protected. Messages protect
+  // theirs.
+  std::uint32_t unsealed[kStackBatch];
+  std::span<const std::uint32_t> guard = indices;
+  bool sealed = false;
+  if (!chained && n <= kStackBatch && pool_->sealed_copy_size() != 0) {
+    std::size_t m = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (pool_->seal_locked(*slices[i].buffer, slices[i].offset, slices[i].length))
+        sealed = true;
+      else
+        unsealed[m++] = indices[i];
+    }
+    guard = std::span<const std::uint32_t>(unsealed, m);
+  }
+  if (std::error_code ec = pool_->guard_locked(guard); ec) {
+    if (sealed)
+      for (std::size_t i = 0; i < n; ++i) pool_->unseal_locked(*slices[i].buffer);
+    return ec;
+  }
   for (std::size_t i = 0; i < n; ++i) {
     // A chain: every slice but the last says another follows.
     const std::uint32_t flags = chained && i + 1 < n ? kMoreFollows : 0;

@@ -200,7 +200,7 @@ std::shared_ptr<RemoteOutlet> SenderCore::add_remote(UniqueFd& sock, const ipc::
   ipc::WelcomeInfo info;
   info.pool_name = pool_->options().name;
   info.pool_size = pool_->total_size();
-  info.classes = pool_->options().classes;
+  info.classes = pool_->geometry();  // sealed slots' classes included
   info.policy = pool_->options().policy;
   info.send_capacity = send_cap;
   info.return_capacity = ret_cap;

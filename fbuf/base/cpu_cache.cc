@@ -32,7 +32,9 @@ std::size_t parse_size(const std::string& s) {
   }
 }
 
-std::size_t read_last_level_cache_size() noexcept {
+// The data (or unified) cache of CPU 0 at the highest level up to
+// `max_level`, from sysfs; 0 if sysfs does not say.
+std::size_t read_sysfs_cache_size(int max_level) noexcept {
   try {
     int best_level = 0;
     std::size_t best = 0;
@@ -44,15 +46,20 @@ std::size_t read_last_level_cache_size() noexcept {
       if (first_line(dir + "type").rfind("Instruction", 0) == 0) continue;
       const int l = std::atoi(level.c_str());
       const std::size_t size = parse_size(first_line(dir + "size"));
-      if (size != 0 && l >= best_level) {
+      if (size != 0 && l >= best_level && l <= max_level) {
         best_level = l;
         best = size;
       }
     }
-    if (best != 0) return best;
+    return best;
   } catch (...) {
-    // std::string could not allocate: fall through to sysconf.
+    // std::string could not allocate: as if sysfs did not say.
+    return 0;
   }
+}
+
+std::size_t read_last_level_cache_size() noexcept {
+  if (std::size_t best = read_sysfs_cache_size(1 << 30); best != 0) return best;
   for (int name : {_SC_LEVEL4_CACHE_SIZE, _SC_LEVEL3_CACHE_SIZE, _SC_LEVEL2_CACHE_SIZE}) {
     const long v = ::sysconf(name);
     if (v > 0) return static_cast<std::size_t>(v);
@@ -64,6 +71,15 @@ std::size_t read_last_level_cache_size() noexcept {
 
 std::size_t last_level_cache_size() noexcept {
   static const std::size_t size = read_last_level_cache_size();
+  return size;
+}
+
+std::size_t core_cache_size() noexcept {
+  static const std::size_t size = [] {
+    if (std::size_t l2 = read_sysfs_cache_size(2); l2 != 0) return l2;
+    const long v = ::sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? static_cast<std::size_t>(v) : std::size_t{0};
+  }();
   return size;
 }
 

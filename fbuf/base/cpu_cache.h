@@ -12,4 +12,8 @@ namespace fbuf::detail {
 // says (some containers and emulators hide it).
 std::size_t last_level_cache_size() noexcept;
 
+// The size in bytes of CPU 0's data or unified cache of level 2 at most
+// (the core's own on most CPUs), as above; 0 if neither says.
+std::size_t core_cache_size() noexcept;
+
 }  // namespace fbuf::detail

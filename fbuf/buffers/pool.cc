@@ -38,5 +38,6 @@ const PoolOptions& Pool::options() const noexcept {
   return core_->options();
 }
 std::size_t Pool::max_buffer_size() const noexcept { return options().classes.back().buffer_size; }
+std::size_t Pool::sealed_copy_size() const noexcept { return core_ ? core_->sealed_copy_size() : 0; }
 
 }  // namespace fbuf

@@ -75,11 +75,17 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
             [](const SizeClass& a, const SizeClass& b) { return a.buffer_size < b.buffer_size; });
 
   reserve_mappings(count, what);
+  // Sealed slots are never protected: they need no mapping of their own.
+  plan_sealed_slots();
 
   slots_.reserve(count);
-  free_.resize(options_.classes.size());
-  for (std::size_t k = 0; k < options_.classes.size(); ++k) {
-    const auto& c = options_.classes[k];
+  free_.resize(geometry_.size());
+  for (std::size_t k = 0; k < geometry_.size(); ++k) {
+    if (k == options_.classes.size()) {
+      app_count_ = static_cast<std::uint32_t>(slots_.size());
+      app_size_ = total_size_;
+    }
+    const auto& c = geometry_[k];
     free_[k].reserve(c.count);
     for (std::uint32_t i = 0; i < c.count; ++i) {
       if (total_size_ > std::numeric_limits<std::size_t>::max() / 2 - c.buffer_size)
@@ -87,6 +93,10 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
       slots_.push_back(Slot{total_size_, c.buffer_size, 0, 0, static_cast<std::uint16_t>(k), State::kFree});
       total_size_ += c.buffer_size;
     }
+  }
+  if (geometry_.size() == options_.classes.size()) {
+    app_count_ = static_cast<std::uint32_t>(slots_.size());
+    app_size_ = total_size_;
   }
   // Whether a class collects returns at every allocation (docs/results.md,
   // "When returns are collected"): when its buffers together overflow the
@@ -108,8 +118,11 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
     free_[slots_[i].size_class].push_back(i);
 
   fd_ = make_sealed_memfd("fbuf:" + options_.name, total_size_, /*final=*/false);
-  map_ = Mapping::map(fd_.get(), total_size_, PROT_READ | PROT_WRITE, what);
-  protection_ = Protection(options_.policy, fd_.get(), map_.data(), total_size_, what);
+  // The application's mapping covers its own buffers only; the sealed
+  // slots after them are written through sealed_map_ alone.
+  map_ = Mapping::map(fd_.get(), app_size_, PROT_READ | PROT_WRITE, what);
+  protection_ = Protection(options_.policy, fd_.get(), map_.data(), app_size_, what);
+  map_sealed_region(what);
   // From here on nobody can make a new writable mapping of the pool, nor
   // write() to it: not a receiver that re-opens its read-only fd through
   // /proc read-write, and not this process either. The mappings made
@@ -122,11 +135,11 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   install_segv_report();
   // protection_ stays at this address while the registration lives (it is
   // unregistered first, in the destructor).
-  map_segv_ = SegvRegistration(register_mapping(map_.data(), total_size_, MappingKind::kSender, options_.policy,
+  map_segv_ = SegvRegistration(register_mapping(map_.data(), app_size_, MappingKind::kSender, options_.policy,
                                                 options_.name.c_str(), options_.classes,
                                                 WriteFaultHook{&Protection::on_write_fault, &protection_}));
   alias_segv_ = SegvRegistration(register_mapping(alias_.data(), total_size_, MappingKind::kAlias,
-                                                  options_.policy, options_.name.c_str(), options_.classes));
+                                                  options_.policy, options_.name.c_str(), geometry_));
 
   doorbell_fd_ = make_sealed_memfd("fbuf-doorbell:" + options_.name, page);
   doorbell_map_ = Mapping::map(doorbell_fd_.get(), page, PROT_READ | PROT_WRITE, what + " doorbell");
@@ -158,10 +171,11 @@ void PoolCore::reserve_mappings(std::uint64_t count, const std::string& what) {
   // created at once each see the other's reservation or make their own
   // first, and both check the sum.
   const std::uint64_t others = g_map_budget_reserved.fetch_add(need, std::memory_order_relaxed);
-  // Four mappings of the pool besides its buffers' (the read-only alias,
-  // the copy_on_write master, the doorbell, and one to spare).
+  // Five mappings of the pool besides its buffers' (the read-only alias,
+  // the copy_on_write master, the sealed slots', the doorbell, and one to
+  // spare).
   const std::uint64_t in_use = mappings_in_use();
-  const std::uint64_t want = in_use + others + need + 4;
+  const std::uint64_t want = in_use + others + need + 5;
   if (want > limit) {
     g_map_budget_reserved.fetch_sub(need, std::memory_order_relaxed);
     throw_error(Errc::kInvalidArgument,
@@ -191,7 +205,10 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   // is handed out next, as when it took the mutex to return it.
   collect_local_returns_locked();
   const bool empty = free_[k].empty();
-  if (empty || reuse_returned_[k] != 0) drain_inlets_locked(/*slow=*/empty);
+  // A class with sealed slots also collects when they have run out, so
+  // the send of this buffer finds its copies back.
+  const bool sealed_dry = sealed_class_[k] != kNoClass && free_[sealed_class_[k]].empty();
+  if (empty || reuse_returned_[k] != 0 || sealed_dry) drain_inlets_locked(/*slow=*/empty);
   auto& list = free_[k];
   if (list.empty()) return Errc::kWouldBlock;
   std::uint32_t index = list.back();
@@ -401,6 +418,7 @@ void PoolCore::free_locked(std::uint32_t index) noexcept {
 }
 
 void PoolCore::mark_sent_locked(Buffer& b, std::uint32_t receivers) noexcept {
+  if (is_sealed(b.index_)) return mark_sealed_sent_locked(b, receivers);
   Slot& s = slots_[b.index_];
   FBUF_ASSERT(s.state == State::kAllocated && s.generation == b.generation_,
               "sending a buffer the pool did not hand out");
@@ -427,7 +445,7 @@ bool PoolCore::release_ref_locked(std::uint32_t index, std::uint32_t generation)
     return false;
   }
   if (--s.refs == 0) {
-    --in_flight_;
+    --(is_sealed(index) ? sealed_in_flight_ : in_flight_);
     free_locked(index);
   }
   return true;
@@ -588,8 +606,13 @@ PoolStats PoolCore::stats() {
   std::lock_guard lock(mu_);
   drain_inlets_locked();
   PoolStats st;
-  st.total = buffer_count();
-  for (const auto& f : free_) st.free += static_cast<std::uint32_t>(f.size());
+  st.total = app_count_;
+  st.sealed_total = buffer_count() - app_count_;
+  for (std::size_t k = 0; k < free_.size(); ++k)
+    (k < options_.classes.size() ? st.free : st.sealed_free) += static_cast<std::uint32_t>(free_[k].size());
+  st.sealed_in_flight = sealed_in_flight_;
+  st.sealed_copies = sealed_copies_;
+  st.sealed_fallbacks = sealed_fallbacks_;
   st.allocated = allocated_;
   st.in_flight = in_flight_;
   st.rejected_returns = rejected_returns_;

@@ -14,6 +14,11 @@
 //    changed in part). It is false only after a restore of the whole
 //    buffer succeeded. A buffer is handed out by try_allocate only after
 //    it is unguarded; one whose restore fails is passed over.
+//  - Sealed slots (sealed.cc) follow the application's slots, in classes of
+//    their own appended to the geometry; they are never on an application
+//    class's free list, never guarded, and map_ does not map them. One is
+//    kAllocated only inside a send's critical section, with `origin` the
+//    application slot it copies; `origin` is kNoSlot otherwise.
 //  - Returns from other processes reach the pool only through its inlets
 //    (returns.h), each validated against that receiver's LentSet first, so
 //    `refs` drops at most once per receiver per lend.
@@ -57,7 +62,14 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
 
   // Geometry (immutable after construction).
   const PoolOptions& options() const noexcept { return options_; }
+  // Every slot, sealed ones included: what receivers validate indices
+  // against.
   std::uint32_t buffer_count() const noexcept { return static_cast<std::uint32_t>(slots_.size()); }
+  // The classes in buffer-index order as receivers map them: the
+  // application's, then the sealed slots' (sealed.cc).
+  const std::vector<SizeClass>& geometry() const noexcept { return geometry_; }
+  // The largest buffer size with sealed slots, 0 if none.
+  std::size_t sealed_copy_size() const noexcept { return sealed_copy_size_; }
   std::size_t total_size() const noexcept { return total_size_; }
   std::size_t buffer_offset(std::uint32_t index) const noexcept { return slots_[index].offset; }
   std::size_t buffer_capacity(std::uint32_t index) const noexcept { return slots_[index].capacity; }
@@ -67,6 +79,8 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // The owner's writable mapping, for the I/O stage (io/), which hands it
   // to the kernel to fill buffers the owner has allocated.
   std::byte* writer_base() const noexcept { return map_.data(); }
+  // Its length: the application's buffers, not the sealed slots after them.
+  std::size_t writer_size() const noexcept { return app_size_; }
   int read_only_fd() const noexcept { return ro_fd_.get(); }
   int doorbell_fd() const noexcept { return doorbell_fd_.get(); }
   DoorbellHeader* doorbell() const noexcept { return reinterpret_cast<DoorbellHeader*>(doorbell_map_.data()); }
@@ -92,8 +106,16 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // also fails: that one stays guarded, and read-only or private, until
   // it is sent or freed and allocated again.
   std::error_code guard_locked(std::span<const std::uint32_t> indices) noexcept;
+  // Sealed copies (sealed.cc): if `b`'s class has sealed slots and one is
+  // free, copies bytes [offset, offset + length) of `b` into it and makes
+  // `b` name that slot (its own stays allocated until mark_sent_locked
+  // frees it). False, changing nothing, otherwise: `b` is protected.
+  bool seal_locked(Buffer& b, std::uint32_t offset, std::uint32_t length) noexcept;
+  // Undoes seal_locked for a send that failed: `b` names its own slot
+  // again. Does nothing to a Buffer that names its own slot.
+  void unseal_locked(Buffer& b) noexcept;
   // `b` goes out to `receivers` receivers; the Buffer handle is emptied
-  // without returning the buffer.
+  // without returning the buffer (a sealed copy's own slot is freed).
   void mark_sent_locked(Buffer& b, std::uint32_t receivers) noexcept;
   // One holder is done with (index, generation). Returns false, and counts
   // a rejected return, if that buffer is not in flight at that generation.
@@ -166,7 +188,18 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
     std::uint16_t size_class = 0;
     State state = State::kFree;
     bool guarded = false;  // the sender's pages are protected or private
+    std::uint32_t origin = 0xffffffffu;  // sealed slots: the slot copied, during a send
   };
+
+  // Sealed copies (sealed.cc): picks the classes and lays out their slots
+  // after the application's, before the memfd is made.
+  void plan_sealed_slots();
+  // Maps the sealed region writable for the library (sealed_map_); before
+  // the pool is sealed against new writable mappings.
+  void map_sealed_region(const std::string& what);
+  bool is_sealed(std::uint32_t index) const noexcept { return index >= app_count_; }
+  // mark_sent_locked for a Buffer seal_locked made name a sealed slot.
+  void mark_sealed_sent_locked(Buffer& b, std::uint32_t receivers) noexcept;
 
   // Protected policies: refuses (throws Error) a pool whose buffers could
   // split its mapping past vm.max_map_count, and reserves their count.
@@ -221,6 +254,19 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   std::uint32_t allocated_ = 0;                       // guarded by mu_
   std::uint32_t in_flight_ = 0;                       // guarded by mu_
   std::uint64_t rejected_returns_ = 0;                // guarded by mu_
+  // Sealed copies. geometry_, app_*, sealed_class_ are immutable after
+  // construction; sealed_class_[k] is the class of application class k's
+  // sealed slots, or kNoClass.
+  static constexpr std::uint16_t kNoClass = 0xffffu;
+  std::vector<SizeClass> geometry_;
+  std::vector<std::uint16_t> sealed_class_;
+  std::uint32_t app_count_ = 0;                       // the application's slots: [0, app_count_)
+  std::size_t app_size_ = 0;                          // their bytes: [0, app_size_) of the memfd
+  std::size_t sealed_copy_size_ = 0;
+  Mapping sealed_map_;                                // [app_size_, total_size_) writable, the library's only
+  std::uint32_t sealed_in_flight_ = 0;                // guarded by mu_
+  std::uint64_t sealed_copies_ = 0;                   // guarded by mu_
+  std::uint64_t sealed_fallbacks_ = 0;                // guarded by mu_
 
   // In-process returns without the mutex: per slot, the releases not yet
   // applied and the link of the list of slots that have some. A slot is

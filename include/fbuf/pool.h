@@ -35,6 +35,18 @@ struct SizeClass {
   std::uint32_t count;
 };
 
+// read_only / copy_on_write: which size classes send small buffers as
+// sealed copies (docs/design.md, "Sealed copies"): at send the bytes are
+// copied into a slot the application never maps writable, the Buffer is
+// free again at once, and nothing is protected or restored. A class
+// without sealed copies (or whose sealed slots are all in flight)
+// protects the buffer itself. Volatile pools have none.
+enum class SealedCopies : std::uint8_t {
+  kAuto = 0,   // classes where a copy costs less than protect + restore, measured at pool creation
+  kNever = 1,  // every send protects its buffer
+  kUpTo = 2,   // classes of buffers up to PoolOptions::sealed_copy_limit bytes (after rounding)
+};
+
 struct PoolOptions {
   std::string name = "fbuf";       // shows in /proc/<pid>/maps and errors
   std::vector<SizeClass> classes;  // at least one; any order
@@ -44,6 +56,9 @@ struct PoolOptions {
   // when the buffer is next allocated (lazy, the default: a buffer that is
   // never reused costs nothing). docs/results.md has both measured.
   bool eager_restore = false;
+  // read_only / copy_on_write: sealed copies for small buffers (above).
+  SealedCopies sealed_copies = SealedCopies::kAuto;
+  std::size_t sealed_copy_limit = 0;  // kUpTo only
 };
 
 struct PoolStats {
@@ -52,6 +67,13 @@ struct PoolStats {
   std::uint32_t allocated = 0;  // held by the owner as a Buffer, not yet sent
   std::uint32_t in_flight = 0;  // sent, awaiting return from some receiver
   std::uint64_t rejected_returns = 0;  // forged, duplicate or foreign returns
+  // Sealed copies (SealedCopies): slots of their own, never allocated,
+  // not counted above.
+  std::uint32_t sealed_total = 0;      // sealed slots in the pool
+  std::uint32_t sealed_free = 0;       // ready for a send's copy
+  std::uint32_t sealed_in_flight = 0;  // copies sent, awaiting return
+  std::uint64_t sealed_copies = 0;     // sends made by copying into a sealed slot
+  std::uint64_t sealed_fallbacks = 0;  // sends of a sealed class that protected instead (none free)
 };
 
 // A handle to a pool; copies refer to the same pool, which lives until the
@@ -79,6 +101,9 @@ class Pool {
   PoolStats stats() const;
   const PoolOptions& options() const noexcept;  // classes as rounded
   std::size_t max_buffer_size() const noexcept;
+  // The largest buffer size whose class sends sealed copies, 0 if none (as
+  // decided at creation, SealedCopies).
+  std::size_t sealed_copy_size() const noexcept;
 
  private:
   friend struct detail::PoolAccess;  // the library's own way to the core

@@ -92,6 +92,13 @@ struct uf_pool_stats {
   uint32_t allocated;          /* held by the owner, not yet sent */
   uint32_t in_flight;          /* sent, awaiting return from some receiver */
   uint64_t rejected_returns;   /* forged, duplicate or foreign returns */
+  /* Sealed copies of small protected sends (docs/api.md), not counted
+   * above; the second version of the struct. */
+  uint64_t sealed_copies;      /* sends made by copying into a sealed slot */
+  uint64_t sealed_fallbacks;   /* sends of such a class that protected instead */
+  uint32_t sealed_total;       /* sealed slots in the pool */
+  uint32_t sealed_free;        /* ready for a send's copy */
+  uint32_t sealed_in_flight;   /* copies sent, awaiting return */
 };
 struct uf_sender_stats {
   size_t size;

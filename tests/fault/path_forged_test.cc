@@ -332,8 +332,9 @@ TEST(PathCausality, AHolderThatHungUpDoesNotEndTheNextOne) {
 // faults exactly while someone on the path still holds the buffer.
 // `holder_returns`: the holder gives it back before the write.
 void write_after_forwarding(bool holder_returns) {
+  // Sealed copies off: the buffer itself is sent, protected.
   Pool pool(PoolOptions{.name = "path-guard", .classes = {{4096, 4}}, .policy = Policy::kReadOnly,
-                        .eager_restore = true});
+                        .eager_restore = true, .sealed_copies = SealedCopies::kNever});
   const std::string service = service_name(holder_returns ? "guard-free" : "guard-held");
   Sender tx(pool, service);
   RawStage m(service);

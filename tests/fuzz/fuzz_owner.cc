@@ -166,6 +166,9 @@ class Script {
     po.name = "fuzz-owner";
     po.policy = static_cast<fbuf::Policy>(config % 3);
     po.eager_restore = (config & 4) != 0;
+    // Sealed copies off: the model follows each sent buffer by its own
+    // index, and the choice must come from the input, not a calibration.
+    po.sealed_copies = fbuf::SealedCopies::kNever;
     po.classes = {{page_, 4u + counts % 5u}, {3 * page_, 4u + counts / 5u % 5u}};
     capacity_ = 1u << ((config >> 3) & 3);
     pool_.emplace(po);

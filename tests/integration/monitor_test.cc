@@ -178,7 +178,9 @@ TEST(Monitor, CountsTowardThePendingLimits) {
 
 TEST(Monitor, InProcessReceiversAreListed) {
   const std::string service = unique_service("monitor-local");
-  Pool pool(PoolOptions{.name = "monitor-local", .classes = {{4096, 8}, {65536, 2}}, .policy = Policy::kReadOnly});
+  // Sealed copies off: the buffers sent stay in flight in their class.
+  Pool pool(PoolOptions{.name = "monitor-local", .classes = {{4096, 8}, {65536, 2}}, .policy = Policy::kReadOnly,
+                        .sealed_copies = SealedCopies::kNever});
   Sender tx(pool, service, SenderOptions{.ring_capacity = 16, .slow_receiver = SlowReceiverPolicy::kSkip,
                                          .receiver_budget = 3});
   Receiver rx = tx.connect_local();

@@ -26,7 +26,10 @@ using namespace std::chrono_literals;
 std::string g_self;  // this binary, for re-exec
 
 Pool make_pool(Policy policy, const char* name, std::uint32_t count = 1) {
-  return Pool(PoolOptions{.name = name, .classes = {{16384, count}}, .policy = policy});
+  // Sealed copies off: these tests are about the protection itself
+  // (sealed_copy_test.cc has the copies).
+  return Pool(PoolOptions{.name = name, .classes = {{16384, count}}, .policy = policy,
+                          .sealed_copies = SealedCopies::kNever});
 }
 
 // A receiver process with a pipe to its stdin and one from its stdout.
@@ -221,7 +224,7 @@ TEST(ThreadPolicy, CopyOnWriteKeepsTheReceiversBytes) {
 TEST(ThreadPolicy, ReadOnlyRestoresWriteAccessOnReallocation) {
   for (bool eager : {false, true}) {
     Pool pool(PoolOptions{.name = "th-ro", .classes = {{4096, 1}}, .policy = Policy::kReadOnly,
-                          .eager_restore = eager});
+                          .eager_restore = eager, .sealed_copies = SealedCopies::kNever});
     Sender tx(pool);
     Receiver rx = tx.connect_local();
     for (char c : {'A', 'C', 'D'}) {

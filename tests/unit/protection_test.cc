@@ -103,7 +103,7 @@ class ProtectionFailure : public ::testing::TestWithParam<Policy> {
 
   Pool make_pool(std::uint32_t count, std::size_t size = 4096, bool eager = false) {
     Pool pool(PoolOptions{.name = "protection-test", .classes = {{size, count}}, .policy = GetParam(),
-                          .eager_restore = eager});
+                          .eager_restore = eager, .sealed_copies = SealedCopies::kNever});
     // Where each buffer lives in the sender's mapping, by index.
     std::vector<Buffer> all;
     for (std::uint32_t i = 0; i < count; ++i) all.push_back(std::move(*pool.try_allocate(size)));
@@ -397,7 +397,8 @@ INSTANTIATE_TEST_SUITE_P(Policies, ProtectionFailure, ::testing::Values(Policy::
 // --- copy_on_write: the sender's late write privatises the page it hits. ---
 
 TEST(CopyOnWritePages, ALateWriteMakesOnlyItsPagePrivateAndReallocationSharesItAgain) {
-  Pool pool(PoolOptions{.name = "cow-pages", .classes = {{4 * 4096, 1}}, .policy = Policy::kCopyOnWrite});
+  Pool pool(PoolOptions{.name = "cow-pages", .classes = {{4 * 4096, 1}}, .policy = Policy::kCopyOnWrite,
+                        .sealed_copies = SealedCopies::kNever});
   Sender tx(pool);
   Receiver rx = tx.connect_local();
   auto b = tx.try_allocate(1);
@@ -439,7 +440,8 @@ TEST(CopyOnWritePages, TwoThreadsWritingTheSamePageAfterSendShareOnePrivateCopy)
   // kernel's page tables order it): a report on correct code.
   GTEST_SKIP() << "the kernel orders the private mapping before the second writer; TSan cannot see it";
 #endif
-  Pool pool(PoolOptions{.name = "cow-race", .classes = {{4096, 2}}, .policy = Policy::kCopyOnWrite});
+  Pool pool(PoolOptions{.name = "cow-race", .classes = {{4096, 2}}, .policy = Policy::kCopyOnWrite,
+                        .sealed_copies = SealedCopies::kNever});
   Sender tx(pool);
   Receiver rx = tx.connect_local();
   for (int round = 0; round < 50; ++round) {
@@ -499,7 +501,8 @@ TEST_P(MapCount, APoolOfMoreProtectedBuffersThanHalfTheLimitSendsEveryOtherBuffe
   // More than limit / 2 buffers, every other one sent and held: each held
   // buffer is a mapping of its own between two writable neighbours.
   const auto count = static_cast<std::uint32_t>(limit_ / 2 + limit_ / 8);
-  Pool pool(PoolOptions{.name = "map-count", .classes = {{4096, count}}, .policy = GetParam()});
+  Pool pool(PoolOptions{.name = "map-count", .classes = {{4096, count}}, .policy = GetParam(),
+                        .sealed_copies = SealedCopies::kNever});
   Sender tx(pool);
   Receiver rx = tx.connect_local();
   std::vector<Buffer> all;
@@ -538,7 +541,8 @@ TEST_P(MapCount, APoolOfMoreProtectedBuffersThanHalfTheLimitSendsEveryOtherBuffe
 TEST_P(MapCount, APoolThatCouldPassTheLimitIsRefusedWhenItIsMade) {
   const auto count = static_cast<std::uint32_t>(limit_ + 1);
   try {
-    Pool pool(PoolOptions{.name = "map-count", .classes = {{4096, count}}, .policy = GetParam()});
+    Pool pool(PoolOptions{.name = "map-count", .classes = {{4096, count}}, .policy = GetParam(),
+                          .sealed_copies = SealedCopies::kNever});
     FAIL() << "a pool of " << count << " protected buffers was made";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), make_error_code(Errc::kInvalidArgument));
@@ -549,7 +553,8 @@ TEST_P(MapCount, APoolThatCouldPassTheLimitIsRefusedWhenItIsMade) {
         << e.what();
   }
   // The refused pool reserved nothing: a pool within the limit is made.
-  Pool fits(PoolOptions{.name = "map-count", .classes = {{4096, 64}}, .policy = GetParam()});
+  Pool fits(PoolOptions{.name = "map-count", .classes = {{4096, 64}}, .policy = GetParam(),
+                        .sealed_copies = SealedCopies::kNever});
   // Volatile pools never split their mapping and are not limited.
   Pool plain(PoolOptions{.name = "map-count", .classes = {{4096, count}}, .policy = Policy::kVolatile});
   EXPECT_EQ(plain.stats().total, count);
@@ -557,8 +562,10 @@ TEST_P(MapCount, APoolThatCouldPassTheLimitIsRefusedWhenItIsMade) {
 
 TEST_P(MapCount, TwoProtectedPoolsAreCountedTogether) {
   const auto count = static_cast<std::uint32_t>(limit_ / 2 + limit_ / 8);
-  Pool first(PoolOptions{.name = "map-count-1", .classes = {{4096, count}}, .policy = GetParam()});
-  EXPECT_THROW(Pool(PoolOptions{.name = "map-count-2", .classes = {{4096, count}}, .policy = GetParam()}), Error);
+  Pool first(PoolOptions{.name = "map-count-1", .classes = {{4096, count}}, .policy = GetParam(),
+                         .sealed_copies = SealedCopies::kNever});
+  EXPECT_THROW(Pool(PoolOptions{.name = "map-count-2", .classes = {{4096, count}}, .policy = GetParam(),
+                                .sealed_copies = SealedCopies::kNever}), Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, MapCount, ::testing::Values(Policy::kReadOnly, Policy::kCopyOnWrite),

@@ -134,7 +134,9 @@ void install_app_disposition(void (*handler)(int), int flags = 0) {
 
 // A pool, which installs fbuf's handler after whatever the application set.
 Pool make_pool(const char* name, Policy policy = Policy::kReadOnly) {
-  return Pool(PoolOptions{.name = name, .classes = {{16384, 1}}, .policy = policy});
+  // Sealed copies off: a send must protect the buffer for a write to fault.
+  return Pool(PoolOptions{.name = name, .classes = {{16384, 1}}, .policy = policy,
+                          .sealed_copies = SealedCopies::kNever});
 }
 
 // Writes to byte 100 of a fresh PROT_NONE page, outside any pool.

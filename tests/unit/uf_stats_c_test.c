@@ -44,7 +44,12 @@ int main(void) {
 
   CHECK(uf_pool_stats(pool, &ps) == UF_OK);
   CHECK(ps.size == sizeof ps);
-  CHECK(ps.total == 4 && ps.free == 2 && ps.allocated == 0 && ps.in_flight == 2);
+  /* Two buffers held by the receiver: sent by protection (in_flight) or,
+   * where the pool chose sealed copies for the class, as sealed copies. */
+  CHECK(ps.total == 4 && ps.free + ps.in_flight == 4 && ps.allocated == 0);
+  CHECK(ps.in_flight + ps.sealed_in_flight == 2);
+  CHECK(ps.sealed_copies == (ps.in_flight == 0 ? 3u : 0u));
+  CHECK(ps.sealed_free + ps.sealed_in_flight == ps.sealed_total);
   CHECK(ps.rejected_returns == 0);
 
   CHECK(uf_sender_stats(tx, &ss) == UF_OK);

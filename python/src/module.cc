@@ -48,6 +48,30 @@ std::string policy_name(Policy p) {
   return "unknown";
 }
 
+// sealed_copies="auto" | "never" | a size in bytes (SealedCopies::kUpTo).
+void set_sealed_copies(PoolOptions& o, const py::object& v) {
+  if (py::isinstance<py::str>(v)) {
+    const auto name = v.cast<std::string>();
+    if (name == "auto") {
+      o.sealed_copies = SealedCopies::kAuto;
+      return;
+    }
+    if (name == "never") {
+      o.sealed_copies = SealedCopies::kNever;
+      return;
+    }
+    throw py::value_error("sealed_copies must be 'auto', 'never' or a size in bytes, not '" + name + "'");
+  }
+  if (py::isinstance<py::int_>(v) && !py::isinstance<py::bool_>(v)) {
+    const auto n = v.cast<long long>();
+    if (n < 0) throw py::value_error("sealed_copies: a size must not be negative");
+    o.sealed_copies = SealedCopies::kUpTo;
+    o.sealed_copy_limit = static_cast<std::size_t>(n);
+    return;
+  }
+  throw py::type_error("sealed_copies must be 'auto', 'never' or a size in bytes");
+}
+
 SlowReceiverPolicy to_slow_policy(const std::string& name) {
   if (name == "block") return SlowReceiverPolicy::kBlock;
   if (name == "fail_fast") return SlowReceiverPolicy::kFailFast;
@@ -68,7 +92,10 @@ std::chrono::nanoseconds to_hold_timeout(const py::object& seconds) {
 
 py::dict as_dict(const PoolStats& s) {
   return py::dict("total"_a = s.total, "free"_a = s.free, "allocated"_a = s.allocated,
-                  "in_flight"_a = s.in_flight, "rejected_returns"_a = s.rejected_returns);
+                  "in_flight"_a = s.in_flight, "rejected_returns"_a = s.rejected_returns,
+                  "sealed_total"_a = s.sealed_total, "sealed_free"_a = s.sealed_free,
+                  "sealed_in_flight"_a = s.sealed_in_flight, "sealed_copies"_a = s.sealed_copies,
+                  "sealed_fallbacks"_a = s.sealed_fallbacks);
 }
 py::dict as_dict(const SenderStats& s) {
   return py::dict("sent"_a = s.sent, "delivered"_a = s.delivered, "returned"_a = s.returned,
@@ -120,7 +147,13 @@ PYBIND11_MODULE(_fbuf, m) {
       .def_readonly("free", &PoolStats::free, "ready to allocate")
       .def_readonly("allocated", &PoolStats::allocated, "held by the owner, not yet sent")
       .def_readonly("in_flight", &PoolStats::in_flight, "sent, awaiting return from some receiver")
-      .def_readonly("rejected_returns", &PoolStats::rejected_returns, "forged, duplicate or foreign returns");
+      .def_readonly("rejected_returns", &PoolStats::rejected_returns, "forged, duplicate or foreign returns")
+      .def_readonly("sealed_total", &PoolStats::sealed_total, "sealed slots (not counted in total)")
+      .def_readonly("sealed_free", &PoolStats::sealed_free, "sealed slots ready for a send's copy")
+      .def_readonly("sealed_in_flight", &PoolStats::sealed_in_flight, "sealed copies sent, awaiting return")
+      .def_readonly("sealed_copies", &PoolStats::sealed_copies, "sends made by copying into a sealed slot")
+      .def_readonly("sealed_fallbacks", &PoolStats::sealed_fallbacks,
+                    "sends of a sealed class that protected their buffer instead (none free)");
   bind_stats<SenderStats>(m, "SenderStats", "Sender.stats(): the sending end's counters.")
       .def_readonly("sent", &SenderStats::sent, "buffers published (once per send)")
       .def_readonly("delivered", &SenderStats::delivered, "descriptors pushed (once per receiver)")
@@ -243,25 +276,32 @@ any use. Dropping the last reference releases it too.)doc");
   py::class_<Pool>(m, "Pool", R"doc(
 A pool of buffers in one sealed memfd, split into size classes.
 
-Pool(name, classes, policy="volatile", eager_restore=False)
+Pool(name, classes, policy="volatile", eager_restore=False, sealed_copies="auto")
 
   name      shows in /proc/<pid>/maps ("memfd:fbuf:<name>") and in errors
   classes   [(buffer_size, count), ...]; sizes round up to whole pages
   policy    what a send does to the sender's access: "volatile" (nothing),
             "read_only" (a later write faults), "copy_on_write" (a later
             write goes to a private copy)
+  sealed_copies  read_only / copy_on_write: which classes send a small
+            buffer by copying it into a slot the sender cannot write
+            instead of protecting it: "auto" (those where a copy is cheaper,
+            measured when the pool is made), "never", or a size in bytes
+            (classes of buffers up to that size)
 
 A Pool is a handle: Senders made from it share it. Thread-safe.)doc")
       .def(py::init([](std::string name, const std::vector<std::pair<std::size_t, std::uint32_t>>& classes,
-                       const std::string& policy, bool eager_restore) {
+                       const std::string& policy, bool eager_restore, const py::object& sealed_copies) {
              PoolOptions o;
              o.name = std::move(name);
              for (const auto& [size, count] : classes) o.classes.push_back({size, count});
              o.policy = to_policy(policy);
              o.eager_restore = eager_restore;
+             set_sealed_copies(o, sealed_copies);
              return Pool(std::move(o));
            }),
-           "name"_a, "classes"_a, "policy"_a = "volatile", "eager_restore"_a = false)
+           "name"_a, "classes"_a, "policy"_a = "volatile", "eager_restore"_a = false,
+           "sealed_copies"_a = "auto")
       .def(
           "allocate",
           [](Pool& p, std::size_t size, const py::object& timeout) { return allocate_from(p, size, timeout, "allocate"); },
@@ -285,6 +325,8 @@ A Pool is a handle: Senders made from it share it. Thread-safe.)doc")
           },
           "[(buffer_size, count), ...] as rounded to pages.")
       .def_property_readonly("max_buffer_size", &Pool::max_buffer_size)
+      .def_property_readonly("sealed_copy_size", &Pool::sealed_copy_size,
+                             "The largest buffer size whose class sends sealed copies, 0 if none.")
       .def("__repr__", [](const Pool& p) {
         return "<fbuf.Pool '" + p.options().name + "' " + policy_name(p.options().policy) + ">";
       });

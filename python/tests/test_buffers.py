@@ -44,6 +44,45 @@ def test_every_policy_is_accepted_by_name(policy):
     assert fbuf.Pool("p", classes=[(4096, 1)], policy=policy).policy == policy.replace("-", "_")
 
 
+def test_sealed_copies_send_a_copy_the_sender_cannot_reach():
+    pool = fbuf.Pool("sealed", classes=[(4096, 2), (1 << 20, 1)], policy="read_only", sealed_copies=4096)
+    assert pool.sealed_copy_size == 4096
+    st = pool.stats()
+    # Sealed slots are counted apart from the application's buffers.
+    assert (st.total, st.free, st.sealed_total, st.sealed_free) == (3, 3, 2, 2)
+    tx = fbuf.Sender(pool)
+    rx = tx.connect_local()
+    buf = tx.allocate(5, timeout=1)
+    buf.write(b"hello")
+    tx.send(buf, timeout=1)
+    st = pool.stats()
+    # The application's buffer is free again at once; the copy is in flight.
+    assert (st.free, st.in_flight, st.sealed_in_flight, st.sealed_copies) == (3, 0, 1, 1)
+    # The next allocation may reuse that buffer: writing it must not reach the receiver.
+    again = tx.allocate(5, timeout=1)
+    again.write(b"XXXXX")
+    view = rx.receive(timeout=1)
+    assert bytes(view) == b"hello"
+    view.release()
+    again.release()
+    st = pool.stats()
+    assert (st.free, st.sealed_free, st.sealed_in_flight) == (3, 2, 0)
+    assert st._asdict()["sealed_copies"] == 1
+    rx.close()
+    tx.close()
+
+
+def test_sealed_copies_can_be_turned_off():
+    pool = fbuf.Pool("unsealed", classes=[(4096, 2)], policy="read_only", sealed_copies="never")
+    assert pool.sealed_copy_size == 0
+    assert pool.stats().sealed_total == 0
+    assert fbuf.Pool("v", classes=[(4096, 2)]).stats().sealed_total == 0  # volatile: none
+    with pytest.raises(ValueError, match="sealed_copies"):
+        fbuf.Pool("p", classes=[(4096, 1)], policy="read_only", sealed_copies="sometimes")
+    with pytest.raises(TypeError):
+        fbuf.Pool("p", classes=[(4096, 1)], policy="read_only", sealed_copies=1.5)
+
+
 def test_bad_pool_arguments_raise():
     with pytest.raises(ValueError, match="policy"):
         fbuf.Pool("p", classes=[(4096, 1)], policy="sticky")

@@ -101,6 +101,8 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   reuse_returned_.reserve(options_.classes.size());
   for (const auto& c : options_.classes)
     reuse_returned_.push_back(cache == 0 || std::uint64_t{c.count} * c.buffer_size > cache);
+  extents_.reserve(slots_.size());
+  for (const Slot& s : slots_) extents_.push_back(Extent{s.offset, s.capacity});
   local_returns_ = std::make_unique<LocalReturn[]>(slots_.size());
   // LIFO free lists, lowest index on top: recently used buffers are reused
   // first while their pages are warm.
@@ -187,9 +189,10 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   // tail (~60 ns per buffer), which only shows when the payload is not
   // touched.
   const std::size_t k = first;
-  // In-process returns first: the buffer a local receiver just released
-  // is handed out next, as when it took the mutex to return it.
-  collect_local_returns_locked();
+  // In-process returns are collected by the same rule (drain_inlets_locked
+  // collects them first): reading the list at every allocation would move
+  // its head's cache line between the two threads at every buffer, as a
+  // return ring's tail would between two cores.
   const bool empty = free_[k].empty();
   if (empty || reuse_returned_[k] != 0) drain_inlets_locked(/*slow=*/empty);
   auto& list = free_[k];
@@ -240,10 +243,12 @@ Result<Buffer> PoolCore::try_allocate(std::size_t size) noexcept {
 }
 
 Result<Buffer> PoolCore::allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
+  // The clock is read only once the pool has run dry: an allocation that
+  // succeeds at once (the common case) costs no clock_gettime.
+  Result<Buffer> r = try_allocate(size);
+  if (r || r.error() != make_error_code(Errc::kWouldBlock)) return r;
   const auto deadline = deadline_after(timeout);
   for (;;) {
-    Result<Buffer> r = try_allocate(size);
-    if (r || r.error() != make_error_code(Errc::kWouldBlock)) return r;
     const auto left = time_left(deadline, sleep_slice(kMaxSleep));
     if (left.count() == 0) return Errc::kTimedOut;
     auto* d = doorbell();
@@ -446,7 +451,7 @@ void PoolCore::release_unsent(std::uint32_t index, std::uint32_t generation) noe
 }
 
 void PoolCore::release_ref(std::uint32_t index, std::uint32_t generation) noexcept {
-  if (options_.eager_restore || index >= slots_.size()) {
+  if (options_.eager_restore || index >= extents_.size()) {
     {
       std::lock_guard lock(mu_);
       release_ref_locked(index, generation);

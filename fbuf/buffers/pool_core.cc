@@ -189,10 +189,15 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   // tail (~60 ns per buffer), which only shows when the payload is not
   // touched.
   const std::size_t k = first;
-  // In-process returns are collected by the same rule (drain_inlets_locked
-  // collects them first): reading the list at every allocation would move
-  // its head's cache line between the two threads at every buffer, as a
-  // return ring's tail would between two cores.
+  // Volatile: in-process returns are collected by the same rule
+  // (drain_inlets_locked collects them first); reading the list at every
+  // allocation moved its head's cache line between the two threads at
+  // every buffer, as a return ring's tail would between two cores.
+  // Protected policies collect them first at every allocation: there the
+  // buffers just released lie guarded on top of the list and are restored
+  // together (restore_top_locked), and a cache-line transfer is nothing
+  // beside the restore.
+  if (protection_.active()) collect_local_returns_locked();
   const bool empty = free_[k].empty();
   if (empty || reuse_returned_[k] != 0) drain_inlets_locked(/*slow=*/empty);
   auto& list = free_[k];

@@ -17,10 +17,6 @@
 namespace fbuf::detail {
 namespace {
 
-// How long receive() polls the ring before it sleeps on the futex. Short
-// enough to cost little when idle, long enough to catch a sender that is
-// a few microseconds behind without a syscall on either side.
-constexpr std::chrono::microseconds kSpin{20};
 // The longest a receiver sleeps before it checks whether the sender died
 // (a killed sender cannot wake it).
 constexpr std::chrono::milliseconds kMaxSleep{20};
@@ -164,7 +160,7 @@ Result<T> ReceiverCore::wait_for(F try_once, std::chrono::nanoseconds timeout) n
     if (stashed_ || in_.readable() || (i % 256) == 0) {
       Result<T> r = try_once();
       if (r || r.error() != wouldblock) return r;
-      if (Clock::now() - start > kSpin) break;
+      if (Clock::now() - start > kSpinBeforeSleep) break;
     }
     cpu_relax();
   }

@@ -250,9 +250,21 @@ Result<Buffer> PoolCore::try_allocate(std::size_t size) noexcept {
 Result<Buffer> PoolCore::allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
   // The clock is read only once the pool has run dry: an allocation that
   // succeeds at once (the common case) costs no clock_gettime.
+  const auto wouldblock = make_error_code(Errc::kWouldBlock);
   Result<Buffer> r = try_allocate(size);
-  if (r || r.error() != make_error_code(Errc::kWouldBlock)) return r;
-  const auto deadline = deadline_after(timeout);
+  if (r || r.error() != wouldblock) return r;
+  const auto start = Clock::now();
+  const auto deadline = deadline_from(start, timeout);
+  // Poll before sleeping, as receive() does: a receiver a few microseconds
+  // from returning a buffer then costs neither side a futex call (without
+  // it, every time the pool ran dry the owner slept and the receiver's
+  // next return made a futex wake).
+  const auto spin_end = std::min(deadline, start + kSpinBeforeSleep);
+  while (Clock::now() < spin_end) {
+    cpu_relax();
+    r = try_allocate(size);
+    if (r || r.error() != wouldblock) return r;
+  }
   for (;;) {
     const auto left = time_left(deadline, sleep_slice(kMaxSleep));
     if (left.count() == 0) return Errc::kTimedOut;
@@ -261,9 +273,9 @@ Result<Buffer> PoolCore::allocate(std::size_t size, std::chrono::nanoseconds tim
     sleep_until(d->waiters, d->seq, left,
                      [&] {
                        again = try_allocate(size);
-                       return again.ok() || again.error() != make_error_code(Errc::kWouldBlock);
+                       return again.ok() || again.error() != wouldblock;
                      });
-    if (again || again.error() != make_error_code(Errc::kWouldBlock)) return again;
+    if (again || again.error() != wouldblock) return again;
   }
 }
 

@@ -78,7 +78,7 @@ Result<View> ReceiverCore::try_receive() noexcept {
   }
   // A sender waiting in epoll for ring space armed its fd: tell it.
   if (in_.release()) signal_ready(ready_fd_.get());
-  received_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+  bump_single_writer(received_, 1);
   Result<View> v = make_view(d);
   if (v && (d.flags & ipc::kAggregateReserved) != 0) {
     // Reserved bits set: rejected, and the buffer goes back (the View's
@@ -116,7 +116,7 @@ Result<Message> ReceiverCore::collect(const Descriptor& first) noexcept {
     if (st == RingStatus::kOk) continue;
     if (st == RingStatus::kCorrupt) {
       rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
-      received_.fetch_add(check.taken(), std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+      bump_single_writer(received_, check.taken());
       ended_ = true;
       return Errc::kCorrupt;
     }
@@ -126,7 +126,7 @@ Result<Message> ReceiverCore::collect(const Descriptor& first) noexcept {
     break;
   }
   if (in_.release()) signal_ready(ready_fd_.get());
-  received_.fetch_add(check.taken(), std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+  bump_single_writer(received_, check.taken());
   if (check.fault() != ipc::ChainCheck::Fault::kNone) {
     for (std::size_t i = 0; i < n; ++i) views[i].reset();
     rejected_messages_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)

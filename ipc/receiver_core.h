@@ -81,6 +81,9 @@ class ReceiverCore {
   // Statistics, bumped and read with relaxed operations everywhere: each
   // is a counter on its own, nothing is published through it, and
   // stats() wants only recent values.
+  // received_ has one writer, the receiving thread, and returned_ is
+  // bumped only under the owner's return lock: both are bumped by
+  // bump_single_writer() (a load and a store, no locked instruction).
   std::atomic<std::uint64_t> received_{0};
   std::atomic<std::uint64_t> returned_{0};
   std::atomic<std::uint64_t> rejected_{0};
@@ -105,6 +108,14 @@ class ReceiverCore {
   bool armed_ = false;
   bool owed_ = false;
 };
+
+// Adds `n` to a counter that only one thread writes at a time (the
+// others only read it): a load and a store, where fetch_add would be a
+// locked instruction on the hot path. relaxed, both: a statistic; its one
+// writer (or the lock it holds) orders its own updates.
+inline void bump_single_writer(std::atomic<std::uint64_t>& counter, std::uint64_t n) noexcept {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
 
 // Test hook: arm() calls it right after it sets consumer_armed and before
 // its fence and re-check, the window in which an owner's publish() may

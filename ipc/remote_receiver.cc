@@ -227,7 +227,7 @@ class RemoteReceiver final : public ReceiverCore,
       rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
       return false;
     }
-    returned_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
+    bump_single_writer(returned_, 1);  // under return_mu_
     return true;
   }
 

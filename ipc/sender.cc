@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <optional>
 
 #include "fbuf/base/assert.h"
 #include "fbuf/base/deadline.h"
@@ -110,7 +111,9 @@ std::error_code SenderCore::send_slices(std::span<const OutSlice> slices, bool c
     indices[i] = ref.index;
   }
   const auto count = static_cast<std::uint32_t>(n);
-  const auto deadline = deadline_after(timeout);
+  // Read once a receiver's ring is full: a send that goes through at once
+  // costs no clock_gettime.
+  std::optional<Clock::time_point> deadline;
   for (;;) {
     std::shared_ptr<Outlet> blocked;
     {
@@ -146,7 +149,8 @@ std::error_code SenderCore::send_slices(std::span<const OutSlice> slices, bool c
       if (!blocked) return deliver_locked(slices, indices, chained, skipping, now);
     }
     if (timeout.count() <= 0) return Errc::kWouldBlock;
-    const auto left = time_left(deadline, sleep_slice(kMaxSleep));
+    if (!deadline) deadline = deadline_after(timeout);
+    const auto left = time_left(*deadline, sleep_slice(kMaxSleep));
     if (left.count() == 0) return Errc::kTimedOut;
     RingIndices* idx = blocked->out.indices();
     sleep_until(idx->producer_waiters, idx->space_seq, left, [&] {

@@ -9,11 +9,15 @@ namespace fbuf::detail {
 
 using Clock = std::chrono::steady_clock;
 
-inline Clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept {
-  const Clock::time_point now = Clock::now();
+// `timeout` after `now` (a time the caller has read already).
+inline Clock::time_point deadline_from(Clock::time_point now, std::chrono::nanoseconds timeout) noexcept {
   if (timeout.count() <= 0) return now;
   if (timeout >= Clock::time_point::max() - now) return Clock::time_point::max();
   return now + std::chrono::duration_cast<Clock::duration>(timeout);
+}
+
+inline Clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept {
+  return deadline_from(Clock::now(), timeout);
 }
 
 // Time left until `deadline`, at most `slice`; zero once it has passed.

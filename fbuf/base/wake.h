@@ -55,6 +55,13 @@ inline void wake_all(std::atomic<std::uint32_t>& seq) noexcept {
   futex_wake_all(&seq);
 }
 
+// How long a waiting side polls before it sleeps: receive() for a
+// descriptor, allocate() for a returned buffer. Short enough to cost little
+// when idle, long enough to catch a peer that is a few microseconds behind
+// without a futex call on either side (a time, not a count of iterations,
+// so it means the same on any CPU).
+inline constexpr std::chrono::microseconds kSpinBeforeSleep{20};
+
 // How long one sleep may last before the caller re-checks for a peer that
 // died without waking it. `normal` unless the test hook
 // FBUF_TEST_UNSLICED_SLEEP=1 is set in the environment, which makes every

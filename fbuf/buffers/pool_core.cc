@@ -111,6 +111,8 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
   reuse_returned_.reserve(options_.classes.size());
   for (const auto& c : options_.classes)
     reuse_returned_.push_back(cache == 0 || std::uint64_t{c.count} * c.buffer_size > cache);
+  extents_.reserve(slots_.size());
+  for (const Slot& s : slots_) extents_.push_back(Extent{s.offset, s.capacity});
   local_returns_ = std::make_unique<LocalReturn[]>(slots_.size());
   // LIFO free lists, lowest index on top: recently used buffers are reused
   // first while their pages are warm.
@@ -201,9 +203,15 @@ Result<Buffer> PoolCore::try_allocate_locked(std::size_t size) noexcept {
   // tail (~60 ns per buffer), which only shows when the payload is not
   // touched.
   const std::size_t k = first;
-  // In-process returns first: the buffer a local receiver just released
-  // is handed out next, as when it took the mutex to return it.
-  collect_local_returns_locked();
+  // Volatile: in-process returns are collected by the same rule
+  // (drain_inlets_locked collects them first); reading the list at every
+  // allocation moved its head's cache line between the two threads at
+  // every buffer, as a return ring's tail would between two cores.
+  // Protected policies collect them first at every allocation: there the
+  // buffers just released lie guarded on top of the list and are restored
+  // together (restore_top_locked), and a cache-line transfer is nothing
+  // beside the restore.
+  if (protection_.active()) collect_local_returns_locked();
   const bool empty = free_[k].empty();
   // A class with sealed slots also collects when they have run out, so
   // the send of this buffer finds its copies back.
@@ -257,10 +265,24 @@ Result<Buffer> PoolCore::try_allocate(std::size_t size) noexcept {
 }
 
 Result<Buffer> PoolCore::allocate(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
-  const auto deadline = deadline_after(timeout);
+  // The clock is read only once the pool has run dry: an allocation that
+  // succeeds at once (the common case) costs no clock_gettime.
+  const auto wouldblock = make_error_code(Errc::kWouldBlock);
+  Result<Buffer> r = try_allocate(size);
+  if (r || r.error() != wouldblock) return r;
+  const auto start = Clock::now();
+  const auto deadline = deadline_from(start, timeout);
+  // Poll before sleeping, as receive() does: a receiver a few microseconds
+  // from returning a buffer then costs neither side a futex call (without
+  // it, every time the pool ran dry the owner slept and the receiver's
+  // next return made a futex wake).
+  const auto spin_end = std::min(deadline, start + kSpinBeforeSleep);
+  while (Clock::now() < spin_end) {
+    cpu_relax();
+    r = try_allocate(size);
+    if (r || r.error() != wouldblock) return r;
+  }
   for (;;) {
-    Result<Buffer> r = try_allocate(size);
-    if (r || r.error() != make_error_code(Errc::kWouldBlock)) return r;
     const auto left = time_left(deadline, sleep_slice(kMaxSleep));
     if (left.count() == 0) return Errc::kTimedOut;
     auto* d = doorbell();
@@ -268,9 +290,9 @@ Result<Buffer> PoolCore::allocate(std::size_t size, std::chrono::nanoseconds tim
     sleep_until(d->waiters, d->seq, left,
                      [&] {
                        again = try_allocate(size);
-                       return again.ok() || again.error() != make_error_code(Errc::kWouldBlock);
+                       return again.ok() || again.error() != wouldblock;
                      });
-    if (again || again.error() != make_error_code(Errc::kWouldBlock)) return again;
+    if (again || again.error() != wouldblock) return again;
   }
 }
 
@@ -464,7 +486,7 @@ void PoolCore::release_unsent(std::uint32_t index, std::uint32_t generation) noe
 }
 
 void PoolCore::release_ref(std::uint32_t index, std::uint32_t generation) noexcept {
-  if (options_.eager_restore || index >= slots_.size()) {
+  if (options_.eager_restore || index >= extents_.size()) {
     {
       std::lock_guard lock(mu_);
       release_ref_locked(index, generation);

@@ -33,6 +33,7 @@
 
 #include "fbuf/base/deadline.h"
 #include "fbuf/base/fd.h"
+#include "fbuf/base/limits.h"
 #include "fbuf/base/spin.h"
 #include "fbuf/buffers/doorbell.h"
 #include "fbuf/buffers/protection.h"
@@ -63,16 +64,18 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   // Geometry (immutable after construction).
   const PoolOptions& options() const noexcept { return options_; }
   // Every slot, sealed ones included: what receivers validate indices
-  // against.
-  std::uint32_t buffer_count() const noexcept { return static_cast<std::uint32_t>(slots_.size()); }
+  // against. Read by in-process receivers from their own thread: from
+  // extents_, never from the slots, whose lines the owner writes at every
+  // buffer.
+  std::uint32_t buffer_count() const noexcept { return static_cast<std::uint32_t>(extents_.size()); }
   // The classes in buffer-index order as receivers map them: the
   // application's, then the sealed slots' (sealed.cc).
   const std::vector<SizeClass>& geometry() const noexcept { return geometry_; }
   // The largest buffer size with sealed slots, 0 if none.
   std::size_t sealed_copy_size() const noexcept { return sealed_copy_size_; }
   std::size_t total_size() const noexcept { return total_size_; }
-  std::size_t buffer_offset(std::uint32_t index) const noexcept { return slots_[index].offset; }
-  std::size_t buffer_capacity(std::uint32_t index) const noexcept { return slots_[index].capacity; }
+  std::size_t buffer_offset(std::uint32_t index) const noexcept { return extents_[index].offset; }
+  std::size_t buffer_capacity(std::uint32_t index) const noexcept { return extents_[index].capacity; }
   // The read-only alias in-process receivers read through, so the policy
   // applied to the sender's mapping never affects them.
   const std::byte* reader_base() const noexcept { return alias_.data(); }
@@ -243,17 +246,12 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   SegvRegistration alias_segv_;
   UniqueFd doorbell_fd_;
   Mapping doorbell_map_;
-
-  mutable SpinThenSleepMutex mu_;
-  std::vector<Slot> slots_;                           // guarded by mu_ (geometry is immutable)
-  std::vector<std::vector<std::uint32_t>> free_;      // per class, LIFO; guarded by mu_
-  std::vector<std::uint8_t> reuse_returned_;          // per class: collect at every allocation (immutable)
-  std::vector<std::shared_ptr<ReturnInlet>> inlets_;  // guarded by mu_
-  Clock::time_point last_peer_check_{};               // guarded by mu_
-  std::uint32_t orphans_ = 0;                         // guarded by mu_: inlets whose Sender is gone
-  std::uint32_t allocated_ = 0;                       // guarded by mu_
-  std::uint32_t in_flight_ = 0;                       // guarded by mu_
-  std::uint64_t rejected_returns_ = 0;                // guarded by mu_
+  // Each buffer's place in the pool, as in its slot (immutable).
+  struct Extent {
+    std::size_t offset;
+    std::size_t capacity;
+  };
+  std::vector<Extent> extents_;
   // Sealed copies. geometry_, app_*, sealed_class_ are immutable after
   // construction; sealed_class_[k] is the class of application class k's
   // sealed slots, or kNoClass.
@@ -264,9 +262,6 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   std::size_t app_size_ = 0;                          // their bytes: [0, app_size_) of the memfd
   std::size_t sealed_copy_size_ = 0;
   Mapping sealed_map_;                                // [app_size_, total_size_) writable, the library's only
-  std::uint32_t sealed_in_flight_ = 0;                // guarded by mu_
-  std::uint64_t sealed_copies_ = 0;                   // guarded by mu_
-  std::uint64_t sealed_fallbacks_ = 0;                // guarded by mu_
 
   // In-process returns without the mutex: per slot, the releases not yet
   // applied and the link of the list of slots that have some. A slot is
@@ -279,9 +274,31 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
     std::atomic<std::uint32_t> next{kNoSlot};
   };
   std::unique_ptr<LocalReturn[]> local_returns_;  // one per slot (immutable pointer)
-  std::atomic<std::uint32_t> local_head_{kNoSlot};
+
+  // Everything above is immutable once the pool is built and is read by
+  // receiving threads without the lock; the mutex and what it guards
+  // start on a cache line of their own, so that those reads never take
+  // the line the owner's lock and bookkeeping live in (false sharing made
+  // every in-process buffer cost a cache-line transfer at the lock).
+  alignas(kCacheLine) mutable SpinThenSleepMutex mu_;
+  std::vector<Slot> slots_;                           // guarded by mu_ (geometry is immutable)
+  std::vector<std::vector<std::uint32_t>> free_;      // per class, LIFO; guarded by mu_
+  std::vector<std::uint8_t> reuse_returned_;          // per class: collect at every allocation (immutable)
+  std::vector<std::shared_ptr<ReturnInlet>> inlets_;  // guarded by mu_
+  Clock::time_point last_peer_check_{};               // guarded by mu_
+  std::uint32_t orphans_ = 0;                         // guarded by mu_: inlets whose Sender is gone
+  std::uint32_t allocated_ = 0;                       // guarded by mu_
+  std::uint32_t in_flight_ = 0;                       // guarded by mu_
+  std::uint64_t rejected_returns_ = 0;                // guarded by mu_
   int owner_signal_ = -1;                             // guarded by mu_
   std::uint32_t next_token_ = 1;                      // guarded by mu_
+  std::uint32_t sealed_in_flight_ = 0;                // guarded by mu_
+  std::uint64_t sealed_copies_ = 0;                   // guarded by mu_
+  std::uint64_t sealed_fallbacks_ = 0;                // guarded by mu_
+
+  // The head of the in-process return list, written by receiving threads:
+  // on a line of its own, away from the lock's.
+  alignas(kCacheLine) std::atomic<std::uint32_t> local_head_{kNoSlot};
 };
 
 }  // namespace fbuf::detail

@@ -3,6 +3,7 @@
 // Private to the library; the public View only names it.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -56,11 +57,19 @@ class SharedRefs {
     } catch (const std::bad_alloc&) {
       return false;
     }
+    // relaxed: see take().
+    any_.store(true, std::memory_order_relaxed);
     return true;
   }
   // True if a share of (pool, index, generation) was outstanding: this
   // release ends that share, not the reference.
   bool take(std::uint32_t pool, std::uint32_t index, std::uint32_t generation) noexcept {
+    // Most owners never share: their releases skip the lock. relaxed: the
+    // add() of a share this release must end happens before it (the View
+    // was shared before it was handed on, and handing it on synchronises),
+    // so coherence shows `true`; `false` read while another view's share
+    // is being made only means this view has none.
+    if (!any_.load(std::memory_order_relaxed)) return false;
     std::lock_guard lock(mu_);
     for (std::size_t i = 0; i < entries_.size(); ++i) {
       Entry& e = entries_[i];
@@ -80,6 +89,9 @@ class SharedRefs {
   };
   std::mutex mu_;
   std::vector<Entry> entries_;  // guarded by mu_; as many as views shared at once
+  // Set by the first add() and never cleared (clearing it could race
+  // with an add()): false while this owner has never shared a view.
+  std::atomic<bool> any_{false};
 };
 
 // The one way to make a View: only channel implementations do.

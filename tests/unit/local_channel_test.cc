@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "fbuf/buffers/view_owner.h"
 #include "fbuf/fbuf.h"
 
 namespace fbuf {
@@ -197,6 +199,58 @@ TEST(LocalChannel, ViewsReleasedByManyThreadsAllComeBack) {
   EXPECT_EQ(s.free, s.total);
   EXPECT_EQ(s.in_flight, 0u);
   EXPECT_EQ(s.rejected_returns, 0u);
+}
+
+// A volatile pool collects views released in this process when the class
+// runs dry (as it collects remote returns), not at every allocation: the
+// free buffers go first, then every released one comes back, each once.
+TEST(LocalChannel, AVolatilePoolTakesReleasedViewsBackWhenTheClassRunsDry) {
+  Pool pool = make_pool(4);
+  Sender tx(pool);
+  Receiver rx = tx.connect_local();
+  for (int i = 0; i < 2; ++i) {
+    auto b = tx.try_allocate(10);
+    ASSERT_TRUE(b);
+    ASSERT_FALSE(tx.try_send(std::move(*b), 10));
+  }
+  std::vector<std::uint32_t> released;
+  for (int i = 0; i < 2; ++i) {
+    auto v = rx.try_receive();
+    ASSERT_TRUE(v);
+    released.push_back(v->index());
+  }  // both views dropped: released, not yet collected
+  std::vector<Buffer> held;
+  for (int i = 0; i < 4; ++i) {
+    auto b = tx.try_allocate(10);
+    ASSERT_TRUE(b) << i << ": " << b.error().message();
+    held.push_back(std::move(*b));
+  }
+  std::vector<std::uint32_t> indices;
+  for (const Buffer& b : held) indices.push_back(b.index());
+  std::sort(indices.begin(), indices.end());
+  EXPECT_EQ(indices, (std::vector<std::uint32_t>{0, 1, 2, 3}));
+  // The two never-sent buffers came first, the released ones after.
+  EXPECT_TRUE(std::find(released.begin(), released.end(), held[0].index()) == released.end());
+  EXPECT_TRUE(std::find(released.begin(), released.end(), held[1].index()) == released.end());
+  EXPECT_FALSE(tx.try_allocate(10));  // each came back once
+  held.clear();
+  PoolStats s = pool.stats();
+  EXPECT_EQ(s.free, 4u);
+  EXPECT_EQ(s.rejected_returns, 0u);
+}
+
+// An owner's table of shared views (the path's in-process forwarding):
+// releases skip its lock until the first share, and a share ends once.
+TEST(SharedRefs, EachShareEndsOnceAndOnlyForItsView) {
+  detail::SharedRefs refs;
+  EXPECT_FALSE(refs.take(0, 1, 7));  // nothing ever shared
+  ASSERT_TRUE(refs.add(0, 1, 7));
+  ASSERT_TRUE(refs.add(0, 1, 7));
+  EXPECT_FALSE(refs.take(0, 1, 8));  // another generation
+  EXPECT_FALSE(refs.take(0, 2, 7));  // another buffer
+  EXPECT_TRUE(refs.take(0, 1, 7));
+  EXPECT_TRUE(refs.take(0, 1, 7));
+  EXPECT_FALSE(refs.take(0, 1, 7));  // both shares ended: the reference goes back
 }
 
 TEST(LocalChannel, ClosingAReceiverReturnsWhatItNeverTook) {

@@ -99,18 +99,24 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
     app_size_ = total_size_;
   }
   // Whether a class collects returns at every allocation (docs/results.md,
-  // "When returns are collected"): when its buffers together overflow the
-  // largest cache, cycling through them reads memory, and the buffer just
-  // returned is the warm one; while they fit, cycling is faster (the
-  // buffer just returned still sits in the receiving core's cache, and
-  // writing it again costs the producer a cross-core invalidation per
-  // line). Without a cache size from the kernel, every class reuses
-  // returned buffers: never much slower, and never the collapse of a pool
-  // that cycles through memory.
+  // "When returns are collected"). Cycling through a class's buffers
+  // (collecting only when it runs dry) wins while a buffer the consumer
+  // has just read still sits in that consumer core's own cache: reusing
+  // it at once would make the producer invalidate those lines one by
+  // one, while the next buffer of the cycle has long left it. A buffer
+  // larger than a core's own cache (level 2) cannot stay there, so
+  // reusing the one just returned costs no such transfer and keeps the
+  // class's working set in the shared cache small; and a class whose
+  // buffers together overflow the largest cache is read from memory when
+  // cycled, so the warm buffer wins there too. Without cache sizes from
+  // the kernel, every class reuses returned buffers: never much slower,
+  // and never the collapse of a pool that cycles through memory.
   const std::size_t cache = last_level_cache_size();
+  const std::size_t core_cache = core_cache_size();
   reuse_returned_.reserve(options_.classes.size());
   for (const auto& c : options_.classes)
-    reuse_returned_.push_back(cache == 0 || std::uint64_t{c.count} * c.buffer_size > cache);
+    reuse_returned_.push_back(cache == 0 || core_cache == 0 || c.buffer_size > core_cache ||
+                              std::uint64_t{c.count} * c.buffer_size > cache);
   extents_.reserve(slots_.size());
   for (const Slot& s : slots_) extents_.push_back(Extent{s.offset, s.capacity});
   local_returns_ = std::make_unique<LocalReturn[]>(slots_.size());

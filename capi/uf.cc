@@ -51,14 +51,34 @@ const char* uf_strerror(uf_error e) {
 
 uf_error uf_pool_create(const char* name, const uf_size_class* classes, size_t nclasses, uf_policy policy,
                         uf_pool** out) {
-  if (out == nullptr || classes == nullptr || nclasses == 0) return UF_EINVAL;
-  if (policy != UF_POLICY_VOLATILE && policy != UF_POLICY_READ_ONLY && policy != UF_POLICY_COPY_ON_WRITE)
+  struct uf_pool_options o = {};
+  o.size = sizeof o;
+  o.policy = policy;
+  return uf_pool_create_with(name, classes, nclasses, &o, out);
+}
+
+uf_error uf_pool_create_with(const char* name, const uf_size_class* classes, size_t nclasses,
+                             const struct uf_pool_options* options, uf_pool** out) {
+  if (out == nullptr || classes == nullptr || nclasses == 0 || options == nullptr) return UF_EINVAL;
+  if (options->size < sizeof(struct uf_pool_options)) return UF_EINVAL;
+  // Copied once: the caller's struct is read here and nowhere after.
+  const struct uf_pool_options opt = *options;
+  if (opt.policy != UF_POLICY_VOLATILE && opt.policy != UF_POLICY_READ_ONLY &&
+      opt.policy != UF_POLICY_COPY_ON_WRITE)
+    return UF_EINVAL;
+  if (opt.sealed_copies != UF_SEALED_AUTO && opt.sealed_copies != UF_SEALED_NEVER &&
+      opt.sealed_copies != UF_SEALED_UP_TO)
     return UF_EINVAL;
   return guarded([&] {
     fbuf::PoolOptions o;
     o.name = name != nullptr ? name : "fbuf";
     for (size_t i = 0; i < nclasses; ++i) o.classes.push_back({classes[i].buffer_size, classes[i].count});
-    o.policy = static_cast<fbuf::Policy>(policy);
+    o.policy = static_cast<fbuf::Policy>(opt.policy);
+    o.eager_restore = opt.eager_restore != 0;
+    o.sealed_copies = opt.sealed_copies == UF_SEALED_NEVER   ? fbuf::SealedCopies::kNever
+                      : opt.sealed_copies == UF_SEALED_UP_TO ? fbuf::SealedCopies::kUpTo
+                                                             : fbuf::SealedCopies::kAuto;
+    o.sealed_copy_limit = opt.sealed_copy_limit;
     *out = new uf_pool(fbuf::Pool(std::move(o)));
     return UF_OK;
   });

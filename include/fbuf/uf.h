@@ -75,6 +75,32 @@ const char* uf_strerror(uf_error e);
 
 uf_error uf_pool_create(const char* name, const uf_size_class* classes, size_t nclasses,
                         uf_policy policy, uf_pool** out);
+
+/* Which size classes of a read_only or copy_on_write pool send a small
+ * buffer as a sealed copy instead of protecting it (docs/api.md, "Sealed
+ * copies"): AUTO measures at creation which are cheaper copied; NEVER
+ * protects every buffer (a late write under read_only then always faults);
+ * UP_TO seals classes up to `sealed_copy_limit` bytes. */
+typedef enum uf_sealed_copies {
+  UF_SEALED_AUTO = 0,
+  UF_SEALED_NEVER = 1,
+  UF_SEALED_UP_TO = 2
+} uf_sealed_copies;
+
+/* What uf_pool_create_with takes beyond the classes. Starts with its size,
+ * as the stats structs do: write
+ * `struct uf_pool_options o = {.size = sizeof o, .policy = ...};`; a size
+ * smaller than this first version returns UF_EINVAL. Zeroed fields are the
+ * defaults (volatile, lazy restore, AUTO). */
+struct uf_pool_options {
+  size_t size;
+  uf_policy policy;
+  int eager_restore;                 /* nonzero: restore write access when the last receiver returns */
+  uf_sealed_copies sealed_copies;
+  size_t sealed_copy_limit;          /* UF_SEALED_UP_TO only */
+};
+uf_error uf_pool_create_with(const char* name, const uf_size_class* classes, size_t nclasses,
+                             const struct uf_pool_options* options, uf_pool** out);
 void uf_pool_destroy(uf_pool* pool);
 /* Buffers free to allocate and buffers in all. Either pointer may be NULL. */
 void uf_pool_counts(const uf_pool* pool, uint32_t* free_count, uint32_t* total);

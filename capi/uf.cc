@@ -49,11 +49,20 @@ const char* uf_strerror(uf_error e) {
   return "unknown uf_error";
 }
 
+// The integer stored in a C enum field, read without loading it as the
+// enum type (a value outside the enumerators would be undefined there).
+static_assert(sizeof(uf_policy) == sizeof(unsigned) && sizeof(uf_sealed_copies) == sizeof(unsigned));
+static unsigned enum_bits(const void* field) noexcept {
+  unsigned v;
+  std::memcpy(&v, field, sizeof v);
+  return v;
+}
+
 uf_error uf_pool_create(const char* name, const uf_size_class* classes, size_t nclasses, uf_policy policy,
                         uf_pool** out) {
   struct uf_pool_options o = {};
   o.size = sizeof o;
-  o.policy = policy;
+  std::memcpy(&o.policy, &policy, sizeof policy);  // as received: checked by enum_bits below
   return uf_pool_create_with(name, classes, nclasses, &o, out);
 }
 
@@ -63,21 +72,22 @@ uf_error uf_pool_create_with(const char* name, const uf_size_class* classes, siz
   if (options->size < sizeof(struct uf_pool_options)) return UF_EINVAL;
   // Copied once: the caller's struct is read here and nowhere after.
   const struct uf_pool_options opt = *options;
-  if (opt.policy != UF_POLICY_VOLATILE && opt.policy != UF_POLICY_READ_ONLY &&
-      opt.policy != UF_POLICY_COPY_ON_WRITE)
+  // A C caller may put any int in an enum field; such a value is not one
+  // C++ may load as the enum, so each is checked as the integer it is.
+  const unsigned policy = enum_bits(&opt.policy);
+  const unsigned sealed = enum_bits(&opt.sealed_copies);
+  if (policy != UF_POLICY_VOLATILE && policy != UF_POLICY_READ_ONLY && policy != UF_POLICY_COPY_ON_WRITE)
     return UF_EINVAL;
-  if (opt.sealed_copies != UF_SEALED_AUTO && opt.sealed_copies != UF_SEALED_NEVER &&
-      opt.sealed_copies != UF_SEALED_UP_TO)
-    return UF_EINVAL;
+  if (sealed != UF_SEALED_AUTO && sealed != UF_SEALED_NEVER && sealed != UF_SEALED_UP_TO) return UF_EINVAL;
   return guarded([&] {
     fbuf::PoolOptions o;
     o.name = name != nullptr ? name : "fbuf";
     for (size_t i = 0; i < nclasses; ++i) o.classes.push_back({classes[i].buffer_size, classes[i].count});
-    o.policy = static_cast<fbuf::Policy>(opt.policy);
+    o.policy = static_cast<fbuf::Policy>(policy);
     o.eager_restore = opt.eager_restore != 0;
-    o.sealed_copies = opt.sealed_copies == UF_SEALED_NEVER   ? fbuf::SealedCopies::kNever
-                      : opt.sealed_copies == UF_SEALED_UP_TO ? fbuf::SealedCopies::kUpTo
-                                                             : fbuf::SealedCopies::kAuto;
+    o.sealed_copies = sealed == UF_SEALED_NEVER   ? fbuf::SealedCopies::kNever
+                      : sealed == UF_SEALED_UP_TO ? fbuf::SealedCopies::kUpTo
+                                                  : fbuf::SealedCopies::kAuto;
     o.sealed_copy_limit = opt.sealed_copy_limit;
     *out = new uf_pool(fbuf::Pool(std::move(o)));
     return UF_OK;

@@ -183,6 +183,9 @@ void Listener::expire_pending() noexcept {
 }
 
 void Listener::reject(int fd, const std::string& reason) noexcept {
+  // Counted before the peer is told: a peer that reads the refusal and then
+  // asks for the counters must find it there.
+  sender_.count_rejected_handshake();
   try {
     capnp::MallocMessageBuilder m;
     ipc::build_reject(m, reason);
@@ -190,7 +193,6 @@ void Listener::reject(int fd, const std::string& reason) noexcept {
   } catch (...) {
     // The connection is being dropped anyway.
   }
-  sender_.count_rejected_handshake();
 }
 
 void Listener::on_pending(int fd, std::uint32_t events) noexcept {

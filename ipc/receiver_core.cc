@@ -76,10 +76,15 @@ Result<View> ReceiverCore::try_receive() noexcept {
     stashed_ = true;
     return Errc::kMessage;
   }
-  // A sender waiting in epoll for ring space armed its fd: tell it.
-  if (in_.release()) signal_ready(ready_fd_.get());
+  // Counted, and the view made (an in-process receiver's held count
+  // bumped), before the slot goes back: a sender that sees the ring's
+  // space finds the buffer received and held, never neither (the budget
+  // check reads queued + held), and a thread that learns of the space
+  // from the sender finds it counted.
   bump_single_writer(received_, 1);
   Result<View> v = make_view(d);
+  // A sender waiting in epoll for ring space armed its fd: tell it.
+  if (in_.release()) signal_ready(ready_fd_.get());
   if (v && (d.flags & ipc::kAggregateReserved) != 0) {
     // Reserved bits set: rejected, and the buffer goes back (the View's
     // destructor) since the descriptor names it validly.
@@ -125,8 +130,9 @@ Result<Message> ReceiverCore::collect(const Descriptor& first) noexcept {
     check.cut();
     break;
   }
-  if (in_.release()) signal_ready(ready_fd_.get());
+  // Counted before the slots go back, as in try_receive().
   bump_single_writer(received_, check.taken());
+  if (in_.release()) signal_ready(ready_fd_.get());
   if (check.fault() != ipc::ChainCheck::Fault::kNone) {
     for (std::size_t i = 0; i < n; ++i) views[i].reset();
     rejected_messages_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)

@@ -223,11 +223,16 @@ class RemoteReceiver final : public ReceiverCore,
     // The return ring holds as many descriptors as the pool has buffers,
     // and an honest sender lends each at most once at a time, so it is
     // never full; a sender that lends more than it has loses the excess.
-    if (!returns_.push(Descriptor{pool, index, generation, 0, 0, 0, 0})) {
+    if (returns_.reserve() != RingStatus::kOk) {
       rejected_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (receiver_core.h)
       return false;
     }
+    // Counted before the return is published: a thread that sees the
+    // buffer back in the sender's pool and then asks this receiver for
+    // its counters must find the return there.
     bump_single_writer(returned_, 1);  // under return_mu_
+    returns_.write(Descriptor{pool, index, generation, 0, 0, 0, 0});
+    (void)returns_.publish();  // the owner's pool never arms a readiness fd on it
     return true;
   }
 

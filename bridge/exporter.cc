@@ -125,8 +125,10 @@ struct Exporter::Impl {
     } else {
       send_failed.fetch_add(1, kRelaxed);
     }
-    slot->view.reset();  // released only now: UCX is done reading it
+    // Counted before the view goes back: a producer that sees the buffer
+    // free and then asks for the counters must not find it in flight.
     in_flight.fetch_sub(1, kRelaxed);
+    slot->view.reset();  // released only now: UCX is done reading it
     free_slots.emplace_back(slot);
   }
 
@@ -326,8 +328,9 @@ struct Exporter::Impl {
         send(std::move(*v));
       } else {
         if (held.size() >= options.drop_queue) {
-          held.pop_front();
+          // Counted before the view goes back, as in finish().
           dropped_oldest.fetch_add(1, kRelaxed);
+          held.pop_front();
         }
         held.push_back(std::move(*v));
       }

@@ -141,19 +141,35 @@ struct Importer::Impl {
       no_consumer.fetch_add(1, kRelaxed);
       return;
     }
+    // Counted before the send: a local consumer that receives the message
+    // and then asks for the counters must find it there. With nobody
+    // local to give it to it is not counted as received at all; a send
+    // that fails even so (the last consumer left just now) takes the count
+    // back (this thread is the counters' only writer), so a reader at that
+    // instant may see it as received before it moves to no_consumer.
+    if (sender->receiver_count() == 0) {
+      if (std::getenv("FBUF_BRIDGE_DEBUG")) std::fprintf(stderr, "publish: no receivers\n");
+      b.reset();
+      no_consumer.fetch_add(1, kRelaxed);
+      return;
+    }
+    std::atomic<std::uint64_t>& kind = rndv ? rendezvous : eager;
+    received.fetch_add(1, kRelaxed);
+    bytes.fetch_add(length, kRelaxed);
+    kind.fetch_add(1, kRelaxed);
     std::error_code e = sender->try_send(std::move(b), length);
     if (e) {
       if (std::getenv("FBUF_BRIDGE_DEBUG")) std::fprintf(stderr, "publish: %s\n", e.message().c_str());
       // kNoReceivers: nobody local to give it to; anything else cannot
       // happen with a ring as large as the pool. Counted, never silent;
       // the failed send left the buffer with us: back to the pool.
+      received.fetch_sub(1, kRelaxed);
+      bytes.fetch_sub(length, kRelaxed);
+      kind.fetch_sub(1, kRelaxed);
       b.reset();
       no_consumer.fetch_add(1, kRelaxed);
       return;
     }
-    received.fetch_add(1, kRelaxed);
-    bytes.fetch_add(length, kRelaxed);
-    (rndv ? rendezvous : eager).fetch_add(1, kRelaxed);
   }
 
   void received_into(Slot* slot, ucs_status_t status, std::size_t length) {

@@ -202,7 +202,6 @@ void Listener::on_pending(int fd, std::uint32_t events) noexcept {
   UniqueFd sock = std::move(node.mapped().fd);
   const Pending& peer = node.mapped();
   if ((events & EPOLLIN) == 0) return;  // hung up before saying Hello
-  const int raw = sock.get();
   try {
     ipc::Datagram dg;
     if (auto ec = ipc::receive_message(sock.get(), dg, std::chrono::nanoseconds(0)); ec) {
@@ -216,8 +215,8 @@ void Listener::on_pending(int fd, std::uint32_t events) noexcept {
     const ipc::HelloInfo hello = ipc::decode_hello(dg.words);
     if (!dg.fds.empty()) throw_error(Errc::kProtocol, "Hello carried fds");
     sender_.check_room(remotes_.size());
-    // Consumes `sock` once the receiver is added, before its Welcome goes out.
-    std::shared_ptr<RemoteOutlet> outlet = sender_.add_remote(sock, hello);
+    const int raw = sock.get();
+    std::shared_ptr<RemoteOutlet> outlet = sender_.add_remote(sock, hello);  // consumes `sock` on success
     sender_.set_peer(*outlet, static_cast<std::uint32_t>(peer.pid), peer.uid);
     remotes_.emplace(raw, std::move(outlet));
   } catch (const std::exception& e) {
@@ -225,10 +224,6 @@ void Listener::on_pending(int fd, std::uint32_t events) noexcept {
   } catch (...) {
     if (sock) reject(sock.get(), "handshake failed");
   }
-  // A receiver added and lost at once (its Welcome could not be sent): its
-  // socket lives on in its inlet's duplicate until the pool drops it, so it
-  // leaves the epoll set by hand (as in on_holder()).
-  if (!sock && remotes_.count(raw) == 0) ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, raw, nullptr);
 }
 
 void Listener::answer_monitor(int fd, const std::vector<UniqueFd>& fds, kj::ArrayPtr<const capnp::word> words) {

@@ -213,34 +213,22 @@ std::shared_ptr<RemoteOutlet> SenderCore::add_remote(UniqueFd& sock, const ipc::
   ipc::build_welcome(m, info);
   ReadyPair ready = make_ready_pair();
   const int fds[ipc::kWelcomeFds] = {pool_->read_only_fd(), ring_fd.get(), pool_->doorbell_fd(), ready.receiver.get()};
+  // The Welcome goes out before the receiver is counted and served, not
+  // after: a receiver whose connect() gives up before it arrives (a short
+  // connect_timeout under load) would otherwise be counted, wake
+  // wait_for_receivers() and take sends, then be lost at once. So a
+  // receiver's connect() may return a moment before receiver_count() and
+  // receivers_connected include it: wait_for_receivers() is what orders
+  // the two (docs/api.md).
+  if (auto ec = ipc::send_message(sock.get(), m, fds); ec) throw Error(ec, "sending Welcome");
 
   watch_ready_fd(ready.owner.get());  // as in connect_local()
-  std::shared_ptr<RemoteOutlet> outlet;
-  {
-    std::lock_guard lock(pool_->mutex());
-    if (closed_) throw_error(Errc::kClosed, "the sender is closing");
-    outlet = std::make_shared<RemoteOutlet>(*pool_, std::move(sock), std::move(mem), returns_, terms_for(&hello),
-                                            std::move(ready.owner));
-    outlet->identity.id = info.receiver_id;
-    add_locked(outlet);
-  }
-  // Counted and served before the receiver is told it is connected: a
-  // receiver whose connect() returned, and whoever it tells, finds it in
-  // receiver_count() and receivers_connected, and a send made then reaches
-  // it (what is sent before it reads the Welcome waits in its ring).
-  if (auto ec = ipc::send_message(outlet->fd(), m, fds); ec) {
-    // It never learnt that it was connected: lost at once, its ring's
-    // contents taken back.
-    {
-      std::lock_guard lock(pool_->mutex());
-      if (!outlet->finished_locked()) {
-        outlet->hang_up_locked();
-        ++counters_.receivers_lost;
-      }
-      prune_locked();
-    }
-    throw Error(ec, "sending Welcome");
-  }
+  std::lock_guard lock(pool_->mutex());
+  if (closed_) throw_error(Errc::kClosed, "the sender is closing");
+  auto outlet = std::make_shared<RemoteOutlet>(*pool_, std::move(sock), std::move(mem), returns_, terms_for(&hello),
+                                               std::move(ready.owner));
+  outlet->identity.id = info.receiver_id;
+  add_locked(outlet);
   return outlet;
 }
 

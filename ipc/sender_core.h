@@ -98,12 +98,10 @@ class SenderCore {
   // --- For the Listener's control thread. ---
   // Throws Error(kProtocol) if no receiver may be added now.
   void check_room(std::size_t connections) const;
-  // Makes the channel for a receiver that said Hello, starts serving it
-  // (counted in receivers_connected) and then sends it the Welcome.
-  // `sock` is consumed once the receiver is added: on a throw before
-  // that the caller still owns it (and may send a Reject through it); a
-  // Welcome that cannot be sent counts the receiver as lost and throws
-  // with `sock` consumed. `hello` says what the receiver asked for itself.
+  // Makes the channel for a receiver that said Hello, sends it the Welcome
+  // and starts serving it. `sock` is consumed only on success; on a throw
+  // the caller still owns it (and may send a Reject through it).
+  // `hello` says what the receiver asked for itself.
   std::shared_ptr<RemoteOutlet> add_remote(UniqueFd& sock, const ipc::HelloInfo& hello);
   // The receiver shut its socket for writing. Returns true if it holds
   // nothing more, so its connection can be closed now.

@@ -601,7 +601,9 @@ TEST(OtherUser, IsRefusedUnlessAllowed) {
         Receiver rx = Receiver::connect(service, {.connect_timeout = 10s});
         _exit(0);
       } catch (const Error& e) {
-        _exit(e.code() == make_error_code(Errc::kProtocol) ? 1 : 2);
+        if (e.code() == make_error_code(Errc::kProtocol)) _exit(1);
+        std::fprintf(stderr, "other user's connect: %s\n", e.what());  // for the failure report
+        _exit(2);
       }
     }
     Pool pool = small_pool("other-user");

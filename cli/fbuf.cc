@@ -388,10 +388,12 @@ void print_info(const MonitorInfo& m) {
                  "them allocated)\n",
                  bytes_text(c.buffer_size), c.count);
     } else {
-      fmt::print("pool exhausted: receiver {} (pid {}, user {}) holds {} of {} buffers ({} taken, {} queued); "
+      // A receiver's holdings count the sealed copies it holds too.
+      fmt::print("pool exhausted: receiver {} (pid {}, user {}) holds {} of {} buffers{} ({} taken, {} queued); "
                  "class {} has none of its {} free\n",
-                 h->id, h->pid, user_name(h->uid), h->outstanding(), total_buffers(m), h->held, h->queued,
-                 bytes_text(c.buffer_size), c.count);
+                 h->id, h->pid, user_name(h->uid), h->outstanding(), std::uint64_t{total_buffers(m)} + m.sealed_total,
+                 m.sealed_total != 0 ? " and sealed slots" : "", h->held, h->queued, bytes_text(c.buffer_size),
+                 c.count);
     }
   }
 }

@@ -343,8 +343,10 @@ void print_info(const MonitorInfo& m) {
     fmt::print("  class    {:>8} x {:<6} {:>6} free{}\n", bytes_text(c.buffer_size), c.count, c.free,
                c.sealed ? fmt::format(", sealed copies: {} of {} slots free", c.sealed_free, c.count) : std::string());
   if (m.sealed_total == 0) {
-    fmt::print("sealed     none (every send of this pool {})\n",
-               m.policy == fbuf::Policy::kVolatile ? "is shared as it is" : "protects its buffer");
+    // A sender that predates these fields reports none as well.
+    fmt::print("sealed     none ({})\n", m.policy == fbuf::Policy::kVolatile
+                                              ? "every send of this pool is shared as it is"
+                                              : "every send protects its buffer, or the sender does not report them");
   } else {
     fmt::print("sealed     copies up to {}; {} slots, {} free, {} in flight; {} copies, {} fallbacks\n",
                bytes_text(m.sealed_copy_size), m.sealed_total, m.sealed_free, m.sealed_in_flight, m.sealed_copies,

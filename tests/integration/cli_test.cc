@@ -380,8 +380,9 @@ TEST(Cli, TopShowsTheRateOfSealedCopies) {
     const double sent = std::strtod(w[4].c_str(), nullptr);
     const double copied = std::strtod(w[6].c_str(), nullptr);
     EXPECT_GT(copied, 20.0) << line;
-    // Every send of this pool is a copy unless its slots ran out.
-    EXPECT_LE(copied, sent + 1.0) << line;
+    // Every send of this pool is a copy unless its slots ran out (a send
+    // may be counted as a copy a moment before it is counted as sent).
+    EXPECT_LE(copied, sent + 5.0) << line;
     EXPECT_NE(w[7], "-") << line;
   }
   EXPECT_TRUE(found) << out;

@@ -297,9 +297,14 @@ void print_info_json(const MonitorInfo& m) {
   fmt::print("  \"pool\": {{\"name\": {}, \"policy\": {}, \"classes\": [", json_string(m.pool_name),
              json_string(fbuf::to_string(m.policy)));
   for (std::size_t i = 0; i < m.classes.size(); ++i)
-    fmt::print("{}{{\"buffer_size\": {}, \"count\": {}, \"free\": {}}}", i == 0 ? "" : ", ", m.classes[i].buffer_size,
-               m.classes[i].count, m.classes[i].free);
+    fmt::print("{}{{\"buffer_size\": {}, \"count\": {}, \"free\": {}, \"sealed\": {}, \"sealed_free\": {}}}",
+               i == 0 ? "" : ", ", m.classes[i].buffer_size, m.classes[i].count, m.classes[i].free,
+               m.classes[i].sealed, m.classes[i].sealed_free);
   fmt::print("]}},\n");
+  fmt::print("  \"sealed\": {{\"copy_size\": {}, \"total\": {}, \"free\": {}, \"in_flight\": {}, \"copies\": {}, "
+             "\"fallbacks\": {}}},\n",
+             m.sealed_copy_size, m.sealed_total, m.sealed_free, m.sealed_in_flight, m.sealed_copies,
+             m.sealed_fallbacks);
   fmt::print("  \"slow_receiver\": {{\"policy\": {}, \"budget\": {}, \"hold_timeout_ns\": {}}},\n",
              json_string(fbuf::ipc::to_string(m.slow_policy)), m.receiver_budget, m.hold_timeout_ns);
   fmt::print("  \"ring_capacity\": {},\n  \"max_receivers\": {},\n", m.ring_capacity, m.max_receivers);
@@ -335,7 +340,18 @@ void print_info(const MonitorInfo& m) {
   fmt::print("pool       '{}', policy {}, {} buffers, {} free, {} returned and not collected yet\n", m.pool_name,
              fbuf::to_string(m.policy), total_buffers(m), free_buffers(m), m.returns_waiting);
   for (const auto& c : m.classes)
-    fmt::print("  class    {:>8} x {:<6} {:>6} free\n", bytes_text(c.buffer_size), c.count, c.free);
+    fmt::print("  class    {:>8} x {:<6} {:>6} free{}\n", bytes_text(c.buffer_size), c.count, c.free,
+               c.sealed ? fmt::format(", sealed copies: {} of {} slots free", c.sealed_free, c.count) : std::string());
+  if (m.sealed_total == 0) {
+    // A sender that predates these fields reports none as well.
+    fmt::print("sealed     none ({})\n", m.policy == fbuf::Policy::kVolatile
+                                              ? "every send of this pool is shared as it is"
+                                              : "every send protects its buffer, or the sender does not report them");
+  } else {
+    fmt::print("sealed     copies up to {}; {} slots, {} free, {} in flight; {} copies, {} fallbacks\n",
+               bytes_text(m.sealed_copy_size), m.sealed_total, m.sealed_free, m.sealed_in_flight, m.sealed_copies,
+               m.sealed_fallbacks);
+  }
   fmt::print("slow       policy {}, budget {}, hold timeout {}\n", fbuf::ipc::to_string(m.slow_policy),
              m.receiver_budget == 0 ? std::string("none (a full ring)") : std::to_string(m.receiver_budget),
              m.hold_timeout_ns == 0 ? std::string("none") : fmt::format("{} ms", m.hold_timeout_ns / 1'000'000));
@@ -374,10 +390,12 @@ void print_info(const MonitorInfo& m) {
                  "them allocated)\n",
                  bytes_text(c.buffer_size), c.count);
     } else {
-      fmt::print("pool exhausted: receiver {} (pid {}, user {}) holds {} of {} buffers ({} taken, {} queued); "
+      // A receiver's holdings count the sealed copies it holds too.
+      fmt::print("pool exhausted: receiver {} (pid {}, user {}) holds {} of {} buffers{} ({} taken, {} queued); "
                  "class {} has none of its {} free\n",
-                 h->id, h->pid, user_name(h->uid), h->outstanding(), total_buffers(m), h->held, h->queued,
-                 bytes_text(c.buffer_size), c.count);
+                 h->id, h->pid, user_name(h->uid), h->outstanding(), std::uint64_t{total_buffers(m)} + m.sealed_total,
+                 m.sealed_total != 0 ? " and sealed slots" : "", h->held, h->queued, bytes_text(c.buffer_size),
+                 c.count);
     }
   }
 }
@@ -400,7 +418,7 @@ int run_info(const std::string& service, bool json, double timeout_s) {
 
 struct Sample {
   Clock::time_point at;
-  std::uint64_t sent = 0, delivered = 0;
+  std::uint64_t sent = 0, delivered = 0, copies = 0, fallbacks = 0;
   std::map<std::uint32_t, std::uint64_t> per_receiver;  // delivered, by receiver id
 };
 
@@ -416,8 +434,9 @@ int run_top(double interval_s, long iterations, bool batch, double timeout_s) {
     out += fmt::format("fbuf top - {:%H:%M:%S}, {} services, every {:.1f} s{}\n",
                        fmt::localtime(std::time(nullptr)), answers.size(), interval_s,
                        tty ? " (Ctrl-C quits)" : fmt::format(", iteration {}", i + 1));
-    out += fmt::format("{:<24} {:>7} {:<10} {:>4} {:>10} {:>10} {:>11} {:>6} {:>6} {:>8}\n", "SERVICE", "PID",
-                       "USER", "RECV", "SENT/S", "DELIV/S", "FREE/BUFS", "HELD", "QUEUED", "DROPPED");
+    out += fmt::format("{:<24} {:>7} {:<10} {:>4} {:>10} {:>10} {:>9} {:>9} {:>11} {:>6} {:>6} {:>8}\n", "SERVICE",
+                       "PID", "USER", "RECV", "SENT/S", "DELIV/S", "COPIED/S", "FALLBK/S", "FREE/BUFS", "HELD",
+                       "QUEUED", "DROPPED");
     std::map<std::string, Sample> next;
     for (const Answer& a : answers) {
       if (!a.info) {
@@ -426,7 +445,7 @@ int run_top(double interval_s, long iterations, bool batch, double timeout_s) {
       }
       const MonitorInfo& m = *a.info;
       const std::string key = fmt::format("{}\n{}", m.service, m.owner_pid);
-      Sample s{now, m.stats.sent, m.stats.delivered, {}};
+      Sample s{now, m.stats.sent, m.stats.delivered, m.sealed_copies, m.sealed_fallbacks, {}};
       for (const auto& r : m.receivers) s.per_receiver[r.id] = r.delivered;
       const Sample* prev = nullptr;
       if (auto it = last.find(key); it != last.end()) prev = &it->second;
@@ -440,9 +459,15 @@ int run_top(double interval_s, long iterations, bool batch, double timeout_s) {
         held += r.held;
         queued += r.queued;
       }
-      out += fmt::format("{:<24} {:>7} {:<10} {:>4} {:>10} {:>10} {:>11} {:>6} {:>6} {:>8}\n", m.service, m.owner_pid,
-                         user_name(m.owner_uid), m.receivers.size() + m.receivers_omitted,
+      // A pool without sealed slots copies nothing: "-" rather than rates of 0.
+      auto sealed_rate = [&](std::uint64_t now_v, std::uint64_t then_v) {
+        return m.sealed_total == 0 ? std::string("-") : rate(now_v, then_v);
+      };
+      out += fmt::format("{:<24} {:>7} {:<10} {:>4} {:>10} {:>10} {:>9} {:>9} {:>11} {:>6} {:>6} {:>8}\n", m.service,
+                         m.owner_pid, user_name(m.owner_uid), m.receivers.size() + m.receivers_omitted,
                          rate(m.stats.sent, prev ? prev->sent : 0), rate(m.stats.delivered, prev ? prev->delivered : 0),
+                         sealed_rate(m.sealed_copies, prev ? prev->copies : 0),
+                         sealed_rate(m.sealed_fallbacks, prev ? prev->fallbacks : 0),
                          fmt::format("{}/{}", available(m), total_buffers(m)), held, queued, m.stats.dropped);
       for (const auto& r : m.receivers) {
         std::uint64_t then_v = 0;
@@ -453,10 +478,10 @@ int run_top(double interval_s, long iterations, bool batch, double timeout_s) {
             known = true;
           }
         }
-        out += fmt::format("{:<24} {:>7} {:<10} {:>4} {:>10} {:>10} {:>11} {:>6} {:>6} {:>8}  {}\n",
+        out += fmt::format("{:<24} {:>7} {:<10} {:>4} {:>10} {:>10} {:>9} {:>9} {:>11} {:>6} {:>6} {:>8}  {}\n",
                            fmt::format("  receiver {}", r.id), r.pid, user_name(r.uid), "", "",
-                           known ? rate(r.delivered, then_v) : std::string("-"), "", r.held, r.queued, r.dropped,
-                           state_text(r));
+                           known ? rate(r.delivered, then_v) : std::string("-"), "", "", "", r.held, r.queued,
+                           r.dropped, state_text(r));
       }
       next[key] = std::move(s);
     }

@@ -81,6 +81,12 @@ struct MonitorClass {
   bufferSize @0 :UInt64;
   count @1 :UInt32;
   free @2 :UInt32;
+  # Sealed copies (docs/design.md, "Sealed copies"): whether the class
+  # sends small buffers by copying them into sealed slots (as many as
+  # `count`), and how many of those are free. False and 0 from a sender
+  # that does not report them.
+  sealed @3 :Bool;
+  sealedFree @4 :UInt32;
 }
 
 struct MonitorReceiver {
@@ -133,6 +139,15 @@ struct MonitorReply {
   # Returned by receivers and not collected by the pool yet (it collects
   # when a class runs empty): free in all but name.
   returnsWaiting @25 :UInt64;
+  # Sealed copies (PoolStats' sealed_* counters, Pool::sealed_copy_size):
+  # all 0 from a pool without them and from a sender that does not report
+  # them, which decode the same ("none").
+  sealedCopySize @26 :UInt64;   # the largest buffer size sent by copy
+  sealedTotal @27 :UInt32;      # sealed slots
+  sealedFree @28 :UInt32;
+  sealedInFlight @29 :UInt32;   # copies sent and not returned
+  sealedCopies @30 :UInt64;     # sends made by copy
+  sealedFallbacks @31 :UInt64;  # sends of a sealed class that protected instead
 }
 
 # The path. Versions are kPathVersion (ipc/layout.h).

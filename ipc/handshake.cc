@@ -193,6 +193,43 @@ void decode_monitor_request(kj::ArrayPtr<const capnp::word> words) {
   }
 }
 
+namespace {
+
+// The sealed-copy state of a reply against what the pool keeps true
+// (fbuf/buffers/sealed.cc): the sealed classes have as many slots as
+// buffers, the copy size is the largest sealed class's, a slot is free, in
+// flight or (during a send) neither, a copy in flight was counted as a
+// copy, and a pool without sealed slots neither copies nor falls back.
+void check_sealed(const MonitorInfo& info) {
+  std::uint64_t total = 0, free = 0, largest = 0;
+  for (const MonitorClass& c : info.classes) {
+    if (!c.sealed) continue;
+    total += c.count;
+    free += c.sealed_free;
+    largest = std::max(largest, c.buffer_size);
+  }
+  if (total != 0 && info.policy == Policy::kVolatile) protocol_error("a volatile pool with sealed classes");
+  if (info.sealed_copy_size != largest)
+    protocol_error("sealed copies up to " + std::to_string(info.sealed_copy_size) +
+                   " bytes, but the largest sealed class holds " + std::to_string(largest));
+  if (info.sealed_total != total)
+    protocol_error(std::to_string(info.sealed_total) + " sealed slots, but the sealed classes have " +
+                   std::to_string(total));
+  if (info.sealed_free != free)
+    protocol_error(std::to_string(info.sealed_free) + " sealed slots free, but the sealed classes have " +
+                   std::to_string(free));
+  if (std::uint64_t{info.sealed_free} + info.sealed_in_flight > info.sealed_total)
+    protocol_error("sealed slots: " + std::to_string(info.sealed_free) + " free and " +
+                   std::to_string(info.sealed_in_flight) + " in flight of " + std::to_string(info.sealed_total));
+  if (info.sealed_in_flight > info.sealed_copies)
+    protocol_error(std::to_string(info.sealed_in_flight) + " sealed copies in flight, but " +
+                   std::to_string(info.sealed_copies) + " made");
+  if (info.sealed_total == 0 && (info.sealed_copies != 0 || info.sealed_fallbacks != 0))
+    protocol_error("sealed copies or fallbacks counted without sealed slots");
+}
+
+}  // namespace
+
 MonitorInfo decode_monitor_reply(kj::ArrayPtr<const capnp::word> words) {
   try {
     capnp::FlatArrayMessageReader reader(words, reader_options());
@@ -225,9 +262,13 @@ MonitorInfo decode_monitor_reply(kj::ArrayPtr<const capnp::word> words) {
     if (classes.size() > kMaxClasses) protocol_error("MonitorReply has " + std::to_string(classes.size()) + " size classes");
     info.classes.reserve(classes.size());
     for (auto c : classes) {
-      MonitorClass k{c.getBufferSize(), c.getCount(), c.getFree()};
+      MonitorClass k{c.getBufferSize(), c.getCount(), c.getFree(), c.getSealed(), c.getSealedFree()};
       if (k.count > kMaxBuffers || k.free > k.count)
         protocol_error("size class with " + std::to_string(k.free) + " of " + std::to_string(k.count) + " free");
+      // A sealed class has as many sealed slots as buffers.
+      if (k.sealed_free > (k.sealed ? k.count : 0))
+        protocol_error("size class with " + std::to_string(k.sealed_free) + " of " +
+                       std::to_string(k.sealed ? k.count : 0) + " sealed slots free");
       info.classes.push_back(k);
     }
     const std::uint8_t slow = r.getSlowPolicy();
@@ -281,6 +322,13 @@ MonitorInfo decode_monitor_reply(kj::ArrayPtr<const capnp::word> words) {
     }
     info.receivers_omitted = r.getReceiversOmitted();
     info.returns_waiting = r.getReturnsWaiting();
+    info.sealed_copy_size = r.getSealedCopySize();
+    info.sealed_total = r.getSealedTotal();
+    info.sealed_free = r.getSealedFree();
+    info.sealed_in_flight = r.getSealedInFlight();
+    info.sealed_copies = r.getSealedCopies();
+    info.sealed_fallbacks = r.getSealedFallbacks();
+    check_sealed(info);
     return info;
   } catch (const kj::Exception& e) {
     protocol_error(std::string("malformed MonitorReply: ") + e.getDescription().cStr());
@@ -305,6 +353,8 @@ void build_monitor_reply(capnp::MessageBuilder& m, const MonitorInfo& info) {
     classes[i].setBufferSize(info.classes[i].buffer_size);
     classes[i].setCount(info.classes[i].count);
     classes[i].setFree(info.classes[i].free);
+    classes[i].setSealed(info.classes[i].sealed);
+    classes[i].setSealedFree(info.classes[i].sealed_free);
   }
   r.setSlowPolicy(static_cast<std::uint8_t>(info.slow_policy));
   r.setReceiverBudget(info.receiver_budget);
@@ -345,6 +395,12 @@ void build_monitor_reply(capnp::MessageBuilder& m, const MonitorInfo& info) {
     x.setHoldTimeoutNs(v.hold_timeout_ns);
   }
   r.setReturnsWaiting(info.returns_waiting);
+  r.setSealedCopySize(info.sealed_copy_size);
+  r.setSealedTotal(info.sealed_total);
+  r.setSealedFree(info.sealed_free);
+  r.setSealedInFlight(info.sealed_in_flight);
+  r.setSealedCopies(info.sealed_copies);
+  r.setSealedFallbacks(info.sealed_fallbacks);
   r.setReceiversOmitted(info.receivers_omitted +
                         static_cast<std::uint32_t>(info.receivers.size() - listed));
 }

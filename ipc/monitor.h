@@ -7,8 +7,10 @@
 //  - A MonitorInfo from decode_monitor_reply() (and so from
 //    query_monitor()) is checked against the limits below: strings and
 //    lists are bounded, enumerations are known values, free <= count per
-//    class, queued <= ring capacity. Nothing in it is trusted further: the
-//    tool only prints it.
+//    class, queued <= ring capacity, and the sealed-copy state is
+//    consistent (the sealed classes' counts add up to the sealed slots,
+//    free + in flight <= slots, the copy size is a sealed class's). Nothing
+//    in it is trusted further: the tool only prints it.
 //  - The sender builds its MonitorInfo with the pool's lock held for one
 //    bounded copy (O(receivers + classes), no allocation, no syscall); it
 //    never drains rings or waits for anything (docs/design.md,
@@ -37,6 +39,10 @@ struct MonitorClass {
   std::uint64_t buffer_size = 0;
   std::uint32_t count = 0;
   std::uint32_t free = 0;
+  // Sealed copies: the class sends by copying into sealed slots of its own
+  // (`count` of them), `sealed_free` of which are free.
+  bool sealed = false;
+  std::uint32_t sealed_free = 0;
 };
 
 struct MonitorReceiver {
@@ -81,6 +87,15 @@ struct MonitorInfo {
   // Returned by receivers and not collected by the pool yet: the pool
   // collects returns when a class runs empty, so `free` alone undercounts.
   std::uint64_t returns_waiting = 0;
+  // Sealed copies (docs/design.md, "Sealed copies"), as PoolStats and
+  // Pool::sealed_copy_size() have them: all 0 for none (a volatile pool,
+  // SealedCopies::kNever, or a sender that predates these fields).
+  std::uint64_t sealed_copy_size = 0;
+  std::uint32_t sealed_total = 0;
+  std::uint32_t sealed_free = 0;
+  std::uint32_t sealed_in_flight = 0;
+  std::uint64_t sealed_copies = 0;
+  std::uint64_t sealed_fallbacks = 0;
 };
 
 // Asks the Sender listening as `service` for its state: connects, sends a

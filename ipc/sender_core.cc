@@ -275,6 +275,7 @@ ipc::MonitorInfo SenderCore::monitor(std::span<const std::shared_ptr<RemoteOutle
   info.hold_timeout_ns = static_cast<std::uint64_t>(options_.hold_timeout.count());
   info.ring_capacity = options_.ring_capacity;
   info.max_receivers = options_.max_receivers;
+  info.sealed_copy_size = pool_->sealed_copy_size();
   const auto& classes = pool_->options().classes;
   info.classes.resize(classes.size());
   const std::size_t room = std::min<std::size_t>(remotes.size() + options_.max_receivers, ipc::kMaxMonitorReceivers);
@@ -283,8 +284,18 @@ ipc::MonitorInfo SenderCore::monitor(std::span<const std::shared_ptr<RemoteOutle
   info.monitor_requests = monitor_requests_.fetch_add(1, std::memory_order_relaxed) + 1;
 
   std::lock_guard lock(pool_->mutex());
-  for (std::size_t k = 0; k < classes.size(); ++k)
-    info.classes[k] = {classes[k].buffer_size, classes[k].count, pool_->free_in_class_locked(k)};
+  for (std::size_t k = 0; k < classes.size(); ++k) {
+    const std::uint32_t sealed_free = pool_->sealed_free_in_class_locked(k);
+    info.classes[k] = {classes[k].buffer_size, classes[k].count, pool_->free_in_class_locked(k),
+                       pool_->class_sealed(k), sealed_free};
+    info.sealed_free += sealed_free;
+  }
+  PoolStats sealed;
+  pool_->sealed_counters_locked(sealed);
+  info.sealed_total = sealed.sealed_total;
+  info.sealed_in_flight = sealed.sealed_in_flight;
+  info.sealed_copies = sealed.sealed_copies;
+  info.sealed_fallbacks = sealed.sealed_fallbacks;
   info.stats = counters_;
   info.stats.returned = returns_->returned;
   info.stats.rejected_returns = returns_->rejected;

@@ -635,12 +635,9 @@ PoolStats PoolCore::stats() {
   drain_inlets_locked();
   PoolStats st;
   st.total = app_count_;
-  st.sealed_total = buffer_count() - app_count_;
   for (std::size_t k = 0; k < free_.size(); ++k)
     (k < options_.classes.size() ? st.free : st.sealed_free) += static_cast<std::uint32_t>(free_[k].size());
-  st.sealed_in_flight = sealed_in_flight_;
-  st.sealed_copies = sealed_copies_;
-  st.sealed_fallbacks = sealed_fallbacks_;
+  sealed_counters_locked(st);
   st.allocated = allocated_;
   st.in_flight = in_flight_;
   st.rejected_returns = rejected_returns_;

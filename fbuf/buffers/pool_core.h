@@ -166,6 +166,21 @@ class PoolCore final : public ViewOwner, public std::enable_shared_from_this<Poo
   std::uint32_t free_in_class_locked(std::size_t k) const noexcept {
     return static_cast<std::uint32_t>(free_[k].size());
   }
+  // Sealed copies for the monitoring request, likewise without a drain
+  // (copies returned and not collected yet are still in flight): whether
+  // class `k` has sealed slots (immutable), and how many of them are free.
+  bool class_sealed(std::size_t k) const noexcept { return sealed_class_[k] != kNoClass; }
+  std::uint32_t sealed_free_in_class_locked(std::size_t k) const noexcept {
+    return class_sealed(k) ? static_cast<std::uint32_t>(free_[sealed_class_[k]].size()) : 0;
+  }
+  // sealed_total, sealed_in_flight, sealed_copies, sealed_fallbacks of
+  // `st` (sealed_free is the sum of the above).
+  void sealed_counters_locked(PoolStats& st) const noexcept {
+    st.sealed_total = buffer_count() - app_count_;
+    st.sealed_in_flight = sealed_in_flight_;
+    st.sealed_copies = sealed_copies_;
+    st.sealed_fallbacks = sealed_fallbacks_;
+  }
 
   // Takes the mutex: a Buffer dropped unsent.
   void release_unsent(std::uint32_t index, std::uint32_t generation) noexcept;

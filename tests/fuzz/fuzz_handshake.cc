@@ -106,10 +106,21 @@ void check_monitor(const fbuf::ipc::MonitorInfo& info) {
   FUZZ_CHECK(static_cast<std::uint8_t>(info.slow_policy) <=
              static_cast<std::uint8_t>(fbuf::SlowReceiverPolicy::kCutOff));
   FUZZ_CHECK(info.classes.size() <= fbuf::ipc::kMaxClasses);
+  std::uint64_t sealed_total = 0, sealed_free = 0;
   for (const auto& c : info.classes) {
     FUZZ_CHECK(c.free <= c.count);
     FUZZ_CHECK(c.count <= fbuf::ipc::kMaxBuffers);
+    FUZZ_CHECK(c.sealed_free <= (c.sealed ? c.count : 0));
+    if (c.sealed) {
+      sealed_total += c.count;
+      sealed_free += c.sealed_free;
+      FUZZ_CHECK(c.buffer_size <= info.sealed_copy_size);
+    }
   }
+  FUZZ_CHECK(info.sealed_total == sealed_total);
+  FUZZ_CHECK(info.sealed_free == sealed_free);
+  FUZZ_CHECK(std::uint64_t{info.sealed_free} + info.sealed_in_flight <= info.sealed_total);
+  FUZZ_CHECK(info.sealed_in_flight <= info.sealed_copies);
   FUZZ_CHECK(info.receivers.size() <= fbuf::ipc::kMaxMonitorReceivers);
   for (const auto& r : info.receivers) {
     FUZZ_CHECK(r.queued <= r.ring_capacity);
@@ -143,6 +154,12 @@ void check_monitor_round_trip(const fbuf::ipc::MonitorInfo& info) {
   FUZZ_CHECK(again.stats.sent == info.stats.sent);
   FUZZ_CHECK(again.receivers_omitted == info.receivers_omitted);
   FUZZ_CHECK(again.returns_waiting == info.returns_waiting);
+  FUZZ_CHECK(again.sealed_copy_size == info.sealed_copy_size);
+  FUZZ_CHECK(again.sealed_total == info.sealed_total);
+  FUZZ_CHECK(again.sealed_free == info.sealed_free);
+  FUZZ_CHECK(again.sealed_in_flight == info.sealed_in_flight);
+  FUZZ_CHECK(again.sealed_copies == info.sealed_copies);
+  FUZZ_CHECK(again.sealed_fallbacks == info.sealed_fallbacks);
 }
 
 // The path: a PoolAnnounce that decodes describes a pool as a Welcome does

@@ -113,9 +113,17 @@ Bytes monitor_reply(std::size_t receivers) {
   fbuf::ipc::MonitorInfo info;
   info.service = "camera/frames";
   info.pool_name = "frames";
-  info.classes = {{4096, 64, 10}, {1 << 20, 4, 0}};
+  // A read_only pool whose small class sends sealed copies.
+  info.policy = fbuf::Policy::kReadOnly;
+  info.classes = {{4096, 64, 10, true, 60}, {1 << 20, 4, 0}};
   info.ring_capacity = 256;
   info.stats.sent = 1000;
+  info.sealed_copy_size = 4096;
+  info.sealed_total = 64;
+  info.sealed_free = 60;
+  info.sealed_in_flight = 4;
+  info.sealed_copies = 900;
+  info.sealed_fallbacks = 2;
   for (std::size_t i = 0; i < receivers; ++i) {
     fbuf::ipc::MonitorReceiver r;
     r.id = static_cast<std::uint32_t>(i + 1);

@@ -22,6 +22,7 @@
 
 #include "child_process.h"
 #include "fbuf/base/fd.h"
+#include "fbuf/fbuf.h"
 #include "ipc/control.h"
 #include "ipc/handshake.h"
 #include "ipc/monitor.h"
@@ -242,6 +243,153 @@ TEST(Cli, HzReportsTheRate) {
   EXPECT_NE(timed.find("total "), std::string::npos) << timed;
 }
 
+// The pool's own counters, as the tool must print them.
+std::string sealed_line(const PoolStats& st, const std::string& size) {
+  return "sealed     copies up to " + size + "; " + std::to_string(st.sealed_total) + " slots, " +
+         std::to_string(st.sealed_free) + " free, " + std::to_string(st.sealed_in_flight) + " in flight; " +
+         std::to_string(st.sealed_copies) + " copies, " + std::to_string(st.sealed_fallbacks) + " fallbacks";
+}
+
+// A read_only pool with sealed copies up to 4 KiB (explicit: no
+// calibration), a receiver in another process that holds what it gets,
+// and the tool in a third: sealed copies, a fallback and a protected send
+// show with the numbers the pool's stats() has.
+TEST(Cli, InfoShowsSealedCopiesAsThePoolCountsThem) {
+  const std::string service = unique_service("cli-sealed");
+  Pool pool(PoolOptions{.name = "cli-sealed",
+                        .classes = {{4096, 2}, {65536, 1}},
+                        .policy = Policy::kReadOnly,
+                        .sealed_copies = SealedCopies::kUpTo,
+                        .sealed_copy_limit = 4096});
+  ASSERT_EQ(pool.sealed_copy_size(), 4096u);
+  Sender sender(pool, service);
+  {
+    // Before anything is sent: the slots, none used.
+    const std::string out = run_tool({"info", service});
+    EXPECT_NE(out.find(sealed_line(pool.stats(), "4 KiB")), std::string::npos) << out;
+    EXPECT_NE(out.find("sealed     copies up to 4 KiB; 2 slots, 2 free, 0 in flight; 0 copies, 0 fallbacks"),
+              std::string::npos)
+        << out;
+  }
+  Child holder(FBUF_IT_PEER, {"hold", "--service", service, "--views", "4", "--hold-ms", "-1"});
+  ASSERT_TRUE(sender.wait_for_receivers(1, 20s)) << holder.output();
+  // Two small sends are copied into the two sealed slots; the third finds
+  // none free (the holder keeps them) and protects its buffer instead; the
+  // large one is protected, its class has no sealed slots.
+  for (std::size_t size : {100, 200, 300, 5000}) {
+    Result<Buffer> b = pool.allocate(size, 5s);
+    ASSERT_TRUE(b) << b.error().message();
+    ASSERT_FALSE(sender.send(std::move(*b), size, 5s));
+  }
+  ASSERT_TRUE(holder.wait_for_output("holding views=4", 20s)) << holder.output();
+
+  // Nothing comes back while the holder holds: the counters stand still.
+  const PoolStats st = pool.stats();
+  EXPECT_EQ(st.sealed_total, 2u);
+  EXPECT_EQ(st.sealed_copies, 2u);
+  EXPECT_EQ(st.sealed_fallbacks, 1u);
+  EXPECT_EQ(st.sealed_in_flight, 2u);
+  EXPECT_EQ(st.in_flight, 2u);  // the fallback and the large buffer
+  const std::string out = run_tool({"info", service});
+  EXPECT_NE(out.find(sealed_line(st, "4 KiB")), std::string::npos) << out;
+  EXPECT_NE(out.find("'cli-sealed', policy read_only, 3 buffers, " + std::to_string(st.free) + " free"),
+            std::string::npos)
+      << out;
+  bool small = false, large = false;
+  for (const std::string& line : lines_of(out)) {
+    if (line.find("  class ") != 0) continue;
+    if (line.find("4 KiB x 2") != std::string::npos) {
+      small = true;
+      EXPECT_NE(line.find(", sealed copies: " + std::to_string(st.sealed_free) + " of 2 slots free"),
+                std::string::npos)
+          << line;
+    } else if (line.find("64 KiB x 1") != std::string::npos) {
+      large = true;
+      EXPECT_EQ(line.find("sealed"), std::string::npos) << line;
+    }
+  }
+  EXPECT_TRUE(small && large) << out;
+  // The holder keeps every sealed slot and every buffer sent.
+  EXPECT_NE(out.find("pool exhausted: receiver 1 (pid " + std::to_string(holder.pid()) + ", user " + me() +
+                     ") holds 4 of 5 buffers and sealed slots (4 taken, 0 queued); class 64 KiB has none of its 1 free"),
+            std::string::npos)
+      << out;
+
+  const std::string json = run_tool({"info", service, "--json"});
+  const std::string expect = "\"sealed\": {\"copy_size\": 4096, \"total\": " + std::to_string(st.sealed_total) +
+                             ", \"free\": " + std::to_string(st.sealed_free) +
+                             ", \"in_flight\": " + std::to_string(st.sealed_in_flight) +
+                             ", \"copies\": " + std::to_string(st.sealed_copies) +
+                             ", \"fallbacks\": " + std::to_string(st.sealed_fallbacks) + "}";
+  EXPECT_NE(json.find(expect), std::string::npos) << json;
+  // The large class's only buffer is in flight: the small class has every free one.
+  EXPECT_NE(json.find("\"buffer_size\": 4096, \"count\": 2, \"free\": " + std::to_string(st.free) +
+                      ", \"sealed\": true, \"sealed_free\": " + std::to_string(st.sealed_free)),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"buffer_size\": 65536, \"count\": 1, \"free\": 0, \"sealed\": false, \"sealed_free\": 0"),
+            std::string::npos)
+      << json;
+}
+
+TEST(Cli, InfoSaysWhenAPoolHasNoSealedCopies) {
+  const std::string service = unique_service("cli-unsealed");
+  Child producer = start_stream(service);
+  const std::string out = run_tool({"info", service});
+  EXPECT_NE(out.find("sealed     none (every send of this pool is shared as it is)"), std::string::npos) << out;
+  const std::string json = run_tool({"info", service, "--json"});
+  EXPECT_NE(json.find("\"sealed\": {\"copy_size\": 0, \"total\": 0, \"free\": 0, \"in_flight\": 0, "
+                      "\"copies\": 0, \"fallbacks\": 0}"),
+            std::string::npos)
+      << json;
+}
+
+// `fbuf top` counts copies and fallbacks per second for a pool with
+// sealed slots: a sender in this process copies small buffers to a
+// consumer in another that releases each at once.
+TEST(Cli, TopShowsTheRateOfSealedCopies) {
+  const std::string service = unique_service("cli-top-sealed");
+  Pool pool(PoolOptions{.name = "cli-top-sealed",
+                        .classes = {{4096, 8}},
+                        .policy = Policy::kReadOnly,
+                        .sealed_copies = SealedCopies::kUpTo,
+                        .sealed_copy_limit = 4096});
+  Sender sender(pool, service);
+  Child sink(FBUF_IT_PEER, {"sink", "--service", service});
+  ASSERT_TRUE(sender.wait_for_receivers(1, 20s)) << sink.output();
+  std::atomic<bool> stop{false};
+  std::thread producer([&] {
+    // relaxed: a stop flag; nothing is published with it.
+    while (!stop.load(std::memory_order_relaxed)) {
+      if (Result<Buffer> b = pool.allocate(64, 1s); b) (void)sender.send(std::move(*b), 64, 1s);
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  const std::string out = run_tool({"top", "-n", "2", "-d", "0.5"});
+  stop.store(true, std::memory_order_relaxed);
+  producer.join();
+  EXPECT_NE(out.find("COPIED/S  FALLBK/S"), std::string::npos) << out;
+  const std::size_t second_block = out.find("iteration 2");
+  ASSERT_NE(second_block, std::string::npos) << out;
+  bool found = false;
+  for (const std::string& line : lines_of(out.substr(second_block))) {
+    std::vector<std::string> w = words_of(line);
+    if (w.size() < 8 || w[0] != service) continue;
+    found = true;
+    // SERVICE PID USER RECV SENT/S DELIV/S COPIED/S FALLBK/S ...
+    const double sent = std::strtod(w[4].c_str(), nullptr);
+    const double copied = std::strtod(w[6].c_str(), nullptr);
+    EXPECT_GT(copied, 20.0) << line;
+    // Every send of this pool is a copy unless its slots ran out (a send
+    // may be counted as a copy a moment before it is counted as sent).
+    EXPECT_LE(copied, sent + 5.0) << line;
+    EXPECT_NE(w[7], "-") << line;
+  }
+  EXPECT_TRUE(found) << out;
+  const PoolStats st = pool.stats();
+  EXPECT_GT(st.sealed_copies, 0u);
+}
+
 TEST(Cli, TopInBatchModeShowsEveryServiceAndItsRate) {
   const std::string first = unique_service("cli-top-a");
   const std::string second = unique_service("cli-top-b");
@@ -265,6 +413,9 @@ TEST(Cli, TopInBatchModeShowsEveryServiceAndItsRate) {
     EXPECT_EQ(w[3], "1") << "receivers: " << line;
     const double sent = std::strtod(w[4].c_str(), nullptr);
     EXPECT_GT(sent, 20.0) << line;
+    // Volatile pools copy nothing: no rates of copies or fallbacks.
+    EXPECT_EQ(w[6], "-") << line;
+    EXPECT_EQ(w[7], "-") << line;
   }
   EXPECT_EQ(rows, 2) << out;
 }

@@ -309,6 +309,21 @@ ipc::MonitorInfo honest() {
   return info;
 }
 
+// An honest reply of a read_only pool with sealed copies for its 4 KiB
+// class: 4 sealed slots, 1 free and 2 in flight; 10 copies, 3 fallbacks.
+ipc::MonitorInfo honest_sealed() {
+  ipc::MonitorInfo info = honest();
+  info.policy = Policy::kReadOnly;
+  info.classes = {{4096, 4, 2, true, 1}, {65536, 2, 1}};
+  info.sealed_copy_size = 4096;
+  info.sealed_total = 4;
+  info.sealed_free = 1;
+  info.sealed_in_flight = 2;
+  info.sealed_copies = 10;
+  info.sealed_fallbacks = 3;
+  return info;
+}
+
 TEST(Monitor, LyingRepliesAreRefusedByTheClient) {
   struct Lie {
     const char* what;
@@ -321,8 +336,37 @@ TEST(Monitor, LyingRepliesAreRefusedByTheClient) {
       edit(m.getRoot<ipc::proto::ControlMessage>().getMonitorReply());
     };
   };
+  auto sealed_reply = [](std::function<void(ipc::proto::MonitorReply::Builder)> edit) {
+    return [edit](capnp::MessageBuilder& m) {
+      ipc::build_monitor_reply(m, honest_sealed());
+      edit(m.getRoot<ipc::proto::ControlMessage>().getMonitorReply());
+    };
+  };
   const std::vector<Lie> lies = {
       {"another version", reply([](auto r) { r.setVersion(7); }), "MonitorReply version 7"},
+      // The sealed-copy state, each lie alone in an otherwise honest reply.
+      {"more sealed slots free than the class has",
+       sealed_reply([](auto r) { r.getClasses()[0].setSealedFree(5); }), "5 of 4 sealed slots free"},
+      {"sealed slots free in a class without",
+       sealed_reply([](auto r) { r.getClasses()[1].setSealedFree(1); }), "1 of 0 sealed slots free"},
+      {"a copy size no sealed class has", sealed_reply([](auto r) { r.setSealedCopySize(8192); }),
+       "sealed copies up to 8192 bytes, but the largest sealed class holds 4096"},
+      {"a copy size without sealed classes", reply([](auto r) { r.setSealedCopySize(4096); }),
+       "sealed copies up to 4096 bytes, but the largest sealed class holds 0"},
+      {"more sealed slots than the sealed classes", sealed_reply([](auto r) { r.setSealedTotal(5); }),
+       "5 sealed slots, but the sealed classes have 4"},
+      {"sealed slots without a sealed class", reply([](auto r) { r.setSealedTotal(4); }),
+       "4 sealed slots, but the sealed classes have 0"},
+      {"a free count the classes do not add up to", sealed_reply([](auto r) { r.setSealedFree(0); }),
+       "0 sealed slots free, but the sealed classes have 1"},
+      {"more free and in flight than slots", sealed_reply([](auto r) { r.setSealedInFlight(4); }),
+       "1 free and 4 in flight of 4"},
+      {"more in flight than copies made", sealed_reply([](auto r) { r.setSealedCopies(1); }),
+       "2 sealed copies in flight, but 1 made"},
+      {"copies without sealed slots", reply([](auto r) { r.setSealedCopies(3); }), "without sealed slots"},
+      {"fallbacks without sealed slots", reply([](auto r) { r.setSealedFallbacks(1); }), "without sealed slots"},
+      {"a volatile pool with sealed classes", sealed_reply([](auto r) { r.setPolicy(0); }),
+       "a volatile pool with sealed classes"},
       {"too many receivers", reply([](auto r) { r.initReceivers(ipc::kMaxMonitorReceivers + 1); }),
        "lists 257 receivers"},
       {"a long pool name", reply([](auto r) { r.setPoolName(std::string(1000, 'p')); }), "pool name longer"},
@@ -394,6 +438,100 @@ TEST(Monitor, LyingRepliesAreRefusedByTheClient) {
     (void)ipc::send_message(fd, m, {});
   });
   EXPECT_EQ(ipc::query_monitor(service, 5s).pool_name, "pool");
+}
+
+TEST(Monitor, SealedCopiesTravelAndAReplyWithoutThemMeansNone) {
+  // Every sealed field arrives as sent.
+  {
+    const std::string service = unique_service("monitor-sealed");
+    LyingService truthful(service, [](int fd) {
+      capnp::MallocMessageBuilder m;
+      ipc::build_monitor_reply(m, honest_sealed());
+      (void)ipc::send_message(fd, m, {});
+    });
+    const ipc::MonitorInfo got = ipc::query_monitor(service, 5s);
+    const ipc::MonitorInfo want = honest_sealed();
+    EXPECT_EQ(got.policy, Policy::kReadOnly);
+    ASSERT_EQ(got.classes.size(), 2u);
+    EXPECT_TRUE(got.classes[0].sealed);
+    EXPECT_EQ(got.classes[0].sealed_free, 1u);
+    EXPECT_FALSE(got.classes[1].sealed);
+    EXPECT_EQ(got.classes[1].sealed_free, 0u);
+    EXPECT_EQ(got.sealed_copy_size, want.sealed_copy_size);
+    EXPECT_EQ(got.sealed_total, want.sealed_total);
+    EXPECT_EQ(got.sealed_free, want.sealed_free);
+    EXPECT_EQ(got.sealed_in_flight, want.sealed_in_flight);
+    EXPECT_EQ(got.sealed_copies, want.sealed_copies);
+    EXPECT_EQ(got.sealed_fallbacks, want.sealed_fallbacks);
+  }
+  // A reply as a sender before these fields wrote it (a protected pool,
+  // none of them set) decodes, with none.
+  {
+    const std::string service = unique_service("monitor-older");
+    LyingService older(service, [](int fd) {
+      capnp::MallocMessageBuilder m;
+      ipc::MonitorInfo info = honest();
+      info.policy = Policy::kReadOnly;
+      auto r = m.initRoot<ipc::proto::ControlMessage>().initMonitorReply();
+      r.setVersion(ipc::kMonitorVersion);
+      r.setService(info.service);
+      r.setPoolName(info.pool_name);
+      r.setPolicy(static_cast<std::uint8_t>(info.policy));
+      auto classes = r.initClasses(1);
+      classes[0].setBufferSize(4096);
+      classes[0].setCount(4);
+      classes[0].setFree(2);
+      r.setRingCapacity(16);
+      (void)ipc::send_message(fd, m, {});
+    });
+    const ipc::MonitorInfo got = ipc::query_monitor(service, 5s);
+    ASSERT_EQ(got.classes.size(), 1u);
+    EXPECT_FALSE(got.classes[0].sealed);
+    EXPECT_EQ(got.sealed_copy_size, 0u);
+    EXPECT_EQ(got.sealed_total, 0u);
+    EXPECT_EQ(got.sealed_free + got.sealed_in_flight, 0u);
+    EXPECT_EQ(got.sealed_copies + got.sealed_fallbacks, 0u);
+  }
+}
+
+// A live read_only Sender with sealed copies up to 4 KiB answers with the
+// counters its pool's stats() reports, in-process receivers holding the
+// copies (the multi-process case is cli_test's).
+TEST(Monitor, ALiveSenderReportsItsSealedCopies) {
+  const std::string service = unique_service("monitor-sealed-live");
+  Pool pool(PoolOptions{.name = "sealed",
+                        .classes = {{4096, 2}, {65536, 1}},
+                        .policy = Policy::kReadOnly,
+                        .sealed_copies = SealedCopies::kUpTo,
+                        .sealed_copy_limit = 4096});
+  ASSERT_EQ(pool.sealed_copy_size(), 4096u);
+  Sender sender(pool, service);
+  Receiver rx = sender.connect_local();
+  // Three small sends: two copies, then a fallback (both slots in flight);
+  // one big send, protected.
+  std::vector<View> held;
+  for (std::size_t size : {100, 200, 300, 5000}) {
+    Result<Buffer> b = pool.allocate(size, 5s);
+    ASSERT_TRUE(b) << b.error().message();
+    ASSERT_FALSE(sender.send(std::move(*b), size, 5s));
+    Result<View> v = rx.receive(5s);
+    ASSERT_TRUE(v) << v.error().message();
+    held.push_back(std::move(*v));
+  }
+  const PoolStats st = pool.stats();
+  EXPECT_EQ(st.sealed_copies, 2u);
+  EXPECT_EQ(st.sealed_fallbacks, 1u);
+  const ipc::MonitorInfo m = ipc::query_monitor(service, 5s);
+  EXPECT_EQ(m.policy, Policy::kReadOnly);
+  EXPECT_EQ(m.sealed_copy_size, 4096u);
+  EXPECT_EQ(m.sealed_total, st.sealed_total);
+  EXPECT_EQ(m.sealed_free, st.sealed_free);
+  EXPECT_EQ(m.sealed_in_flight, st.sealed_in_flight);
+  EXPECT_EQ(m.sealed_copies, st.sealed_copies);
+  EXPECT_EQ(m.sealed_fallbacks, st.sealed_fallbacks);
+  ASSERT_EQ(m.classes.size(), 2u);
+  EXPECT_TRUE(m.classes[0].sealed);
+  EXPECT_FALSE(m.classes[1].sealed);
 }
 
 }  // namespace

@@ -177,4 +177,18 @@ std::error_code receive_message(int sock, Datagram& out, std::chrono::nanosecond
   }
 }
 
+std::error_code exchange(int sock, capnp::MessageBuilder& request, Datagram& answer, std::chrono::nanoseconds timeout,
+                         bool& send_failed) noexcept {
+  const std::error_code sent = send_message(sock, request, {});
+  send_failed = static_cast<bool>(sent);
+  std::error_code ec = sent ? sent : receive_message(sock, answer, timeout);
+  if (ec == std::errc::broken_pipe || ec == std::errc::connection_reset) {
+    if (Datagram again; !receive_message(sock, again, std::chrono::nanoseconds(0))) {
+      answer = std::move(again);
+      ec = {};
+    }
+  }
+  return ec;
+}
+
 }  // namespace fbuf::ipc

@@ -46,4 +46,14 @@ struct Datagram {
 // closing whatever fds did arrive; EOF gives Errc::kPeerGone.
 std::error_code receive_message(int sock, Datagram& out, std::chrono::nanoseconds timeout) noexcept;
 
+// Sends `request` (no fds) and receives the one answer, waiting up to
+// `timeout`. A service that refuses at accept (another user, too many
+// pending handshakes) sends its Reject and closes at once, maybe before the
+// request arrives: the send then fails (EPIPE), or the kernel reports the
+// reset (ECONNRESET: the request was unread) before the Reject queued
+// behind it; either way a Reject that came is read and returned as the
+// answer. `send_failed` says which half an error came from.
+std::error_code exchange(int sock, capnp::MessageBuilder& request, Datagram& answer, std::chrono::nanoseconds timeout,
+                         bool& send_failed) noexcept;
+
 }  // namespace fbuf::ipc

@@ -16,22 +16,12 @@ MonitorInfo query_monitor(std::string_view service, std::chrono::nanoseconds tim
   detail::UniqueFd sock = connect_service(service, timeout);
   capnp::MallocMessageBuilder request;
   build_monitor_request(request);
-  // A service that refuses at accept (another user, too many pending
-  // connections) sends its Reject and closes at once, maybe before the
-  // request arrives: the send then fails (EPIPE) or the kernel reports the
-  // reset (ECONNRESET) before the Reject queued behind it. The reason is
-  // worth a second look in both cases.
-  const std::error_code sent = send_message(sock.get(), request, {});
   Datagram dg;
-  std::error_code ec = sent ? sent : receive_message(sock.get(), dg, detail::time_left(deadline, timeout));
-  if (ec == std::errc::broken_pipe || ec == std::errc::connection_reset) {
-    if (Datagram again; !receive_message(sock.get(), again, std::chrono::nanoseconds(0))) {
-      dg = std::move(again);
-      ec = {};
-    }
-  }
+  bool send_failed = false;
+  const std::error_code ec =
+      exchange(sock.get(), request, dg, detail::time_left(deadline, timeout), send_failed);  // reads a Reject too
   if (ec)
-    throw Error(ec, std::string(sent ? "sending MonitorRequest to '" : "waiting for the monitoring reply of '") +
+    throw Error(ec, std::string(send_failed ? "sending MonitorRequest to '" : "waiting for the monitoring reply of '") +
                         std::string(service) + "'");
   // A reply never carries fds; any that came are closed with `dg`.
   if (!dg.fds.empty()) detail::throw_error(Errc::kProtocol, "MonitorReply carried fds");

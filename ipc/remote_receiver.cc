@@ -277,22 +277,10 @@ std::shared_ptr<ReceiverCore> connect_remote(std::string_view service, Clock::ti
   capnp::MallocMessageBuilder hello;
   ipc::build_hello(hello, request);
   const std::string what = "connect(service '" + std::string(service) + "')";
-  // A service that refuses at accept (another user, too many pending
-  // handshakes) sends its Reject and closes at once, maybe before the
-  // Hello arrives: the send then fails (EPIPE), or the kernel reports the
-  // reset (ECONNRESET: the Hello was unread) before the Reject queued
-  // behind it. Either way the Reject, if it came, is read next, as
-  // query_monitor() does.
-  const std::error_code sent = ipc::send_message(sock.get(), hello, {});
   ipc::Datagram dg;
-  std::error_code ec = sent ? sent : ipc::receive_message(sock.get(), dg, left());
-  if (ec == std::errc::broken_pipe || ec == std::errc::connection_reset) {
-    if (ipc::Datagram again; !ipc::receive_message(sock.get(), again, std::chrono::nanoseconds(0))) {
-      dg = std::move(again);
-      ec = {};
-    }
-  }
-  if (ec) throw Error(ec, what + (sent ? ": sending Hello" : ": waiting for Welcome"));
+  bool send_failed = false;
+  const std::error_code ec = ipc::exchange(sock.get(), hello, dg, left(), send_failed);  // reads a Reject too
+  if (ec) throw Error(ec, what + (send_failed ? ": sending Hello" : ": waiting for Welcome"));
   ipc::WelcomeInfo info = ipc::decode_welcome(dg.words);
   if (dg.fds.size() != ipc::kWelcomeFds)
     throw_error(Errc::kProtocol, what + ": Welcome carried " + std::to_string(dg.fds.size()) + " fds, expected " +
